@@ -1,0 +1,33 @@
+"""Errors for people: one base class, messages that carry the offending values and what to do.
+
+The CLI prints `error: <message>` on one line and exits with the class's exit code; set
+QCONVERT_DEBUG=1 to see the traceback instead. Internal invariants are plain asserts.
+"""
+
+
+class QConvertError(Exception):
+    """Base of every error qconvert reports to a user."""
+
+    exit_code = 1
+
+
+class UsageError(QConvertError):
+    """The command line asks for something inconsistent (output exists, bad option value)."""
+
+    exit_code = 2
+
+
+class CheckpointError(QConvertError):
+    """The checkpoint directory is missing files or holds files we cannot read."""
+
+
+class UnsupportedError(QConvertError):
+    """Valid input that qconvert does not handle (architecture, dtype, quant type)."""
+
+
+class TokenizerError(QConvertError):
+    """The tokenizer files cannot be exported as llama.cpp expects."""
+
+
+class QuantizationError(QConvertError):
+    """A tensor cannot be quantized to the requested type (shape not a multiple of the block)."""
