@@ -1,0 +1,61 @@
+"""GGML quantization: one module per type, a NumPy reference (the spec) and a compiled kernel (the speed).
+
+    >>> import numpy as np
+    >>> from qconvert import quants
+    >>> quants.quantize_rows("Q8_0", np.ones((2, 64), np.float32)).shape
+    (2, 68)
+
+Backend: the compiled kernels in qconvert._kernels (built by `pip install -e .`); set
+QCONVERT_BACKEND=reference to run the NumPy references instead. A missing build raises ImportError.
+
+Adding a type: write <type>.py (quantize_blocks, dequantize_blocks, layout comment), optionally
+kernels/<type>.pyx, and add one line to REGISTRY below. tests/test_quants.py then checks it
+against ggml; give it an ERROR_BOUND (and BOUNDARY inputs) there, and write its golden vectors
+with `python scripts/make_quant_fixtures.py`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from ..errors import UnsupportedError
+from . import floats, q4_0, q8_0
+from ._base import QuantType, choose_backend, define
+from ._base import quantize_rows as _quantize_rows
+
+BACKEND: str = choose_backend()
+
+REGISTRY: dict[T, QuantType] = {qt.qtype: qt for qt in (
+    define(T.F32, floats.F32, backend=BACKEND),
+    define(T.F16, floats.F16, backend=BACKEND),
+    define(T.BF16, floats.BF16, backend=BACKEND),
+    define(T.Q8_0, q8_0, backend=BACKEND, kernel="q8_0"),
+    define(T.Q4_0, q4_0, backend=BACKEND, kernel="q4_0"),
+)}
+
+SUPPORTED: tuple[T, ...] = tuple(REGISTRY)
+
+
+def get(qtype: T | str) -> QuantType:
+    """The registry entry for a GGMLQuantizationType or its name (case-insensitive)."""
+    key = T.__members__.get(qtype.upper()) if isinstance(qtype, str) else qtype
+    qt = REGISTRY.get(key) if key is not None else None
+    if qt is None:
+        name = qtype if isinstance(qtype, str) else getattr(qtype, "name", repr(qtype))
+        raise UnsupportedError(
+            f"quant type {name} is not supported; supported: {', '.join(t.name for t in SUPPORTED)}")
+    return qt
+
+
+def quantize_rows(qtype: T | str, x: np.ndarray) -> np.ndarray:
+    """f32[rows, cols] (C-contiguous) -> u8[rows, row_nbytes(qtype, cols)], the GGUF tensor bytes."""
+    return _quantize_rows(get(qtype), x)
+
+
+def row_nbytes(qtype: T | str, cols: int) -> int:
+    """Bytes one row of `cols` weights takes in `qtype`; QuantizationError if cols is not whole blocks."""
+    return get(qtype).row_nbytes(cols)
+
+
+__all__ = ["BACKEND", "REGISTRY", "SUPPORTED", "QuantType", "get", "quantize_rows", "row_nbytes"]

@@ -1,0 +1,103 @@
+"""The layer every caller goes through: the QuantType record, the backend choice, the row checks.
+
+Kernels and references only ever see C-contiguous float32 blocks f32[n, block_size]; every shape,
+dtype and contiguity check happens here, once per call.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
+import numpy as np
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from ..errors import QuantizationError, UsageError
+
+BACKEND_ENV = "QCONVERT_BACKEND"
+BACKENDS = ("compiled", "reference")
+
+BlockFn = Callable[[np.ndarray], np.ndarray]
+
+
+def choose_backend() -> str:
+    """'compiled' unless QCONVERT_BACKEND=reference asks for the NumPy references."""
+    value = os.environ.get(BACKEND_ENV, "").strip().lower() or "compiled"
+    if value not in BACKENDS:
+        raise UsageError(f"{BACKEND_ENV}={value!r} is not a backend; use one of: {', '.join(BACKENDS)}")
+    return value
+
+
+def load_kernel(name: str) -> ModuleType:
+    """Import qconvert._kernels.<name>, or fail loudly: a broken build never falls back silently."""
+    module = f"qconvert._kernels.{name}"
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(
+            f"compiled kernel {module} cannot be imported ({e}). Build the kernels with "
+            f"`pip install -e .` (or `python setup.py build_ext --inplace` in a checkout; needs a C "
+            f"compiler), or set {BACKEND_ENV}=reference to run the slow NumPy references."
+        ) from e
+
+
+@dataclass(frozen=True)
+class QuantType:
+    """One GGML type: its sizes (from gguf.GGML_QUANT_SIZES) and its block functions.
+
+    quantize_blocks      f32[n, block_size] -> u8[n, type_size], the backend's choice
+    quantize_blocks_ref  the NumPy reference, the spec the kernel must match byte for byte
+    dequantize_blocks    u8[n, type_size] -> f32[n, block_size], NumPy
+    kernel               module name under qconvert._kernels, or None when NumPy is the only code
+    """
+
+    qtype: GGMLQuantizationType
+    name: str
+    block_size: int
+    type_size: int
+    quantize_blocks: BlockFn
+    quantize_blocks_ref: BlockFn
+    dequantize_blocks: BlockFn
+    kernel: str | None = None
+
+    def row_nbytes(self, cols: int) -> int:
+        self.check_cols(cols)
+        return cols // self.block_size * self.type_size
+
+    def check_cols(self, cols: int) -> None:
+        if cols % self.block_size:
+            raise QuantizationError(
+                f"row length {cols} is not a multiple of {self.name}'s block size {self.block_size}")
+
+
+def define(qtype: GGMLQuantizationType, spec: Any, *, backend: str, kernel: str | None = None) -> QuantType:
+    """A registry entry from a reference module (or namespace) and the name of its compiled kernel."""
+    block_size, type_size = GGML_QUANT_SIZES[qtype]
+    quantize = spec.quantize_blocks
+    if kernel is not None and backend == "compiled":
+        module = load_kernel(kernel)
+        # C needs its sizes as compile-time constants; make sure they are gguf's.
+        assert (module.block_size, module.type_size) == (block_size, type_size), (kernel, qtype.name)
+        quantize = module.quantize_blocks
+    return QuantType(qtype, qtype.name, block_size, type_size, quantize, spec.quantize_blocks,
+                     spec.dequantize_blocks, kernel)
+
+
+def quantize_rows(qt: QuantType, x: np.ndarray) -> np.ndarray:
+    """f32[rows, cols] -> u8[rows, row_nbytes]: the GGUF bytes of the tensor, row by row.
+
+    For F32 the result is a view of x (after a copy only if x was not C-contiguous).
+    """
+    if not isinstance(x, np.ndarray) or x.dtype != np.float32:
+        raise TypeError(f"quantize_rows wants a float32 ndarray, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim != 2:
+        raise TypeError(f"quantize_rows wants a 2-D [rows, cols] array, got shape {x.shape}")
+    rows, cols = x.shape
+    nbytes = qt.row_nbytes(cols)
+    blocks = np.ascontiguousarray(x).reshape(-1, qt.block_size)
+    out = qt.quantize_blocks(blocks)
+    assert out.dtype == np.uint8 and out.shape == (blocks.shape[0], qt.type_size), (qt.name, out.shape)
+    return out.reshape(rows, nbytes)
