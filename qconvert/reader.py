@@ -1,0 +1,192 @@
+"""Read a Hugging Face checkpoint directory without torch: config, safetensors headers, tensors.
+
+Every shard is validated when the checkpoint is opened (header parses, every tensor's bytes lie
+inside the file, dtypes are ones we decode), so a bad checkpoint fails before any output exists.
+Tensor data stays memory-mapped; `load` decodes one tensor (or a range of its rows) to float32.
+
+The safetensors format: 8 bytes little-endian header length N, N bytes of JSON
+{name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}, then the data,
+offsets relative to the end of the header.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CheckpointError, UnsupportedError
+
+# safetensors dtype -> (numpy storage dtype, bytes per element). BF16 is stored as uint16 and
+# widened by a shift: a bfloat16 is the top half of a float32.
+DTYPES: dict[str, np.dtype] = {
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+}
+
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives: its shard, absolute byte offset, dtype and shape."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    file: Path
+    offset: int
+    nbytes: int
+
+    @property
+    def n_rows(self) -> int:
+        """Rows of the tensor seen as 2-D [prod(shape[:-1]), shape[-1]]."""
+        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
+
+
+def decode_to_f32(raw: np.ndarray, dtype: str) -> np.ndarray:
+    """Widen stored values to float32 (exact for F16 and BF16).
+
+    >>> decode_to_f32(np.array([0x3F80, 0xC000], dtype="<u2"), "BF16").tolist()
+    [1.0, -2.0]
+    """
+    if dtype == "BF16":
+        return (raw.astype(np.uint32) << 16).view(np.float32)
+    return raw.astype(np.float32, copy=True)
+
+
+def read_safetensors_header(path: Path) -> tuple[dict, int]:
+    """Parse one shard's header; return (header dict, absolute offset where data begins)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            prefix = f.read(8)
+            if len(prefix) < 8:
+                raise CheckpointError(f"{path.name}: file is {size} bytes, too short for a safetensors header")
+            (n,) = struct.unpack("<Q", prefix)
+            if n > MAX_HEADER_BYTES or 8 + n > size:
+                raise CheckpointError(
+                    f"{path.name}: corrupt safetensors header (declares {n} header bytes, file has {size})")
+            text = f.read(n)
+    except FileNotFoundError:
+        raise CheckpointError(f"missing shard {path.name} in {path.parent}") from None
+    try:
+        header = json.loads(text)
+        if not isinstance(header, dict):
+            raise ValueError("not a JSON object")
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path.name}: corrupt safetensors header ({e})") from None
+    return header, 8 + n
+
+
+class Checkpoint:
+    """A checkpoint directory: `config` (dict) and `tensors` (name -> TensorInfo), lazily read."""
+
+    def __init__(self, path: Path, config: dict, tensors: dict[str, TensorInfo]):
+        self.path = path
+        self.config = config
+        self.tensors = tensors
+        self._maps: dict[Path, np.memmap] = {}
+
+    @classmethod
+    def open(cls, path: str | Path) -> Checkpoint:
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is not a directory (expected a Hugging Face checkpoint folder)")
+        config = load_config(path)
+        tensors: dict[str, TensorInfo] = {}
+        for shard in shard_files(path):
+            tensors.update(scan_shard(shard))
+        if not tensors:
+            raise CheckpointError(f"{path}: the safetensors files hold no tensors")
+        return cls(path, config, tensors)
+
+    def _map(self, file: Path) -> np.memmap:
+        if file not in self._maps:
+            self._maps[file] = np.memmap(file, dtype=np.uint8, mode="r")
+        return self._maps[file]
+
+    def raw(self, name: str) -> np.ndarray:
+        """The stored values as a read-only view into the memory map (no copy)."""
+        t = self.tensors[name]
+        buf = self._map(t.file)[t.offset:t.offset + t.nbytes]
+        return buf.view(DTYPES[t.dtype]).reshape(t.shape)
+
+    def load(self, name: str) -> np.ndarray:
+        """One tensor decoded to a new float32 array of its own shape."""
+        return decode_to_f32(self.raw(name), self.tensors[name].dtype)
+
+    def close(self) -> None:
+        self._maps.clear()
+
+
+def load_config(path: Path) -> dict:
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        raise CheckpointError(f"{path}: no config.json (is this a Hugging Face checkpoint folder?)")
+    try:
+        config = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{cfg}: not valid JSON ({e})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{cfg}: expected a JSON object")
+    return config
+
+
+def shard_files(path: Path) -> list[Path]:
+    """The safetensors files of a checkpoint: from the index if there is one, else the files."""
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise CheckpointError(f"{index.name}: not a valid safetensors index ({e})") from None
+        names = sorted(set(weight_map.values()))
+        missing = [n for n in names if not (path / n).is_file()]
+        if missing:
+            raise CheckpointError(
+                f"missing shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                f"(listed in {index.name}) in {path}")
+        return [path / n for n in names]
+    single = path / "model.safetensors"
+    if single.is_file():
+        return [single]
+    found = sorted(path.glob("*.safetensors"))
+    if found:
+        return found
+    hint = ""
+    if any(path.glob("*.bin")) or any(path.glob("*.pth")):
+        hint = "; PyTorch .bin/.pth weights are not supported, save the model with safe_serialization=True"
+    raise CheckpointError(f"{path}: no safetensors weights (model.safetensors or an index){hint}")
+
+
+def scan_shard(file: Path) -> dict[str, TensorInfo]:
+    header, data_start = read_safetensors_header(file)
+    size = file.stat().st_size
+    out: dict[str, TensorInfo] = {}
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{file.name}: corrupt safetensors header entry for {name!r}") from None
+        if dtype not in DTYPES:
+            raise UnsupportedError(
+                f"{file.name}: tensor {name} has dtype {dtype}; supported dtypes are "
+                f"{', '.join(DTYPES)}")
+        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+        if end - begin != nbytes or begin < 0:
+            raise CheckpointError(
+                f"{file.name}: corrupt safetensors header: {name} {dtype}{list(shape)} needs {nbytes} "
+                f"bytes, offsets give {end - begin}")
+        if data_start + end > size:
+            raise CheckpointError(
+                f"{file.name} is truncated: tensor {name} ends at byte {data_start + end}, "
+                f"the file has {size}")
+        out[name] = TensorInfo(name, dtype, shape, file, data_start + begin, nbytes)
+    return out
