@@ -1,0 +1,495 @@
+"""Tokenizer files -> `tokenizer.*` GGUF metadata, as llama.cpp's converter writes them.
+
+Two kinds, chosen the way llama.cpp's `LlamaModel.set_vocab` chooses (conversion/llama.py):
+
+* ``tokenizer.model`` present -> SentencePiece, ``tokenizer.ggml.model = "llama"``: pieces, scores
+  and types read straight from the protobuf (no sentencepiece import), then overridden by
+  ``added_tokens.json`` and ``tokenizer_config.json``'s ``added_tokens_decoder``
+  (``_create_vocab_sentencepiece`` in conversion/base.py).
+* otherwise ``tokenizer.json`` with a byte-level BPE -> ``tokenizer.ggml.model = "gpt2"``: tokens,
+  types, merges and ``tokenizer.ggml.pre`` (``get_vocab_base`` / ``_set_vocab_gpt2``).
+
+Special token ids, add_bos/add_eos, merges and the chat template come from ``gguf.SpecialVocab``,
+the very class the converter uses, topped up with the rules newer gguf-py versions added.
+
+One deliberate difference: llama.cpp names the pre-tokenizer by hashing the token ids of a probe
+string (``get_vocab_base_pre``, needs the `tokenizers` runtime); we read what tokenizer.json's
+``pre_tokenizer`` actually does and map it to the llama.cpp pre-tokenizer with the same regexes
+(llama-vocab.cpp, ``llm_tokenizer_bpe``). Same tokenization; for models that share a regex with
+another (e.g. DBRX and Llama 3) the name can differ from the one the hash table picks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gguf
+
+from .errors import TokenizerError
+
+logger = logging.getLogger(__name__)
+
+NORMAL = int(gguf.TokenType.NORMAL)
+UNKNOWN = int(gguf.TokenType.UNKNOWN)
+CONTROL = int(gguf.TokenType.CONTROL)
+USER_DEFINED = int(gguf.TokenType.USER_DEFINED)
+UNUSED = int(gguf.TokenType.UNUSED)
+BYTE = int(gguf.TokenType.BYTE)
+
+# Special-token kinds written as `tokenizer.ggml.<kind>_token_id`, in SpecialVocab's order. `cls`
+# is left out: gguf's writer has no key for it, so SpecialVocab skips it (with a warning).
+SPECIAL_ID_KEYS = {
+    "bos": gguf.Keys.Tokenizer.BOS_ID,
+    "eos": gguf.Keys.Tokenizer.EOS_ID,
+    "unk": gguf.Keys.Tokenizer.UNK_ID,
+    "sep": gguf.Keys.Tokenizer.SEP_ID,
+    "pad": gguf.Keys.Tokenizer.PAD_ID,
+    "mask": gguf.Keys.Tokenizer.MASK_ID,
+    "eot": gguf.Keys.Tokenizer.EOT_ID,
+    "eom": gguf.Keys.Tokenizer.EOM_ID,
+}
+ADD_TOKEN_KEYS = {
+    "bos": gguf.Keys.Tokenizer.ADD_BOS,
+    "eos": gguf.Keys.Tokenizer.ADD_EOS,
+    "sep": gguf.Keys.Tokenizer.ADD_SEP,
+}
+# Written by gguf-py >= 0.18's SpecialVocab; spelled out because older gguf has no constant.
+NORMALIZER_LOWERCASE = "tokenizer.ggml.normalizer.lowercase"
+NORMALIZER_STRIP_ACCENTS = "tokenizer.ggml.normalizer.strip_accents"
+
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+
+
+@dataclass
+class GGUFTokenizer:
+    """Everything the GGUF `tokenizer.*` keys hold, as plain Python data.
+
+    `tokens[i]`, `token_types[i]` (and `scores[i]` for SentencePiece) describe token id i; the
+    lists are padded to config.json's vocab_size with unused ``[PAD{i}]`` tokens, as llama.cpp's
+    converter pads them.
+    """
+
+    kind: str  # "gpt2" (byte-level BPE) | "llama" (SentencePiece)
+    pre: str  # tokenizer.ggml.pre
+    tokens: list[str]
+    token_types: list[int]
+    scores: list[float] | None = None
+    merges: list[str] = field(default_factory=list)
+    special_ids: dict[str, int] = field(default_factory=dict)  # {"bos": 1, "eos": 2, ...}
+    add_special: dict[str, bool] = field(default_factory=dict)  # {"bos": False, ...}
+    chat_template: str | list[dict[str, str]] | None = None
+    add_space_prefix: bool | None = None
+    normalizer: dict[str, bool] = field(default_factory=dict)  # {"lowercase": True, ...}
+
+    def metadata(self) -> dict[str, Any]:
+        """The GGUF key -> value pairs `write_to` writes, in the converter's order."""
+        md: dict[str, Any] = {}
+        if self.add_space_prefix is not None:
+            md[gguf.Keys.Tokenizer.ADD_PREFIX] = self.add_space_prefix
+        md[gguf.Keys.Tokenizer.MODEL] = self.kind
+        md[gguf.Keys.Tokenizer.PRE] = self.pre
+        md[gguf.Keys.Tokenizer.LIST] = self.tokens
+        if self.scores is not None:
+            md[gguf.Keys.Tokenizer.SCORES] = self.scores
+        md[gguf.Keys.Tokenizer.TOKEN_TYPE] = self.token_types
+        if self.merges:
+            md[gguf.Keys.Tokenizer.MERGES] = self.merges
+        for kind, tid in self.special_ids.items():
+            md[SPECIAL_ID_KEYS[kind]] = tid
+        for kind, value in self.add_special.items():
+            md[ADD_TOKEN_KEYS[kind]] = value
+        if self.chat_template is not None:
+            md[gguf.Keys.Tokenizer.CHAT_TEMPLATE] = self.chat_template
+        for name, value in self.normalizer.items():
+            md[{"lowercase": NORMALIZER_LOWERCASE, "strip_accents": NORMALIZER_STRIP_ACCENTS}[name]] = value
+        return md
+
+    def write_to(self, writer: gguf.GGUFWriter) -> None:
+        """Add every `tokenizer.*` key to `writer`."""
+        for key, value in self.metadata().items():
+            if key == gguf.Keys.Tokenizer.CHAT_TEMPLATE:
+                writer.add_chat_template(value)  # also writes named templates
+            elif isinstance(value, bool):
+                writer.add_bool(key, value)
+            elif isinstance(value, int):
+                writer.add_uint32(key, value)
+            elif isinstance(value, str):
+                writer.add_string(key, value)
+            elif key == gguf.Keys.Tokenizer.SCORES:
+                writer.add_array(key, [float(s) for s in value])  # float32 array
+            else:
+                writer.add_array(key, value)  # tokens/merges: strings; token_type: int32
+
+
+def load_tokenizer(model_dir: Path, config: dict) -> GGUFTokenizer:
+    """Read the tokenizer files of the checkpoint in `model_dir`.
+
+    `config` is the parsed config.json; its ``vocab_size`` (the embedding rows) fixes the length
+    of the token list. Raises TokenizerError when the files are missing or cannot be exported.
+    """
+    model_dir = Path(model_dir)
+    vocab_size = config.get("vocab_size")
+    if (model_dir / "tokenizer.model").is_file():
+        tok = _load_sentencepiece(model_dir, vocab_size)
+    elif (model_dir / "tokenizer.json").is_file():
+        tok = _load_bpe(model_dir, vocab_size)
+    else:
+        raise TokenizerError(
+            f"no tokenizer in {model_dir}: looked for {' and '.join(TOKENIZER_FILES)}; "
+            "copy the tokenizer files of the original checkpoint next to config.json"
+        )
+
+    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
+    # LlamaModel.set_vocab: tokenizer_config's add_prefix_space, whatever the tokenizer kind.
+    if (add_prefix_space := tokenizer_config.get("add_prefix_space")) is not None:
+        tok.add_space_prefix = bool(add_prefix_space)
+    # LlamaModel.set_vocab's rule for 49152-token vocabularies (Granite's small models; it also
+    # covers SmolLM2): never add BOS.
+    if vocab_size == 49152:
+        tok.add_special["bos"] = False
+    return tok
+
+
+# --------------------------------------------------------------------------------------------
+# SentencePiece (tokenizer.model)
+
+
+def _load_sentencepiece(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
+    pieces = read_sentencepiece_model(model_dir / "tokenizer.model")
+    n_vocab = vocab_size or len(pieces)
+
+    # The converter starts from n_vocab unused "[PAD{id}]" slots and fills them in.
+    tokens = [f"[PAD{i}]" for i in range(n_vocab)]
+    scores = [-10000.0] * n_vocab
+    types = [UNUSED] * n_vocab
+    for i, (piece, score, sp_type) in enumerate(pieces):
+        if i >= n_vocab:
+            logger.warning("tokenizer.model has %d pieces, config vocab_size is %d: ignoring ids from %d",
+                           len(pieces), n_vocab, i)
+            break
+        tokens[i] = piece
+        scores[i] = score
+        types[i] = _SP_TYPE_TO_GGUF.get(sp_type, NORMAL)
+
+    # added_tokens.json: tokens added on top of the sentencepiece model.
+    for text, tid in (_read_json(model_dir / "added_tokens.json") or {}).items():
+        if tid >= n_vocab:
+            logger.warning("added token %r has id %d, beyond vocab_size %d: ignored", text, tid, n_vocab)
+            continue
+        tokens[tid], scores[tid], types[tid] = text, -1000.0, USER_DEFINED
+
+    # tokenizer_config.json's added_tokens_decoder has the last word on added tokens' types.
+    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
+    for tid_str, data in tokenizer_config.get("added_tokens_decoder", {}).items():
+        tid = int(tid_str)
+        if tid >= n_vocab:
+            logger.warning("added token %r has id %d, beyond vocab_size %d: ignored", data["content"], tid, n_vocab)
+            continue
+        text, ttype = _added_token_text_and_type(data["content"], bool(data.get("special")))
+        tokens[tid], scores[tid], types[tid] = text, -1000.0, ttype
+
+    special = _special_vocab(model_dir, load_merges=False, n_vocab=len(tokens))
+    tok = GGUFTokenizer(kind="llama", pre="default", tokens=tokens, token_types=types, scores=scores)
+    _take_special_vocab(tok, special, model_dir)
+    return tok
+
+
+# sentencepiece's ModelProto.SentencePiece.Type -> the converter's type. USER_DEFINED pieces of
+# the model stay NORMAL: the converter only asks IsUnknown/IsControl/IsUnused/IsByte.
+_SP_TYPE_TO_GGUF = {1: NORMAL, 2: UNKNOWN, 3: CONTROL, 4: NORMAL, 5: UNUSED, 6: BYTE}
+
+
+def read_sentencepiece_model(path: Path) -> list[tuple[str, float, int]]:
+    """(piece, score, type) of every piece of a sentencepiece ModelProto, in id order.
+
+    Only the fields we need are decoded (sentencepiece_model.proto): ModelProto field 1 is the
+    repeated SentencePiece message, whose fields are 1 piece (string), 2 score (float),
+    3 type (enum, NORMAL=1 when absent). Everything else is skipped by wire type.
+    """
+    data = Path(path).read_bytes()
+    pieces = []
+    try:
+        for fnum, wtype, value in _proto_fields(data):
+            if fnum == 1 and wtype == 2:
+                piece, score, ptype = "", 0.0, 1
+                for f, w, v in _proto_fields(value):
+                    if f == 1 and w == 2:
+                        piece = v.decode("utf-8")
+                    elif f == 2 and w == 5:
+                        score = struct.unpack("<f", v)[0]
+                    elif f == 3 and w == 0:
+                        ptype = v
+                pieces.append((piece, score, ptype))
+    except (ValueError, IndexError, UnicodeDecodeError, struct.error) as e:
+        raise TokenizerError(f"{path} is not a sentencepiece model ({e}); llama.cpp needs one for a 'llama' vocab") from e
+    if not pieces:
+        raise TokenizerError(f"{path} holds no sentencepiece pieces; is it a sentencepiece model?")
+    return pieces
+
+
+def _proto_fields(buf: bytes):
+    """Yield (field number, wire type, value) of a protobuf message; value is int or bytes."""
+    pos, end = 0, len(buf)
+    while pos < end:
+        key, pos = _varint(buf, pos)
+        fnum, wtype = key >> 3, key & 7
+        if wtype == 0:
+            value, pos = _varint(buf, pos)
+        elif wtype == 1:
+            value, pos = buf[pos:pos + 8], pos + 8
+        elif wtype == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = buf[pos:pos + size], pos + size
+        elif wtype == 5:
+            value, pos = buf[pos:pos + 4], pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wtype} at byte {pos}")
+        if pos > end:
+            raise ValueError("truncated protobuf message")
+        yield fnum, wtype, value
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if not b & 0x80:
+            return result, pos
+        shift += 7
+
+
+# --------------------------------------------------------------------------------------------
+# Byte-level BPE (tokenizer.json)
+
+
+def _load_bpe(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
+    path = model_dir / "tokenizer.json"
+    tj = _read_json(path)
+    model = tj.get("model") or {}
+    if model.get("type") != "BPE":
+        raise TokenizerError(
+            f"{path}: model type {model.get('type')!r} is not supported without tokenizer.model; "
+            "qconvert exports byte-level BPE (tokenizer.json) and SentencePiece (tokenizer.model)"
+        )
+    if model.get("byte_fallback"):
+        # llama.cpp's converter would go through LlamaHfVocab here, which writes every score as
+        # -1000 and leaves llama.cpp's SentencePiece merge order undefined: refuse instead.
+        raise TokenizerError(
+            f"{path} is a SentencePiece-style BPE (byte_fallback) but tokenizer.model is missing; "
+            "put the checkpoint's tokenizer.model next to it"
+        )
+    pre = identify_pre_tokenizer(tj)
+
+    # id -> text: the model's vocab, then added tokens (transformers' get_vocab() merges both).
+    id_to_token: dict[int, str] = {tid: text for text, tid in model.get("vocab", {}).items()}
+    added = {a["id"]: a for a in tj.get("added_tokens", [])}
+    for tid, a in added.items():
+        id_to_token[tid] = a["content"]
+    if not id_to_token:
+        raise TokenizerError(f"{path} has an empty vocabulary")
+    n_vocab = vocab_size or max(len(id_to_token), max(id_to_token) + 1)
+    if max(id_to_token) >= n_vocab:
+        raise TokenizerError(
+            f"{path} has token id {max(id_to_token)} but config.json's vocab_size is {n_vocab}; "
+            "the embedding must have a row for every token"
+        )
+
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(n_vocab):
+        if i not in id_to_token:
+            tokens.append(f"[PAD{i}]")
+            types.append(UNUSED)
+        elif i in added:
+            # llama.cpp matches control and user-defined tokens on raw text, so they are stored
+            # as their content, not byte-level encoded. (The converter round-trips unnormalized
+            # added tokens through encode/decode; for byte-level BPE that is the identity.)
+            text, ttype = _added_token_text_and_type(added[i]["content"], bool(added[i].get("special")))
+            tokens.append(text)
+            types.append(ttype)
+        else:
+            tokens.append(id_to_token[i])
+            types.append(NORMAL)
+
+    special = _special_vocab(model_dir, load_merges=True)
+    tok = GGUFTokenizer(kind="gpt2", pre=pre, tokens=tokens, token_types=types)
+    _take_special_vocab(tok, special, model_dir, tj)
+    return tok
+
+
+# What llama.cpp's BPE pre-tokenizers do, in tokenizer.json terms (llama-vocab.cpp lists the
+# original tokenizer.json regex beside each adapted one). Keys are the normalized
+# pre_tokenizer steps (see _pre_tokenizer_steps); values are llama.cpp's `tokenizer.ggml.pre`.
+_LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_QWEN35_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+_BYTE_LEVEL_ONLY = ("ByteLevel", False, False)  # byte mapping after a Split did the splitting
+KNOWN_PRE_TOKENIZERS: dict[tuple, str] = {
+    # GPT-2: ByteLevel's own regex does the splitting.
+    (("ByteLevel", False, True),): "gpt-2",
+    # SmolLM2 (and StarCoder): every digit alone, then GPT-2's regex.
+    (("Digits", True), ("ByteLevel", False, True)): "smollm",
+    # Llama 3: one Split with its regex, ByteLevel only maps bytes.
+    (("Split", _LLAMA3_REGEX, "Isolated", False), _BYTE_LEVEL_ONLY): "llama-bpe",
+    (("Split", _QWEN2_REGEX, "Isolated", False), _BYTE_LEVEL_ONLY): "qwen2",
+    (("Split", _QWEN35_REGEX, "Isolated", False), _BYTE_LEVEL_ONLY): "qwen35",
+}
+
+
+def identify_pre_tokenizer(tokenizer_json: dict) -> str:
+    """llama.cpp's name (`tokenizer.ggml.pre`) for what tokenizer.json's pre_tokenizer does.
+
+    >>> identify_pre_tokenizer({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False,
+    ...                                           "trim_offsets": True, "use_regex": True}})
+    'gpt-2'
+    """
+    steps = _pre_tokenizer_steps(tokenizer_json.get("pre_tokenizer"))
+    if steps in KNOWN_PRE_TOKENIZERS:
+        return KNOWN_PRE_TOKENIZERS[steps]
+    described = " + ".join(_describe_step(s) for s in steps) if steps else "none"
+    raise TokenizerError(
+        f"tokenizer.json's pre-tokenizer matches none of llama.cpp's ({', '.join(sorted(set(KNOWN_PRE_TOKENIZERS.values())))}): "
+        f"{described}"
+    )
+
+
+def _pre_tokenizer_steps(pt: dict | None) -> tuple:
+    """Flatten a pre_tokenizer to comparable tuples, keeping only settings that change output."""
+    if not pt:
+        return ()
+    kind = pt.get("type")
+    if kind == "Sequence":
+        return tuple(s for p in pt.get("pretokenizers", []) for s in _pre_tokenizer_steps(p))
+    if kind == "ByteLevel":
+        # tokenizers' defaults: add_prefix_space=True, use_regex=True.
+        return (("ByteLevel", bool(pt.get("add_prefix_space", True)), bool(pt.get("use_regex", True))),)
+    if kind == "Digits":
+        return (("Digits", bool(pt.get("individual_digits", False))),)
+    if kind == "Split":
+        pattern = pt.get("pattern", {})
+        regex = pattern.get("Regex", re.escape(pattern.get("String", "")))
+        return (("Split", regex, pt.get("behavior"), bool(pt.get("invert", False))),)
+    return ((kind,) + tuple(sorted((k, json.dumps(v)) for k, v in pt.items() if k != "type")),)
+
+
+def _describe_step(step: tuple) -> str:
+    if step[0] == "Split":
+        return f"Split(regex={step[1]!r}, behavior={step[2]}, invert={step[3]})"
+    if step[0] == "ByteLevel":
+        return f"ByteLevel(add_prefix_space={step[1]}, use_regex={step[2]})"
+    if step[0] == "Digits":
+        return f"Digits(individual_digits={step[1]})"
+    return f"{step[0]}({', '.join(f'{k}={v}' for k, v in step[1:])})"
+
+
+# --------------------------------------------------------------------------------------------
+# Shared
+
+
+def _does_token_look_special(text: str) -> bool:
+    """Added tokens some models forget to flag as special (the converter's does_token_look_special)."""
+    return (
+        text in ("<pad>", "<mask>", "<2mass>", "[@BOS@]")
+        or (text.startswith("<|") and text.endswith("|>"))
+        or (text.startswith("<\uff5c") and text.endswith("\uff5c>"))  # deepseek-coder's fullwidth bars
+        or (text.startswith("<unused") and text.endswith(">"))
+    )
+
+
+def _added_token_text_and_type(text: str, special: bool) -> tuple[str, int]:
+    """Control if special (or looks it), else user-defined with sentencepiece's '▁' as a space."""
+    if special or _does_token_look_special(text):
+        return text, CONTROL
+    return text.replace("\u2581", " "), USER_DEFINED
+
+
+def _special_vocab(model_dir: Path, **kwargs) -> gguf.SpecialVocab:
+    try:
+        return gguf.SpecialVocab(model_dir, **kwargs)
+    except ValueError as e:  # bad merges format, negative special token id
+        raise TokenizerError(f"{model_dir}: cannot read special tokens/merges: {e}") from e
+
+
+def _take_special_vocab(tok: GGUFTokenizer, special: gguf.SpecialVocab, model_dir: Path,
+                        tokenizer_json: dict | None = None) -> None:
+    """Copy what gguf.SpecialVocab found, adding the rules of newer gguf-py releases."""
+    if tokenizer_json is None:
+        tokenizer_json = _read_json(model_dir / "tokenizer.json") or {}
+    tok.merges = list(special.merges)
+    tok.special_ids = {k: int(v) for k, v in special.special_token_ids.items() if k in SPECIAL_ID_KEYS}
+    tok.add_special = {k: bool(v) for k, v in special.add_special_token.items() if k in ADD_TOKEN_KEYS}
+    # gguf-py >= 0.18: a ByteLevel post-processor adds no BOS/EOS, and tokenizer_config's
+    # add_*_token cannot say otherwise; only a Template/Roberta processor beside it can.
+    for kind, value in _byte_level_post_processor_defaults(tokenizer_json.get("post_processor")).items():
+        tok.add_special[kind] = value
+    tok.chat_template = special.chat_template
+    tok.normalizer = _normalizer_flags(tokenizer_json.get("normalizer"))
+
+
+def _byte_level_post_processor_defaults(pp: dict | None) -> dict[str, bool]:
+    if not pp:
+        return {}
+    procs = pp.get("processors", [pp])
+    if not any(p.get("type") == "ByteLevel" for p in procs):
+        return {}
+    decided = set()
+    for p in procs:
+        if p.get("type") == "RobertaProcessing":
+            decided |= {"bos", "eos"}
+        elif p.get("type") == "TemplateProcessing":
+            single = p.get("single", [])
+            if len(single) > 1:
+                if single[0].get("SpecialToken", {}).get("id"):
+                    decided.add("bos")
+                if single[-1].get("SpecialToken", {}).get("id"):
+                    decided.add("eos")
+    return {k: False for k in ("bos", "eos") if k not in decided}
+
+
+def _normalizer_flags(normalizer: dict | None) -> dict[str, bool]:
+    """Lowercase / StripAccents flags, as gguf-py >= 0.18's SpecialVocab reads them."""
+    flags: dict[str, bool] = {}
+
+    def visit(n: dict) -> None:
+        kind = n.get("type")
+        if kind == "Lowercase":
+            flags["lowercase"] = True
+        elif kind == "StripAccents":
+            flags["strip_accents"] = True
+        elif kind == "BertNormalizer":
+            for name in ("lowercase", "strip_accents"):
+                if name in n:
+                    flags[name] = n[name]
+        elif kind == "Sequence":
+            for sub in n.get("normalizers", []):
+                visit(sub)
+
+    if normalizer:
+        visit(normalizer)
+    return {k: v for k, v in flags.items() if v is not None}
+
+
+def _read_json(path: Path) -> Any:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path} is not valid JSON ({e})") from e
