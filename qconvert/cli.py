@@ -1,0 +1,111 @@
+"""Command line: parse, call one library function, print. Errors become one line and an exit code.
+
+Set QCONVERT_DEBUG=1 to get the traceback instead of the one-line error.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import QConvertError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Convert Hugging Face checkpoints to GGUF files for llama.cpp.")
+
+ModelDir = Annotated[Path, typer.Argument(help="Checkpoint folder: config.json, *.safetensors, tokenizer files.",
+                                          show_default=False)]
+TypeOpt = Annotated[str, typer.Option("--type", "-t", help="Output type: F32, F16, BF16, Q8_0, Q4_0.")]
+OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="GGUF file to write "
+                                                "[default: <model folder name>-<TYPE>.gguf]")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-j", min=1,
+                                                   help="Quantization threads [default: all cores].")]
+
+
+@app.command()
+def quantize(
+    model_dir: ModelDir,
+    qtype: TypeOpt = "Q8_0",
+    output: OutOpt = None,
+    threads: ThreadsOpt = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the per-tensor plan; write nothing.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Convert MODEL_DIR to a GGUF file of the given type."""
+    from . import convert as conv
+    from .planner import summarize
+
+    if dry_run:
+        job = conv.prepare(model_dir, qtype)
+        print_plan(job.rows)
+        return
+    out = output or Path(f"{model_dir.resolve().name}-{qtype.upper()}.gguf")
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        total = sum(t.nbytes for t in conv.Checkpoint.open(model_dir).tensors.values())
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=out.name, file=sys.stderr)
+    try:
+        result = conv.convert(model_dir, out, qtype, overwrite=overwrite, threads=threads,
+                              on_tensor=(lambda row, n: bar.update(n)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    nbytes, bpw = summarize(result.rows)
+    typer.echo(f"wrote {result.path} ({result.nbytes / 2**20:.1f} MiB, {len(result.rows)} tensors, "
+               f"{bpw:.2f} bits per weight) in {result.seconds:.1f} s")
+
+
+@app.command()
+def inspect(
+    path: Annotated[Path, typer.Argument(help="GGUF file.", show_default=False)],
+    tensors: Annotated[bool, typer.Option("--tensors/--no-tensors", help="List the tensors.")] = True,
+) -> None:
+    """Print a GGUF file's metadata and tensor table."""
+    from .gguf_info import describe
+    typer.echo(describe(path, tensors=tensors))
+
+
+def print_plan(rows) -> None:
+    from .planner import summarize
+    width = max(len(r.gguf_name) for r in rows)
+    typer.echo(f"{'tensor':<{width}}  {'shape':<16} {'from':<5} {'type':<5} reason")
+    for r in rows:
+        shape = "x".join(str(d) for d in reversed(r.shape))
+        typer.echo(f"{r.gguf_name:<{width}}  {shape:<16} {r.src_dtype:<5} {r.qtype.name:<5} {r.reason}")
+    nbytes, bpw = summarize(rows)
+    typer.echo(f"{len(rows)} tensors, {nbytes / 2**20:.1f} MiB of tensor data, {bpw:.2f} bits per weight")
+
+
+def main() -> None:
+    """Console entry point: run the app; QConvertError and I/O errors become one line."""
+    try:
+        app(standalone_mode=False)
+    except QConvertError as e:
+        fail(str(e), e.exit_code, e)
+    except OSError as e:
+        fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), 1, e)
+    except KeyboardInterrupt:
+        fail("interrupted", 130, None)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except Exception as e:  # click's usage errors and anything else
+        import click
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            fail("aborted", 1, e)
+        raise
+
+
+def fail(message: str, code: int, exc: BaseException | None) -> None:
+    if os.environ.get("QCONVERT_DEBUG") and exc is not None:
+        raise exc
+    typer.echo(f"error: {message}", err=True)
+    sys.exit(code)

@@ -1,0 +1,128 @@
+"""Shared test helpers: tiny checkpoints made on the fly, the CLI as a user runs it, llama.cpp."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures"
+MODELS = FIXTURES / "models"
+TOKENIZERS = FIXTURES / "tokenizers"
+
+
+def tiny_llama_config(vocab_size: int, **over) -> dict:
+    cfg = {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
+        "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": vocab_size,
+        "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "tie_word_embeddings": False, "torch_dtype": "float32",
+    }
+    cfg.update(over)
+    return cfg
+
+
+def tiny_llama_tensors(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random float32 weights with Hugging Face Llama names for `cfg`."""
+    rng = np.random.default_rng(seed)
+    h, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
+    hd = cfg.get("head_dim", h // cfg["num_attention_heads"])
+    nq, nkv = cfg["num_attention_heads"] * hd, cfg["num_key_value_heads"] * hd
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    t = {"model.embed_tokens.weight": w(v, h), "model.norm.weight": 1 + w(h)}
+    if not cfg.get("tie_word_embeddings"):
+        t["lm_head.weight"] = w(v, h)
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        t.update({
+            p + "self_attn.q_proj.weight": w(nq, h), p + "self_attn.k_proj.weight": w(nkv, h),
+            p + "self_attn.v_proj.weight": w(nkv, h), p + "self_attn.o_proj.weight": w(h, nq),
+            p + "mlp.gate_proj.weight": w(f, h), p + "mlp.up_proj.weight": w(f, h),
+            p + "mlp.down_proj.weight": w(h, f),
+            p + "input_layernorm.weight": 1 + w(h), p + "post_attention_layernorm.weight": 1 + w(h),
+        })
+    return t
+
+
+def write_checkpoint(path: Path, cfg: dict, tensors: dict[str, np.ndarray],
+                     tokenizer: str | Path | None = "tiny-bpe") -> Path:
+    """A checkpoint folder: config.json, model.safetensors, and a fixture tokenizer's files."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(cfg, indent=2))
+    save_file(tensors, str(path / "model.safetensors"))
+    if tokenizer is not None:
+        src = TOKENIZERS / tokenizer if isinstance(tokenizer, str) else Path(tokenizer)
+        for f in src.iterdir():
+            if f.is_file() and f.name != "expected.json":
+                (path / f.name).write_bytes(f.read_bytes())
+    return path
+
+
+def tokenizer_vocab_size(name: str = "tiny-bpe") -> int:
+    tok = json.loads((TOKENIZERS / name / "tokenizer.json").read_text())
+    ids = list(tok["model"]["vocab"].values()) if isinstance(tok["model"]["vocab"], dict) else \
+        range(len(tok["model"]["vocab"]))
+    ids = list(ids) + [a["id"] for a in tok.get("added_tokens", [])]
+    return max(ids) + 1
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path: Path) -> Path:
+    """A valid one-layer random Llama with the tiny-bpe tokenizer."""
+    cfg = tiny_llama_config(tokenizer_vocab_size("tiny-bpe"))
+    return write_checkpoint(tmp_path / "tiny", cfg, tiny_llama_tensors(cfg))
+
+
+def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m qconvert ARGS` as a user runs it: real exit code, real stderr."""
+    e = {k: v for k, v in os.environ.items() if k != "QCONVERT_DEBUG"}
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "qconvert", *map(str, args)],
+                          capture_output=True, text=True, env=e, timeout=600)
+
+
+def llama_logits(gguf_path: Path, tokens: list[int] | np.ndarray) -> np.ndarray:
+    """llama.cpp's logits for every position of `tokens`, with an F32 KV cache (the default F16
+    cache alone adds about 1e-3 relative error)."""
+    from llama_cpp import Llama
+
+    tokens = [int(t) for t in tokens]
+    llm = Llama(model_path=str(gguf_path), n_ctx=max(64, len(tokens) + 8), n_batch=512,
+                logits_all=True, type_k=0, type_v=0, n_threads=2, verbose=False)
+    try:
+        llm.eval(tokens)
+        return np.array(llm.scores[:len(tokens)], dtype=np.float32)
+    finally:
+        llm.close()
+
+
+def relative_error(got: np.ndarray, want: np.ndarray) -> float:
+    """max |got - want| relative to the logit scale (max |want|)."""
+    return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
+# Figures worth reading in the test log (quantization error per model and type): collected by
+# tests through `report`, printed at the end of the run.
+_REPORT: list[str] = []
+
+
+def report(line: str) -> None:
+    _REPORT.append(line)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _REPORT:
+        terminalreporter.section("qconvert figures")
+        for line in _REPORT:
+            terminalreporter.write_line(line)
