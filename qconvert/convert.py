@@ -69,7 +69,7 @@ def prepare(model_dir: str | Path, qtype: str) -> Job:
     adapter = arch_registry.for_config(ckpt.config)
     sources = adapter.tensors(ckpt.tensors)
     tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw)
-    return Job(ckpt, adapter, recipe, sources, plan(sources, recipe), tokenizer)
+    return Job(ckpt, adapter, recipe, sources, plan(sources, recipe, adapter.model_facts()), tokenizer)
 
 
 def check_output(out: Path, overwrite: bool) -> None:

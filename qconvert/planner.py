@@ -1,13 +1,19 @@
 """Which GGUF type each tensor gets, and why: a pure function from tensor metadata to a table.
 
-A recipe (one per `-t` value) is an ordered list of rules; the first rule that matches a tensor
-decides its type. After the rule, a type that cannot hold the tensor (row length not a multiple
-of its block, or a type qconvert cannot write yet) falls back along FALLBACKS, and the reason
-says so. Nothing here reads tensor data; `qconvert quantize --dry-run` prints this table.
+A recipe (one per `-t` value) is a default type and an ordered list of rules; the first rule
+that matches a tensor decides its type. Then a type the tensor's rows cannot hold (row length
+not a multiple of its block) falls back as llama-quantize's `tensor_type_fallback` does, and
+the reason says so. Nothing here reads tensor data; `qconvert quantize --dry-run` prints this.
 
-The rules follow llama.cpp: 1-D tensors and norms stay F32 (convert_hf_to_gguf.py and
-llama-quantize both do this), and llama-quantize's Q4_0 puts the output tensor (or the token
-embedding when it is tied to the output) in Q6_K, or Q8_0 when its rows are not a multiple of 256.
+The rules are llama.cpp's (src/llama-quant.cpp, `llama_tensor_get_type_impl`):
+- only 2-D and larger `.weight` tensors are quantized; norms, 1-D tensors, the MoE router and
+  position/token-type embeddings stay F32 (the converter does the same for F16/BF16/Q8_0);
+- the output tensor (or the token embedding when tied to it) gets Q6_K, or Q8_0 when its rows
+  are not a multiple of the default type's block;
+- the K mixes give attn_v and ffn_down more bits in some layers. llama-quantize counts those
+  tensors in file order, which for a file from convert_hf_to_gguf.py is the sorted order of
+  the checkpoint's names (blk.10 before blk.2); our tensors come in that same order, so the
+  counters below are the same as llama-quantize's on the converter's file.
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ import gguf
 import numpy as np
 
 from . import quants
-from .arch import SourceTensor
+from .arch import ModelFacts, SourceTensor
 from .errors import UnsupportedError
 
 T = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
 
-# Tensors llama.cpp keeps in F32 whatever the file type (llama-quantize's and the converter's lists).
-ALWAYS_F32 = re.compile(r"(^|\.)(ffn_gate_inp|ffn_gate_inp_shexp|position_embd|token_types|rope_freqs)(\.|$)")
+# Tensors llama.cpp never quantizes (llama-quant.cpp `tensor_allows_quantization`, and the
+# converter's list of tensors it always writes as F32).
+NEVER_QUANTIZED = re.compile(r"_norm\.weight$|ffn_gate_inp(_shexp)?\.weight$|^position_embd\.|"
+                             r"^token_types\.|^rope_freqs\.|ssm_conv1d")
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,7 @@ class PlanRow:
     src_dtype: str
     qtype: T
     reason: str
+    fell_back: bool = False  # the rule's type did not fit the rows (llama-quantize's n_fallback)
 
     @property
     def nbytes(self) -> int:
@@ -50,13 +59,19 @@ class PlanRow:
 
 
 @dataclass(frozen=True)
-class Context:
-    """What rules may look at besides the tensor itself."""
+class Facts:
+    """One tensor as the rules see it."""
 
-    has_output: bool  # the model has its own output.weight (not tied to token_embd)
+    t: SourceTensor
+    category: str             # llama-quantize's tensor category
+    i: int                    # its index among tensors of that category (llama-quantize's counter)
+    n: int                    # how many there are (n_layer for the FFN counters)
+    model: ModelFacts
+    tied: bool                # token_embd doubles as the output tensor
+    default: T                # the recipe's default type
 
 
-Predicate = Callable[[SourceTensor, Context], bool]
+Predicate = Callable[[Facts], bool]
 
 
 @dataclass(frozen=True)
@@ -73,86 +88,219 @@ class Recipe:
     default: T
     rules: tuple[Rule, ...] = ()
 
-
-def is_1d_or_norm(t: SourceTensor, ctx: Context) -> bool:
-    return t.n_dims <= 1 or t.gguf_name.endswith("_norm.weight")
-
-
-def is_always_f32(t: SourceTensor, ctx: Context) -> bool:
-    return bool(ALWAYS_F32.search(t.gguf_name)) or not t.gguf_name.endswith(".weight")
+    @property
+    def quantized(self) -> bool:
+        return self.default not in (T.F32, T.F16, T.BF16)
 
 
-def is_output(t: SourceTensor, ctx: Context) -> bool:
-    """output.weight, or token_embd.weight when the model ties its output to it."""
-    return t.gguf_name == "output.weight" or (not ctx.has_output and t.gguf_name == "token_embd.weight")
+# -- categories and counters (llama-quant.cpp tensor_get_category) ----------------------------
+
+def category(name: str) -> str:
+    if name == "output.weight":
+        return "output"
+    if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        return "token_embd"
+    for key, cat in (("attn_qkv.weight", "attn_v"), ("attn_kv_b.weight", "attn_v"), ("attn_v.weight", "attn_v"),
+                     ("attn_k.weight", "attn_k"), ("attn_q.weight", "attn_q"),
+                     ("attn_output.weight", "attn_output"), ("ffn_up", "ffn_up"), ("ffn_gate", "ffn_gate"),
+                     ("ffn_down", "ffn_down")):
+        if key in name:
+            return cat
+    return "other"
 
 
-def output_row_multiple_of_256(t: SourceTensor, ctx: Context) -> bool:
-    return is_output(t, ctx) and t.shape[-1] % 256 == 0
+def use_more_bits(i: int, n: int) -> bool:
+    """llama-quantize's layers that get more bits: the first and last eighth, every third between."""
+    return i < n // 8 or i >= 7 * n // 8 or (i - n // 8) % 3 == 2
 
 
-KEEP_F32 = (
-    Rule(is_1d_or_norm, T.F32, "1-D or norm: kept F32"),
-    Rule(is_always_f32, T.F32, "kept F32 as llama.cpp does"),
+# -- predicates --------------------------------------------------------------------------------
+
+def quantizable(t: SourceTensor) -> bool:
+    return t.n_dims >= 2 and t.gguf_name.endswith("weight") and not NEVER_QUANTIZED.search(t.gguf_name)
+
+
+def is_output(f: Facts) -> bool:
+    return f.category == "output" or (f.tied and f.category == "token_embd")
+
+
+def cat(*names: str) -> Predicate:
+    return lambda f: f.category in names and not is_output(f)
+
+
+def both(*preds: Predicate) -> Predicate:
+    return lambda f: all(p(f) for p in preds)
+
+
+def more_bits(f: Facts) -> bool:
+    return use_more_bits(f.i, f.n)
+
+
+def first(fraction: int) -> Predicate:
+    """The first n/fraction tensors of the category (llama-quantize's `i_layer < n_layer/8`)."""
+    return lambda f: f.i < f.n // fraction
+
+
+def first_attn_v(k: int) -> Predicate:
+    return lambda f: f.i < k
+
+
+def n_expert(k: int) -> Predicate:
+    return lambda f: f.model.n_expert == k
+
+
+def gqa_at_least(k: int) -> Predicate:
+    return lambda f: f.model.n_gqa >= k
+
+
+def rows_misfit_default(f: Facts) -> bool:
+    return f.t.shape[-1] % block_size(f.default) != 0
+
+
+# Output tensor: Q8_0 when its rows do not fit the default type's block, else Q6_K (or Q8_0
+# for the Q8_0 mix). Every quantized mix starts with these.
+OUTPUT = (
+    Rule(both(is_output, rows_misfit_default), T.Q8_0, "output tensor, rows not whole default blocks: Q8_0"),
+    Rule(both(is_output, lambda f: f.default != T.Q8_0), T.Q6_K, "output tensor: Q6_K"),
+    Rule(is_output, T.Q8_0, "output tensor"),
+)
+# 8-expert models (Mixtral): attn_v and attn_k go to Q8_0 in every mix.
+EXPERTS8 = (
+    Rule(both(cat("attn_v", "attn_k"), n_expert(8)), T.Q8_0, "8-expert model: attn_v/attn_k Q8_0"),
 )
 
+
+def mix(name: str, ft: FT, default: T, *rules: Rule) -> Recipe:
+    return Recipe(name, ft, default, OUTPUT + EXPERTS8 + rules)
+
+
+ATTN_V, FFN_DOWN, ATTN_OUT = cat("attn_v"), cat("ffn_down"), cat("attn_output")
+ATTN_OUT_8X = both(ATTN_OUT, n_expert(8))
+
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("F32", FT.ALL_F32, T.F32, KEEP_F32),
-    Recipe("F16", FT.MOSTLY_F16, T.F16, KEEP_F32),
-    Recipe("BF16", FT.MOSTLY_BF16, T.BF16, KEEP_F32),
-    Recipe("Q8_0", FT.MOSTLY_Q8_0, T.Q8_0, KEEP_F32),
-    Recipe("Q4_0", FT.MOSTLY_Q4_0, T.Q4_0, KEEP_F32 + (
-        Rule(output_row_multiple_of_256, T.Q6_K, "output tensor: Q6_K as llama-quantize"),
-        Rule(is_output, T.Q8_0, "output tensor: Q8_0 as llama-quantize (rows not a multiple of 256)"),
-    )),
+    Recipe("F32", FT.ALL_F32, T.F32),
+    Recipe("F16", FT.MOSTLY_F16, T.F16),
+    Recipe("BF16", FT.MOSTLY_BF16, T.BF16),
+    mix("Q8_0", FT.MOSTLY_Q8_0, T.Q8_0),
+    mix("Q4_0", FT.MOSTLY_Q4_0, T.Q4_0),
+    mix("Q4_1", FT.MOSTLY_Q4_1, T.Q4_1),
+    mix("Q5_0", FT.MOSTLY_Q5_0, T.Q5_0),
+    mix("Q5_1", FT.MOSTLY_Q5_1, T.Q5_1),
+    mix("Q2_K", FT.MOSTLY_Q2_K, T.Q2_K,
+        Rule(both(ATTN_V, gqa_at_least(4)), T.Q4_K, "attn_v, GQA >= 4"),
+        Rule(ATTN_V, T.Q3_K, "attn_v"),
+        Rule(FFN_DOWN, T.Q3_K, "ffn_down"),
+        Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts"),
+        Rule(ATTN_OUT, T.Q3_K, "attn_output")),
+    mix("Q3_K_S", FT.MOSTLY_Q3_K_S, T.Q3_K,
+        Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts")),
+    mix("Q3_K_M", FT.MOSTLY_Q3_K_M, T.Q3_K,
+        Rule(both(ATTN_V, first_attn_v(2)), T.Q5_K, "attn_v, first 2"),
+        Rule(ATTN_V, T.Q4_K, "attn_v"),
+        Rule(both(FFN_DOWN, first(16)), T.Q5_K, "ffn_down, first n/16 layers"),
+        Rule(FFN_DOWN, T.Q4_K, "ffn_down"),
+        Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts"),
+        Rule(ATTN_OUT, T.Q4_K, "attn_output")),
+    mix("Q3_K_L", FT.MOSTLY_Q3_K_L, T.Q3_K,
+        Rule(ATTN_V, T.Q5_K, "attn_v"),
+        Rule(FFN_DOWN, T.Q5_K, "ffn_down"),
+        Rule(both(ATTN_OUT, lambda f: f.model.n_expert != 8), T.Q5_K, "attn_output")),
+    mix("Q4_K_S", FT.MOSTLY_Q4_K_S, T.Q4_K,
+        Rule(both(ATTN_V, first_attn_v(4)), T.Q5_K, "attn_v, first 4"),
+        Rule(both(FFN_DOWN, first(8)), T.Q5_K, "ffn_down, first n/8 layers"),
+        Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts")),
+    mix("Q4_K_M", FT.MOSTLY_Q4_K_M, T.Q4_K,
+        Rule(both(ATTN_V, more_bits), T.Q6_K, "attn_v, use_more_bits layer"),
+        Rule(both(FFN_DOWN, more_bits), T.Q6_K, "ffn_down, use_more_bits layer"),
+        Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts")),
+    mix("Q5_K_S", FT.MOSTLY_Q5_K_S, T.Q5_K),
+    mix("Q5_K_M", FT.MOSTLY_Q5_K_M, T.Q5_K,
+        Rule(both(ATTN_V, more_bits), T.Q6_K, "attn_v, use_more_bits layer"),
+        Rule(both(FFN_DOWN, more_bits), T.Q6_K, "ffn_down, use_more_bits layer")),
+    mix("Q6_K", FT.MOSTLY_Q6_K, T.Q6_K),
 )}
 
-# Where a type goes when it cannot hold a tensor: llama-quantize's fallbacks for the K-quants,
-# F16 after that.
-FALLBACKS: dict[T, T] = {
-    T.Q6_K: T.Q8_0, T.Q5_K: T.Q5_1, T.Q4_K: T.Q5_0, T.Q3_K: T.Q4_0, T.Q2_K: T.Q4_0,
-    T.Q8_0: T.F16, T.Q4_0: T.F16, T.Q4_1: T.F16, T.Q5_0: T.F16, T.Q5_1: T.F16,
-}
+# llama-quantize's tensor_type_fallback: a 256-block type whose rows do not fit goes to a
+# 32-block type; a 32-block type that still does not fit goes to F16.
+FALLBACKS: dict[T, T] = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
 
 
 def recipe_for(name: str) -> Recipe:
     recipe = RECIPES.get(name.upper())
-    if recipe is None:
-        raise UnsupportedError(f"unknown type {name!r}; supported: {', '.join(RECIPES)}")
+    if recipe is None or recipe.default not in quants.SUPPORTED:
+        raise UnsupportedError(f"unknown type {name!r}; supported: {', '.join(available())}")
     return recipe
+
+
+def available() -> list[str]:
+    """Recipe names qconvert can write."""
+    return [r.name for r in RECIPES.values() if r.default in quants.SUPPORTED]
 
 
 def block_size(qtype: T) -> int:
     return gguf.GGML_QUANT_SIZES[qtype][0]
 
 
-def choose(t: SourceTensor, recipe: Recipe, ctx: Context) -> tuple[T, str]:
+def fit(qtype: T, cols: int) -> tuple[T, str]:
+    """llama-quantize's fallback for rows that are not whole blocks of `qtype`."""
+    if cols % block_size(qtype) == 0:
+        return qtype, ""
+    nxt = FALLBACKS.get(qtype, qtype)
+    if cols % block_size(nxt):
+        nxt = T.F16
+    return nxt, f"; fallback {qtype.name}->{nxt.name}: row length {cols} is not a multiple of {block_size(qtype)}"
+
+
+def choose(f: Facts, recipe: Recipe) -> tuple[T, str, bool]:
+    if not quantizable(f.t):
+        return T.F32, "not quantized (1-D, norm or kept F32 as llama.cpp does)", False
+    if not recipe.quantized:
+        return recipe.default, f"{recipe.name}", False
     qtype, reason = recipe.default, f"{recipe.name} default"
     for rule in recipe.rules:
-        if rule.matches(t, ctx):
+        if rule.matches(f):
             qtype, reason = rule.qtype, rule.reason
             break
-    while True:
-        cols = t.shape[-1]
-        if qtype not in quants.SUPPORTED:
-            nxt = FALLBACKS[qtype]
-            reason = f"{reason}; fallback {qtype.name}->{nxt.name}: qconvert cannot write {qtype.name} yet"
-        elif cols % block_size(qtype):
-            nxt = FALLBACKS[qtype]
-            reason = (f"{reason}; fallback {qtype.name}->{nxt.name}: row length {cols} is not a "
-                      f"multiple of {block_size(qtype)}")
-        else:
-            return qtype, reason
-        qtype = nxt
+    if f.category == "attn_v" and f.model.is_70b and qtype in (T.Q3_K, T.Q4_K) and not is_output(f):
+        qtype, reason = T.Q5_K, f"{reason}; 70B model: attn_v Q5_K"
+    final, why = fit(qtype, f.t.shape[-1])
+    return final, reason + why, final != qtype
 
 
-def plan(tensors: list[SourceTensor], recipe: Recipe) -> list[PlanRow]:
+def facts(tensors: list[SourceTensor], model: ModelFacts, default: T) -> list[Facts]:
+    """Each tensor with its category and llama-quantize's counter for that category."""
+    cats = [category(t.gguf_name) for t in tensors]
+    tied = "output" not in cats
+    n_attn_v = sum(c == "attn_v" for c in cats)
+    seen: dict[str, int] = {}
+    out = []
+    for t, c in zip(tensors, cats):
+        i = seen.get(c, 0)
+        seen[c] = i + 1
+        if c in ("ffn_down", "ffn_gate", "ffn_up") and model.n_expert > 1:
+            # llama-quantize reads the layer from the name for MoE models
+            m = re.match(r"blk\.(\d+)\.", t.gguf_name)
+            i = int(m.group(1)) if m else i
+        n = n_attn_v if c == "attn_v" else model.n_layer
+        out.append(Facts(t, c, i, n, model, tied, default))
+    return out
+
+
+def plan(tensors: list[SourceTensor], recipe: Recipe, model: ModelFacts | None = None) -> list[PlanRow]:
     """The type of every tensor under `recipe`, in write order."""
-    ctx = Context(has_output=any(t.gguf_name == "output.weight" for t in tensors))
+    model = model or ModelFacts(n_layer=1 + max((int(m.group(1)) for t in tensors
+                                                 if (m := re.match(r"blk\.(\d+)\.", t.gguf_name))), default=-1))
     rows = []
-    for t in tensors:
-        qtype, reason = choose(t, recipe, ctx)
-        rows.append(PlanRow(t.src, t.gguf_name, t.shape, t.src_dtype, qtype, reason))
+    for f in facts(tensors, model, recipe.default):
+        qtype, reason, fell = choose(f, recipe)
+        t = f.t
+        rows.append(PlanRow(t.src, t.gguf_name, t.shape, t.src_dtype, qtype, reason, fell))
+    cannot = [r for r in rows if r.qtype not in quants.SUPPORTED]
+    if cannot:
+        raise UnsupportedError(
+            f"{recipe.name} needs {', '.join(sorted({r.qtype.name for r in cannot}))} for "
+            f"{cannot[0].gguf_name}{f' and {len(cannot) - 1} more' if len(cannot) > 1 else ''}, which "
+            "qconvert cannot write yet")
     return rows
 
 

@@ -168,7 +168,9 @@ def scan_shard(file: Path) -> dict[str, TensorInfo]:
     header, data_start = read_safetensors_header(file)
     size = file.stat().st_size
     out: dict[str, TensorInfo] = {}
-    for name, meta in header.items():
+    # Sorted by name, as safetensors' own readers list them: llama.cpp's converter writes tensors
+    # in this order, and llama-quantize's per-layer rules count tensors in file order.
+    for name, meta in sorted(header.items()):
         if name == "__metadata__":
             continue
         try:

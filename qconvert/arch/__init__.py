@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..errors import CheckpointError, UnsupportedError
-from .base import Architecture, SourceTensor
+from .base import Architecture, ModelFacts, SourceTensor
 from .llama import Llama
 
 ADAPTERS: tuple[type[Architecture], ...] = (
@@ -25,4 +25,4 @@ def for_config(config: dict) -> Architecture:
     return cls(config)
 
 
-__all__ = ["Architecture", "SourceTensor", "REGISTRY", "for_config"]
+__all__ = ["Architecture", "ModelFacts", "SourceTensor", "REGISTRY", "for_config"]

@@ -44,6 +44,16 @@ class SourceTensor:
         return int(np.prod(self.shape, dtype=np.int64))
 
 
+@dataclass(frozen=True)
+class ModelFacts:
+    """What llama-quantize's type rules look at besides the tensor (see planner.py)."""
+
+    n_layer: int = 0
+    n_gqa: int = 1            # attention heads per KV head
+    n_expert: int = 0
+    is_70b: bool = False      # llama.cpp's LLM_TYPE_70B
+
+
 @dataclass
 class Hparams:
     """config.json, flattened (`text_config` merged in) and readable by several key spellings."""
@@ -143,6 +153,9 @@ class Architecture:
                 "is the checkpoint a variant qconvert does not know?")
         return mapped
 
+    def model_facts(self) -> ModelFacts:
+        return ModelFacts(n_layer=self.n_blocks)
+
     def transform_for(self, hf_name: str, gguf_name: str) -> Transform | None:
         """A function applied to the float32 tensor before it is written, or None."""
         return None
@@ -152,6 +165,7 @@ class Architecture:
         return []
 
     def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
+        """GGUF tensors in write order (the reader yields shards in name order, names sorted)."""
         out = list(self.extra_tensors())
         for name, info in infos.items():
             if any(re.search(p, name) for p in self.skip_patterns):
@@ -164,14 +178,7 @@ class Architecture:
             if t.gguf_name in seen:
                 raise CheckpointError(f"two checkpoint tensors map to {t.gguf_name}")
             seen.add(t.gguf_name)
-        return sorted(out, key=tensor_order)
-
-
-def tensor_order(t: SourceTensor) -> tuple:
-    """token_embd and other globals first, then blocks in numeric order, output last."""
-    m = re.match(r"blk\.(\d+)\.", t.gguf_name)
-    if m:
-        return (1, int(m.group(1)), t.gguf_name)
-    if t.gguf_name.startswith("output"):
-        return (2, 0, t.gguf_name)
-    return (0, 0, t.gguf_name)
+        # Generated tensors first, then shards in name order and tensors sorted by name within
+        # each: the order llama.cpp's converter writes (so blk.10 precedes blk.2), which
+        # llama-quantize's layer counters depend on.
+        return out

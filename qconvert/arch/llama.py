@@ -13,7 +13,7 @@ import math
 import gguf
 import numpy as np
 
-from .base import Architecture, Metadata, SourceTensor
+from .base import Architecture, Metadata, ModelFacts, SourceTensor
 
 K = gguf.Keys
 
@@ -101,6 +101,13 @@ class Llama(Architecture):
                              ("beta_slow", K.Rope.SCALING_YARN_BETA_SLOW)):
                 if rope.get(src) is not None:
                     md.add(key(dst), float(rope[src]))
+
+    def model_facts(self) -> ModelFacts:
+        # llama.cpp calls an 80-layer llama with grouped-query attention LLM_TYPE_70B, and
+        # llama-quantize gives that model's attn_v more bits.
+        return ModelFacts(n_layer=self.n_blocks, n_gqa=self.n_head // self.n_head_kv,
+                          n_expert=int(self.hp.get("num_local_experts", default=0)),
+                          is_70b=self.n_blocks == 80 and self.n_head != self.n_head_kv)
 
     def transform_for(self, hf_name: str, gguf_name: str):
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
