@@ -19,7 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 
 ModelDir = Annotated[Path, typer.Argument(help="Checkpoint folder: config.json, *.safetensors, tokenizer files.",
                                           show_default=False)]
-TypeOpt = Annotated[str, typer.Option("--type", "-t", help="Output type: F32, F16, BF16, Q8_0, Q4_0.")]
+TypeOpt = Annotated[str, typer.Option("--type", "-t", help="Output type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
+                                      "Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K (llama-quantize's mixes).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="GGUF file to write "
                                                 "[default: <model folder name>-<TYPE>.gguf]")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-j", min=1,
@@ -35,13 +36,42 @@ def quantize(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the per-tensor plan; write nothing.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    imatrix: Annotated[Optional[Path], typer.Option(
+        "--imatrix", help="Importance matrix from llama-imatrix (GGUF or legacy .dat).")] = None,
+    pure: Annotated[bool, typer.Option("--pure", help="Every quantized tensor in the default type: no mix "
+                                       "rules (fallbacks still apply).")] = False,
+    output_tensor_type: Annotated[Optional[str], typer.Option(
+        "--output-tensor-type", help="Type of output.weight.")] = None,
+    token_embedding_type: Annotated[Optional[str], typer.Option(
+        "--token-embedding-type", help="Type of token_embd.weight.")] = None,
+    leave_output_tensor: Annotated[bool, typer.Option(
+        "--leave-output-tensor", help="Keep output.weight as in the checkpoint.")] = False,
+    tensor_type: Annotated[Optional[list[str]], typer.Option(
+        "--tensor-type", help="PATTERN=TYPE: tensors whose GGUF name matches the regex get TYPE; the first "
+        "matching pattern wins, as in llama-quantize. Repeatable.")] = None,
+    override_kv: Annotated[Optional[list[str]], typer.Option(
+        "--override-kv", help="KEY=TYPE:VALUE metadata to write (TYPE int, float, bool, str). Repeatable.")] = None,
+    no_fallback: Annotated[bool, typer.Option(
+        "--no-fallback", help="Fail, listing the tensors, instead of falling back to another type when "
+        "rows do not fit the chosen type's blocks.")] = False,
 ) -> None:
     """Convert MODEL_DIR to a GGUF file of the given type."""
     from . import convert as conv
-    from .planner import summarize
+    from .options import parse_kv_override, parse_tensor_type, parse_type
+    from .planner import Overrides, fallback_summary, summarize
 
+    overrides = Overrides(
+        pure=pure,
+        output_tensor_type=parse_type(output_tensor_type, "--output-tensor-type") if output_tensor_type else None,
+        token_embedding_type=(parse_type(token_embedding_type, "--token-embedding-type")
+                              if token_embedding_type else None),
+        leave_output_tensor=leave_output_tensor,
+        tensor_types=tuple(parse_tensor_type(t) for t in tensor_type or ()),
+        no_fallback=no_fallback,
+    )
+    kv = tuple(parse_kv_override(o) for o in override_kv or ())
     if dry_run:
-        job = conv.prepare(model_dir, qtype)
+        job = conv.prepare(model_dir, qtype, overrides, imatrix, kv)
         print_plan(job.rows)
         return
     out = output or Path(f"{model_dir.resolve().name}-{qtype.upper()}.gguf")
@@ -52,13 +82,16 @@ def quantize(
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=out.name, file=sys.stderr)
     try:
         result = conv.convert(model_dir, out, qtype, overwrite=overwrite, threads=threads,
-                              on_tensor=(lambda row, n: bar.update(n)) if bar else None)
+                              on_tensor=(lambda row, n: bar.update(n)) if bar else None,
+                              overrides=overrides, imatrix=imatrix, kv_overrides=kv)
     finally:
         if bar is not None:
             bar.close()
     nbytes, bpw = summarize(result.rows)
     typer.echo(f"wrote {result.path} ({result.nbytes / 2**20:.1f} MiB, {len(result.rows)} tensors, "
                f"{bpw:.2f} bits per weight) in {result.seconds:.1f} s")
+    if (line := fallback_summary(result.rows)) is not None:
+        typer.echo(line)
 
 
 @app.command()
@@ -72,7 +105,7 @@ def inspect(
 
 
 def print_plan(rows) -> None:
-    from .planner import summarize
+    from .planner import fallback_summary, summarize
     width = max(len(r.gguf_name) for r in rows)
     typer.echo(f"{'tensor':<{width}}  {'shape':<16} {'from':<5} {'type':<5} reason")
     for r in rows:
@@ -80,6 +113,8 @@ def print_plan(rows) -> None:
         typer.echo(f"{r.gguf_name:<{width}}  {shape:<16} {r.src_dtype:<5} {r.qtype.name:<5} {r.reason}")
     nbytes, bpw = summarize(rows)
     typer.echo(f"{len(rows)} tensors, {nbytes / 2**20:.1f} MiB of tensor data, {bpw:.2f} bits per weight")
+    if (line := fallback_summary(rows)) is not None:
+        typer.echo(line)
 
 
 def main() -> None:

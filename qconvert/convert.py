@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -20,7 +20,9 @@ from . import arch as arch_registry
 from . import quants
 from .arch import Architecture, SourceTensor
 from .errors import UsageError
-from .planner import PlanRow, Recipe, plan, recipe_for
+from .imatrix import Imatrix, load_imatrix
+from .options import KVOverride
+from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
 from .reader import Checkpoint
 from .tokenizer import load_tokenizer
 from .writer import write_gguf
@@ -39,6 +41,8 @@ class Job:
     sources: list[SourceTensor]
     rows: list[PlanRow]
     tokenizer: object
+    imatrix: Imatrix | None = None
+    kv_overrides: tuple[KVOverride, ...] = ()
 
     def add_metadata(self, writer: gguf.GGUFWriter) -> None:
         n_params = sum(r.n_elements for r in self.rows if r.src is not None)
@@ -53,6 +57,20 @@ class Job:
         writer.add_file_type(self.recipe.file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         self.tokenizer.write_to(writer)
+        # as llama-quantize: the user's --override-kv first, then the imatrix record
+        extra = [(o.key, o.value, o.vtype) for o in self.kv_overrides]
+        extra += self.imatrix.metadata() if self.imatrix is not None else []
+        for key, value, vtype in extra:
+            writer.kv_data[0].pop(key, None)
+            writer.add_key_value(key, value, vtype)
+
+    def quant_weights(self, row: PlanRow) -> np.ndarray | None:
+        """The imatrix weights for a tensor's rows (n_expert x n_per_row), if any."""
+        if self.imatrix is None or row.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
+                                                 gguf.GGMLQuantizationType.BF16):
+            return None
+        n_expert = row.shape[0] if len(row.shape) == 3 else 1
+        return self.imatrix.for_tensor(row.gguf_name, row.shape[-1], n_expert)
 
 
 @dataclass
@@ -63,13 +81,23 @@ class Result:
     seconds: float
 
 
-def prepare(model_dir: str | Path, qtype: str) -> Job:
+def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = None,
+            imatrix: str | Path | None = None, kv_overrides: tuple[KVOverride, ...] = ()) -> Job:
     recipe = recipe_for(qtype)
     ckpt = Checkpoint.open(model_dir)
     adapter = arch_registry.for_config(ckpt.config)
     sources = adapter.tensors(ckpt.tensors)
     tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw)
-    return Job(ckpt, adapter, recipe, sources, plan(sources, recipe, adapter.model_facts()), tokenizer)
+    matrix = load_imatrix(imatrix) if imatrix is not None else None
+    overrides = overrides or Overrides()
+    if matrix is not None:
+        overrides = replace(overrides, has_imatrix=True)
+    rows = plan(sources, recipe, adapter.model_facts(), overrides)
+    check_writable(rows, recipe)
+    job = Job(ckpt, adapter, recipe, sources, rows, tokenizer, matrix, tuple(kv_overrides))
+    for row in rows:  # size mismatches fail now, before any output exists
+        job.quant_weights(row)
+    return job
 
 
 def check_output(out: Path, overwrite: bool) -> None:
@@ -89,19 +117,23 @@ def convert(
     overwrite: bool = False,
     threads: int | None = None,
     on_tensor: Callable[[PlanRow, int], None] | None = None,
+    overrides: Overrides | None = None,
+    imatrix: str | Path | None = None,
+    kv_overrides: tuple[KVOverride, ...] = (),
 ) -> Result:
     """Convert a checkpoint folder to a GGUF file at `out`. `on_tensor(row, source_bytes)` is
     called after each tensor (the CLI's progress bar)."""
     out = Path(out)
     check_output(out, overwrite)
-    job = prepare(model_dir, qtype)
+    job = prepare(model_dir, qtype, overrides, imatrix, kv_overrides)
     sources = {s.gguf_name: s for s in job.sources}
     threads = threads or os.cpu_count() or 1
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         def produce(row: PlanRow) -> np.ndarray:
             src = sources[row.gguf_name]
-            data = quantize_tensor(load_f32(job.checkpoint, src), row.qtype, pool, threads)
+            data = quantize_tensor(load_f32(job.checkpoint, src), row.qtype, pool, threads,
+                                   job.quant_weights(row))
             if on_tensor is not None:
                 on_tensor(row, job.checkpoint.tensors[src.src].nbytes if src.src else data.nbytes)
             return data
@@ -120,20 +152,30 @@ def load_f32(ckpt: Checkpoint, src: SourceTensor) -> np.ndarray:
     return arr
 
 
-def quantize_tensor(arr: np.ndarray, qtype: gguf.GGMLQuantizationType,
-                    pool: ThreadPoolExecutor, threads: int) -> np.ndarray:
+def quantize_tensor(arr: np.ndarray, qtype: gguf.GGMLQuantizationType, pool: ThreadPoolExecutor,
+                    threads: int, quant_weights: np.ndarray | None = None) -> np.ndarray:
     """Quantize all rows of `arr`, split in chunks over the pool. Rows are independent, so the
-    bytes do not depend on the number of threads."""
+    bytes do not depend on the number of threads. `quant_weights` (n_expert x n_per_row) are
+    the imatrix weights; a 3-D tensor's expert e uses row e."""
     x = np.ascontiguousarray(arr.reshape(-1, arr.shape[-1]), dtype=np.float32)
     n_rows, cols = x.shape
+    rows_per_expert = n_rows // (quant_weights.shape[0] if quant_weights is not None else 1)
     out = np.empty((n_rows, quants.row_nbytes(qtype, cols)), dtype=np.uint8)
     step = max(1, CHUNK_ELEMENTS // max(cols, 1))
-    if threads <= 1 or n_rows <= step:
-        out[:] = quants.quantize_rows(qtype, x)
-        return out.reshape(-1)
+    # chunks never straddle two experts, so each uses one row of weights
+    starts = [lo for e in range(0, n_rows, rows_per_expert)
+              for lo in range(e, e + rows_per_expert, step)]
 
     def work(lo: int) -> None:
-        out[lo:lo + step] = quants.quantize_rows(qtype, x[lo:lo + step])
+        hi = min(lo + step, (lo // rows_per_expert + 1) * rows_per_expert)
+        if quant_weights is None:
+            out[lo:hi] = quants.quantize_rows(qtype, x[lo:hi])
+        else:
+            out[lo:hi] = quants.quantize_rows(qtype, x[lo:hi], quant_weights[lo // rows_per_expert])
 
-    list(pool.map(work, range(0, n_rows, step)))
+    if threads <= 1 or len(starts) == 1:
+        for lo in starts:
+            work(lo)
+    else:
+        list(pool.map(work, starts))
     return out.reshape(-1)

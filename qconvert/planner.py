@@ -27,7 +27,7 @@ import numpy as np
 
 from . import quants
 from .arch import ModelFacts, SourceTensor
-from .errors import UnsupportedError
+from .errors import QuantizationError, UnsupportedError
 
 T = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
@@ -46,16 +46,41 @@ class PlanRow:
     src_dtype: str
     qtype: T
     reason: str
-    fell_back: bool = False  # the rule's type did not fit the rows (llama-quantize's n_fallback)
+    wanted: T | None = None  # the rule's type when the rows did not fit it (a fallback)
+
+    @property
+    def fell_back(self) -> bool:
+        return self.wanted is not None
 
     @property
     def nbytes(self) -> int:
-        return quants.row_nbytes(self.qtype, self.shape[-1]) * (
-            int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1)
+        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
+        return self.n_elements // block * size
 
     @property
     def n_elements(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """llama-quantize's options, and what it lacks: --no-fallback."""
+
+    pure: bool = False                       # only the default type (no mix rules)
+    output_tensor_type: T | None = None
+    token_embedding_type: T | None = None
+    leave_output_tensor: bool = False        # output.weight stays as in the checkpoint
+    tensor_types: tuple[tuple[str, T], ...] = ()  # (regex, type): the first that matches wins
+    has_imatrix: bool = False
+    no_fallback: bool = False
+
+    def manual_type(self, name: str) -> tuple[str, T] | None:
+        """llama-quantize lower-cases each pattern and regex-searches the tensor name; the first
+        pattern that matches decides."""
+        for pattern, qtype in self.tensor_types:
+            if re.search(pattern.lower(), name):
+                return pattern, qtype
+        return None
 
 
 @dataclass(frozen=True)
@@ -69,6 +94,7 @@ class Facts:
     model: ModelFacts
     tied: bool                # token_embd doubles as the output tensor
     default: T                # the recipe's default type
+    opts: Overrides           # the user's overrides (llama-quantize's options)
 
 
 Predicate = Callable[[Facts], bool]
@@ -153,6 +179,10 @@ def gqa_at_least(k: int) -> Predicate:
     return lambda f: f.model.n_gqa >= k
 
 
+def with_imatrix(f: Facts) -> bool:
+    return f.opts.has_imatrix
+
+
 def rows_misfit_default(f: Facts) -> bool:
     return f.t.shape[-1] % block_size(f.default) != 0
 
@@ -160,6 +190,8 @@ def rows_misfit_default(f: Facts) -> bool:
 # Output tensor: Q8_0 when its rows do not fit the default type's block, else Q6_K (or Q8_0
 # for the Q8_0 mix). Every quantized mix starts with these.
 OUTPUT = (
+    *(Rule(both(is_output, lambda f, t=t: f.opts.output_tensor_type == t), t, "output tensor: --output-tensor-type")
+      for t in T),
     Rule(both(is_output, rows_misfit_default), T.Q8_0, "output tensor, rows not whole default blocks: Q8_0"),
     Rule(both(is_output, lambda f: f.default != T.Q8_0), T.Q6_K, "output tensor: Q6_K"),
     Rule(is_output, T.Q8_0, "output tensor"),
@@ -182,9 +214,11 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("F16", FT.MOSTLY_F16, T.F16),
     Recipe("BF16", FT.MOSTLY_BF16, T.BF16),
     mix("Q8_0", FT.MOSTLY_Q8_0, T.Q8_0),
-    mix("Q4_0", FT.MOSTLY_Q4_0, T.Q4_0),
+    mix("Q4_0", FT.MOSTLY_Q4_0, T.Q4_0,
+        Rule(both(FFN_DOWN, first(8), with_imatrix), T.Q4_1, "ffn_down, first n/8 layers, with imatrix")),
     mix("Q4_1", FT.MOSTLY_Q4_1, T.Q4_1),
-    mix("Q5_0", FT.MOSTLY_Q5_0, T.Q5_0),
+    mix("Q5_0", FT.MOSTLY_Q5_0, T.Q5_0,
+        Rule(both(FFN_DOWN, first(8), with_imatrix), T.Q5_1, "ffn_down, first n/8 layers, with imatrix")),
     mix("Q5_1", FT.MOSTLY_Q5_1, T.Q5_1),
     mix("Q2_K", FT.MOSTLY_Q2_K, T.Q2_K,
         Rule(both(ATTN_V, gqa_at_least(4)), T.Q4_K, "attn_v, GQA >= 4"),
@@ -227,9 +261,19 @@ FALLBACKS: dict[T, T] = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K:
 
 def recipe_for(name: str) -> Recipe:
     recipe = RECIPES.get(name.upper())
-    if recipe is None or recipe.default not in quants.SUPPORTED:
+    if recipe is None:
         raise UnsupportedError(f"unknown type {name!r}; supported: {', '.join(available())}")
     return recipe
+
+
+def check_writable(rows: list[PlanRow], recipe: Recipe) -> None:
+    """A plan naming a type qconvert has no quantizer for is an error, never a silent substitute."""
+    cannot = [r for r in rows if r.qtype not in quants.SUPPORTED]
+    if cannot:
+        raise UnsupportedError(
+            f"{recipe.name} needs {', '.join(sorted({r.qtype.name for r in cannot}))} for "
+            f"{cannot[0].gguf_name}{f' and {len(cannot) - 1} more' if len(cannot) > 1 else ''}, which "
+            "qconvert cannot write yet")
 
 
 def available() -> list[str]:
@@ -251,23 +295,49 @@ def fit(qtype: T, cols: int) -> tuple[T, str]:
     return nxt, f"; fallback {qtype.name}->{nxt.name}: row length {cols} is not a multiple of {block_size(qtype)}"
 
 
-def choose(f: Facts, recipe: Recipe) -> tuple[T, str, bool]:
-    if not quantizable(f.t):
-        return T.F32, "not quantized (1-D, norm or kept F32 as llama.cpp does)", False
+def choose(f: Facts, recipe: Recipe) -> tuple[T, str, T | None]:
+    """llama-quantize's llama_tensor_get_type: overrides, then the mix's rules, then fallback."""
+    t, opts = f.t, f.opts
+    if opts.leave_output_tensor and f.category == "output":
+        return SOURCE_TYPES.get(t.src_dtype, T.F32), "left as in the checkpoint (--leave-output-tensor)", None
+    if not quantizable(t):
+        return T.F32, "not quantized (1-D, norm or kept F32 as llama.cpp does)", None
+    if opts.token_embedding_type is not None and f.category == "token_embd":
+        return exact(opts.token_embedding_type, t, "--token-embedding-type")
+    if opts.output_tensor_type is not None and f.category == "output":
+        return exact(opts.output_tensor_type, t, "--output-tensor-type")
     if not recipe.quantized:
-        return recipe.default, f"{recipe.name}", False
+        return recipe.default, f"{recipe.name}", None
     qtype, reason = recipe.default, f"{recipe.name} default"
-    for rule in recipe.rules:
-        if rule.matches(f):
-            qtype, reason = rule.qtype, rule.reason
-            break
-    if f.category == "attn_v" and f.model.is_70b and qtype in (T.Q3_K, T.Q4_K) and not is_output(f):
-        qtype, reason = T.Q5_K, f"{reason}; 70B model: attn_v Q5_K"
-    final, why = fit(qtype, f.t.shape[-1])
-    return final, reason + why, final != qtype
+    if (manual := opts.manual_type(t.gguf_name)) is not None:
+        qtype, reason = manual[1], f"--tensor-type {manual[0]}={manual[1].name}"
+    elif opts.pure:
+        reason = f"{recipe.name} default (--pure)"
+    else:
+        for rule in recipe.rules:
+            if rule.matches(f):
+                qtype, reason = rule.qtype, rule.reason
+                break
+        if f.category == "attn_v" and f.model.is_70b and qtype in (T.Q3_K, T.Q4_K) and not is_output(f):
+            qtype, reason = T.Q5_K, f"{reason}; 70B model: attn_v Q5_K"
+    final, why = fit(qtype, t.shape[-1])
+    return final, reason + why, (qtype if final != qtype else None)
 
 
-def facts(tensors: list[SourceTensor], model: ModelFacts, default: T) -> list[Facts]:
+# --leave-output-tensor keeps the checkpoint's own precision.
+SOURCE_TYPES = {"F32": T.F32, "F16": T.F16, "BF16": T.BF16}
+
+
+def exact(qtype: T, t: SourceTensor, option: str) -> tuple[T, str, None]:
+    """A type the user named for one tensor: llama-quantize applies no fallback to it, so rows
+    that do not fit are an error rather than a corrupt file."""
+    if t.shape[-1] % block_size(qtype):
+        raise QuantizationError(f"{option} {qtype.name}: {t.gguf_name} has rows of {t.shape[-1]}, not a "
+                                f"multiple of {qtype.name}'s block of {block_size(qtype)}")
+    return qtype, option, None
+
+
+def facts(tensors: list[SourceTensor], model: ModelFacts, default: T, opts: Overrides) -> list[Facts]:
     """Each tensor with its category and llama-quantize's counter for that category."""
     cats = [category(t.gguf_name) for t in tensors]
     tied = "output" not in cats
@@ -282,26 +352,52 @@ def facts(tensors: list[SourceTensor], model: ModelFacts, default: T) -> list[Fa
             m = re.match(r"blk\.(\d+)\.", t.gguf_name)
             i = int(m.group(1)) if m else i
         n = n_attn_v if c == "attn_v" else model.n_layer
-        out.append(Facts(t, c, i, n, model, tied, default))
+        out.append(Facts(t, c, i, n, model, tied, default, opts))
     return out
 
 
-def plan(tensors: list[SourceTensor], recipe: Recipe, model: ModelFacts | None = None) -> list[PlanRow]:
+def plan(tensors: list[SourceTensor], recipe: Recipe, model: ModelFacts | None = None,
+         opts: Overrides | None = None) -> list[PlanRow]:
     """The type of every tensor under `recipe`, in write order."""
+    opts = opts or Overrides()
     model = model or ModelFacts(n_layer=1 + max((int(m.group(1)) for t in tensors
                                                  if (m := re.match(r"blk\.(\d+)\.", t.gguf_name))), default=-1))
     rows = []
-    for f in facts(tensors, model, recipe.default):
-        qtype, reason, fell = choose(f, recipe)
+    for f in facts(tensors, model, recipe.default, opts):
+        qtype, reason, wanted = choose(f, recipe)
         t = f.t
-        rows.append(PlanRow(t.src, t.gguf_name, t.shape, t.src_dtype, qtype, reason, fell))
-    cannot = [r for r in rows if r.qtype not in quants.SUPPORTED]
-    if cannot:
-        raise UnsupportedError(
-            f"{recipe.name} needs {', '.join(sorted({r.qtype.name for r in cannot}))} for "
-            f"{cannot[0].gguf_name}{f' and {len(cannot) - 1} more' if len(cannot) > 1 else ''}, which "
-            "qconvert cannot write yet")
+        rows.append(PlanRow(t.src, t.gguf_name, t.shape, t.src_dtype, qtype, reason, wanted))
+    fell = [r for r in rows if r.fell_back]
+    if opts.no_fallback and fell:
+        shown = ", ".join(f"{r.gguf_name} ({r.wanted.name}->{r.qtype.name}, rows of {r.shape[-1]})"
+                          for r in fell[:3])
+        raise QuantizationError(
+            f"--no-fallback: {len(fell)} tensor{'s' if len(fell) > 1 else ''} would fall back, their rows "
+            f"not being whole blocks of the planned type: {shown}{' ...' if len(fell) > 3 else ''}; "
+            "choose another -t, or --tensor-type for them")
     return rows
+
+
+def fallback_summary(rows: list[PlanRow]) -> str | None:
+    """One line on what fallbacks did: how many tensors, which type changes, bits per weight."""
+    fell = [r for r in rows if r.fell_back]
+    if not fell:
+        return None
+    changes: dict[str, int] = {}
+    for r in fell:
+        key = f"{r.wanted.name}->{r.qtype.name}"
+        changes[key] = changes.get(key, 0) + 1
+    _, bpw = summarize(rows)
+    intended = sum(r.n_elements * bits_per_weight(r.wanted or r.qtype) for r in rows) / max(
+        sum(r.n_elements for r in rows), 1)
+    detail = ", ".join(f"{k} x{n}" for k, n in sorted(changes.items()))
+    return (f"{len(fell)} of {len(rows)} tensors fell back ({detail}): {bpw:.2f} bits per weight "
+            f"instead of {intended:.2f}")
+
+
+def bits_per_weight(qtype: T) -> float:
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    return 8.0 * size / block
 
 
 def summarize(rows: list[PlanRow]) -> tuple[int, float]:

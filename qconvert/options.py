@@ -1,0 +1,63 @@
+"""Parsing of llama-quantize-style option values: types, PATTERN=TYPE, KEY=TYPE:VALUE."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import gguf
+
+from .errors import UsageError
+
+T = gguf.GGMLQuantizationType
+V = gguf.GGUFValueType
+
+
+def parse_type(text: str, option: str) -> T:
+    """A GGML type by name, case-insensitive (as llama-quantize's parse_ggml_type)."""
+    qtype = T.__members__.get(text.strip().upper())
+    if qtype is None:
+        raise UsageError(f"{option}: unknown type {text!r}; use a GGML type name such as Q8_0, Q6_K, F16")
+    return qtype
+
+
+def parse_tensor_type(text: str) -> tuple[str, T]:
+    """`PATTERN=TYPE`: a regular expression searched in GGUF tensor names, and its type."""
+    pattern, sep, qtype = text.partition("=")
+    if not sep or not pattern or not qtype:
+        raise UsageError(f"--tensor-type {text!r}: expected PATTERN=TYPE, e.g. attn_v=q8_0")
+    try:
+        re.compile(pattern.lower())
+    except re.error as e:
+        raise UsageError(f"--tensor-type {text!r}: bad regular expression ({e})") from None
+    return pattern, parse_type(qtype, "--tensor-type")
+
+
+@dataclass(frozen=True)
+class KVOverride:
+    key: str
+    value: Any
+    vtype: V
+
+
+def parse_kv_override(text: str) -> KVOverride:
+    """`KEY=TYPE:VALUE` with TYPE int, float, bool or str, written as llama-quantize writes them
+    (int as uint32 of the absolute value, float as float32, str of at most 127 characters)."""
+    key, sep, rest = text.partition("=")
+    kind, colon, value = rest.partition(":")
+    if not sep or not key or not colon or len(key) >= 128:
+        raise UsageError(f"--override-kv {text!r}: expected KEY=TYPE:VALUE, e.g. general.name=str:Mine")
+    try:
+        if kind == "int":
+            return KVOverride(key, abs(int(value)), V.UINT32)
+        if kind == "float":
+            return KVOverride(key, float(value), V.FLOAT32)
+        if kind == "bool" and value in ("true", "false"):
+            return KVOverride(key, value == "true", V.BOOL)
+        if kind == "str" and len(value) <= 127:
+            return KVOverride(key, value, V.STRING)
+    except ValueError:
+        pass
+    raise UsageError(f"--override-kv {text!r}: TYPE must be int, float, bool (true/false) or str "
+                     "(at most 127 characters), with a value of that type")

@@ -1,0 +1,203 @@
+"""llama-quantize's overrides in the planner, --no-fallback, --override-kv, imatrix files."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from conftest import MODELS, run_cli
+from qconvert.arch import ModelFacts, SourceTensor
+from qconvert.errors import QuantizationError, UsageError
+from qconvert.imatrix import load_imatrix
+from qconvert.options import parse_kv_override, parse_tensor_type, parse_type
+from qconvert.planner import Overrides, fallback_summary, plan, recipe_for, use_more_bits
+
+T = gguf.GGMLQuantizationType
+
+
+def src(name: str, *shape: int, dtype: str = "BF16") -> SourceTensor:
+    return SourceTensor(name, tuple(shape), name, dtype)
+
+
+def model(n_layer: int, cols: int = 512, ff: int = 1024, tied: bool = False) -> list[SourceTensor]:
+    t = [src("token_embd.weight", 1000, cols)]
+    for i in range(n_layer):
+        p = f"blk.{i}."
+        t += [src(p + "attn_norm.weight", cols), src(p + "attn_q.weight", cols, cols),
+              src(p + "attn_k.weight", cols // 4, cols), src(p + "attn_v.weight", cols // 4, cols),
+              src(p + "attn_output.weight", cols, cols), src(p + "ffn_gate.weight", ff, cols),
+              src(p + "ffn_up.weight", ff, cols), src(p + "ffn_down.weight", cols, ff)]
+    t.append(src("output_norm.weight", cols))
+    return t if tied else t + [src("output.weight", 1000, cols)]
+
+
+def types(tensors, mix: str, n_layer: int | None = None, **opts) -> dict[str, T]:
+    facts = ModelFacts(n_layer=n_layer or 0, n_gqa=4) if n_layer else None
+    return {r.gguf_name: r.qtype for r in plan(tensors, recipe_for(mix), facts, Overrides(**opts))}
+
+
+def test_use_more_bits_layers():
+    # llama-quantize's choice for 32 layers: the first 4, the last 4, and every third between
+    assert [i for i in range(32) if use_more_bits(i, 32)] == [0, 1, 2, 3, 6, 9, 12, 15, 18, 21, 24, 27, 28, 29, 30, 31]
+
+
+def test_q4_k_m_mix_rules():
+    got = types(model(8), "Q4_K_M", 8)
+    assert got["output.weight"] == T.Q6_K and got["token_embd.weight"] == T.Q4_K
+    assert [got[f"blk.{i}.attn_v.weight"] for i in range(8)] == [
+        T.Q6_K if use_more_bits(i, 8) else T.Q4_K for i in range(8)]
+    assert got["blk.3.attn_q.weight"] == got["blk.3.ffn_up.weight"] == T.Q4_K
+
+
+def test_counters_follow_file_order_not_layer_numbers():
+    # tensors listed as the converter writes them: blk.10 before blk.2
+    layers = sorted(range(16), key=str)
+    tensors = [t for i in layers for t in model(16)[1 + 8 * i: 9 + 8 * i]]
+    got = types(tensors, "Q4_K_M", 16)
+    for position, layer in enumerate(layers):
+        want = T.Q6_K if use_more_bits(position, 16) else T.Q4_K
+        assert got[f"blk.{layer}.ffn_down.weight"] == want, (layer, position)
+
+
+def test_overrides_in_llama_quantize_order():
+    got = types(model(2), "Q4_K_M", 2, output_tensor_type=T.Q8_0, token_embedding_type=T.Q5_K,
+                tensor_types=(("attn_q", T.Q8_0), ("ATTN_Q|attn_k", T.Q5_K)))
+    assert got["output.weight"] == T.Q8_0 and got["token_embd.weight"] == T.Q5_K
+    assert got["blk.0.attn_q.weight"] == T.Q8_0       # the first matching pattern wins
+    assert got["blk.0.attn_k.weight"] == T.Q5_K       # patterns are lower-cased
+    assert got["blk.0.attn_norm.weight"] == T.F32     # never quantized, whatever the patterns
+
+
+def test_pure_leave_output_and_tied_output():
+    got = types(model(8), "Q4_K_M", 8, pure=True)
+    assert set(got[f"blk.{i}.attn_v.weight"] for i in range(8)) == {T.Q4_K}
+    assert got["output.weight"] == T.Q4_K
+    assert types(model(2), "Q4_K_M", 2, leave_output_tensor=True)["output.weight"] == T.BF16
+    tied = types(model(2, tied=True), "Q4_K_M", 2, output_tensor_type=T.Q8_0)
+    assert tied["token_embd.weight"] == T.Q8_0
+
+
+def test_imatrix_changes_q4_0_ffn_down():
+    plain = types(model(8), "Q4_0", 8)
+    weighted = types(model(8), "Q4_0", 8, has_imatrix=True)
+    assert plain["blk.0.ffn_down.weight"] == T.Q4_0
+    assert weighted["blk.0.ffn_down.weight"] == T.Q4_1 and weighted["blk.1.ffn_down.weight"] == T.Q4_0
+
+
+def test_fallbacks_and_no_fallback():
+    tensors = model(2, cols=576, ff=1536)
+    rows = plan(tensors, recipe_for("Q4_K_M"), ModelFacts(n_layer=2))
+    q = next(r for r in rows if r.gguf_name == "blk.1.attn_q.weight")
+    assert (q.qtype, q.wanted) == (T.Q5_0, T.Q4_K) and "row length 576" in q.reason
+    down = next(r for r in rows if r.gguf_name == "blk.1.ffn_down.weight")  # rows of 1536 = 6 x 256
+    assert not down.fell_back
+    line = fallback_summary(rows)
+    # per layer: q, k, v, output, gate, up (rows of 576); plus token_embd; output.weight goes straight
+    # to Q8_0 (not a fallback); blk.1.attn_v is a use_more_bits layer (Q6_K)
+    assert line.startswith("13 of 19 tensors fell back (Q4_K->Q5_0 x12, Q6_K->Q8_0 x1): ")
+    assert "bits per weight instead of" in line
+    with pytest.raises(QuantizationError, match="--no-fallback: 13 tensors would fall back"):
+        plan(tensors, recipe_for("Q4_K_M"), ModelFacts(n_layer=2), Overrides(no_fallback=True))
+
+
+def test_named_type_that_does_not_fit_is_an_error():
+    with pytest.raises(QuantizationError, match="--token-embedding-type Q4_K: token_embd.weight has rows of 576"):
+        plan(model(1, cols=576), recipe_for("Q4_K_M"), None, Overrides(token_embedding_type=T.Q4_K))
+
+
+def test_option_parsing():
+    assert parse_type("q4_k", "-x") == T.Q4_K
+    assert parse_tensor_type("attn_v=q8_0") == ("attn_v", T.Q8_0)
+    kv = parse_kv_override("general.name=str:Mine")
+    assert (kv.key, kv.value, kv.vtype) == ("general.name", "Mine", gguf.GGUFValueType.STRING)
+    assert parse_kv_override("x.n=int:-5").value == 5  # llama-quantize writes |value| as uint32
+    assert parse_kv_override("x.b=bool:true").value is True
+    for bad in ("nokey", "x=int", "x=int:abc", "x=bool:yes", "x=str:" + "a" * 128, "x=list:1"):
+        with pytest.raises(UsageError):
+            parse_kv_override(bad)
+    for bad in ("attn_v", "=q8_0", "attn_v=", "attn_v=q9_9", "attn_(=q8_0"):
+        with pytest.raises(UsageError):
+            parse_tensor_type(bad)
+
+
+def test_override_kv_written(tmp_path: Path):
+    out = tmp_path / "o.gguf"
+    proc = run_cli("quantize", MODELS / "llama-spm-f32", "-t", "F16", "-o", out, "--no-progress",
+                   "--override-kv", "general.name=str:Renamed", "--override-kv", "llama.context_length=int:64")
+    assert proc.returncode == 0, proc.stderr
+    fields = gguf.GGUFReader(out).fields
+    assert fields["general.name"].contents() == "Renamed"
+    assert fields["llama.context_length"].contents() == 64
+    assert fields["llama.context_length"].types == [gguf.GGUFValueType.UINT32]
+
+
+# -- imatrix files --------------------------------------------------------------------------------
+
+def write_gguf_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]], chunks: int = 7) -> None:
+    w = gguf.GGUFWriter(path, "imatrix")
+    w.add_array("imatrix.datasets", ["wiki.train.raw"])
+    w.add_uint32("imatrix.chunk_count", chunks)
+    w.add_uint32("imatrix.chunk_size", 512)
+    for name, (sums, counts) in entries.items():
+        w.add_tensor(name + ".in_sum2", sums.astype(np.float32))
+        w.add_tensor(name + ".counts", counts.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def test_gguf_imatrix_divides_by_rounded_counts(tmp_path: Path):
+    sums = np.arange(1, 9, dtype=np.float32).reshape(2, 4)
+    path = tmp_path / "m.gguf"
+    write_gguf_imatrix(path, {"blk.0.ffn_down.weight": (sums, np.array([2.4, 0.0])),
+                              "blk.0.attn_q.weight": (np.full(4, 6.0), np.array([3.0]))})
+    m = load_imatrix(path)
+    w = m.for_tensor("blk.0.ffn_down.weight", 4, n_expert=2)
+    assert np.array_equal(w, np.array([[0.5, 1.0, 1.5, 2.0], [1, 1, 1, 1]], dtype=np.float32))
+    assert np.array_equal(m.for_tensor("blk.0.attn_q.weight", 4), np.full((1, 4), 2.0, np.float32))
+    assert m.for_tensor("blk.9.attn_q.weight", 4) is None
+    with pytest.raises(UsageError, match="has 4 weights, the tensor needs 8"):
+        m.for_tensor("blk.0.attn_q.weight", 8)
+    assert m.metadata() == [
+        ("quantize.imatrix.file", str(path), gguf.GGUFValueType.STRING),
+        ("quantize.imatrix.dataset", "wiki.train.raw", gguf.GGUFValueType.STRING),
+        ("quantize.imatrix.entries_count", 2, gguf.GGUFValueType.UINT32),
+        ("quantize.imatrix.chunks_count", 7, gguf.GGUFValueType.UINT32)]
+
+
+def test_legacy_imatrix(tmp_path: Path):
+    path = tmp_path / "m.dat"
+    name = b"blk.0.attn_v.weight"
+    vals = np.array([3.0, 6.0, 9.0], dtype=np.float32)
+    data = struct.pack("<i", 1) + struct.pack("<i", len(name)) + name + struct.pack("<ii", 3, 3) + vals.tobytes()
+    data += struct.pack("<i", 12) + struct.pack("<i", 4) + b"wiki"
+    path.write_bytes(data)
+    m = load_imatrix(path)
+    assert np.array_equal(m.entries["blk.0.attn_v.weight"], vals / np.float32(3))
+    assert (m.chunk_count, m.datasets) == (12, ["wiki"])
+
+
+@pytest.mark.parametrize("content", [b"", b"\x05\x00\x00\x00abc", b"GGUFnot really"])
+def test_bad_imatrix_files(tmp_path: Path, content: bytes):
+    path = tmp_path / "bad.dat"
+    path.write_bytes(content)
+    with pytest.raises(UsageError, match="imatrix"):
+        load_imatrix(path)
+
+
+def test_gguf_imatrix_without_metadata_is_refused(tmp_path: Path):
+    path = tmp_path / "m.gguf"
+    w = gguf.GGUFWriter(path, "imatrix")
+    w.add_tensor("a.in_sum2", np.ones(4, np.float32))
+    w.add_tensor("a.counts", np.ones(1, np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(UsageError, match="lacks imatrix.datasets"):
+        load_imatrix(path)
