@@ -7,37 +7,22 @@ scripts/oracle_convert.py) converts the same checkpoint for comparison.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import gguf
 import numpy as np
 import pytest
 
-from conftest import ROOT, report
+from conftest import ROOT, report, run_script
 from qconvert.convert import convert
 
 pytestmark = pytest.mark.slow
 
-CACHE = Path(os.environ.get("QCONVERT_CACHE", Path.home() / ".cache" / "qconvert"))
 # general.* keys that only name the model (derived from the folder and model card); everything
 # else the converter writes must be in our file with the same value.
 NAMING_KEYS = {"general.name", "general.basename", "general.finetune", "general.size_label",
                "general.organization", "general.version", "general.license", "general.tags",
                "general.languages", "general.base_model.count", "general.dataset.count"}
-
-
-def run_script(*args) -> None:
-    subprocess.run([sys.executable, *map(str, args)], check=True)
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir() -> Path:
-    out = CACHE / "smollm2-135m-hf"
-    run_script(ROOT / "scripts" / "make_smollm2_checkpoint.py", out)
-    return out
 
 
 @pytest.fixture(scope="session")
@@ -98,9 +83,9 @@ def test_same_tensors_and_metadata_as_llama_cpp_converter(qtype, outtype, ours, 
             bad.append(f"{name}: bytes differ")
     assert not bad, "\n".join(bad[:20])
 
+    # every key, general.* naming included (both sides read the same folder and model card)
     fa, fb = field_values(a), field_values(b)
-    missing = sorted(k for k in fb if k not in NAMING_KEYS and k not in fa)
-    differ = sorted(k for k in fb if k not in NAMING_KEYS and k in fa and fa[k] != fb[k])
-    assert not missing, f"keys the converter writes that we do not: {missing}"
+    assert sorted(fa) == sorted(fb), f"only ours: {sorted(set(fa) - set(fb))}, only theirs: {sorted(set(fb) - set(fa))}"
+    differ = sorted(k for k in fb if fa[k] != fb[k])
     assert not differ, "different values: " + "; ".join(f"{k}: {fa[k]!r:.80} vs {fb[k]!r:.80}" for k in differ)
     report(f"SmolLM2-135M {qtype}: {len(tb)} tensors and {len(fb)} metadata keys equal llama.cpp's converter")
