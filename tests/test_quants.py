@@ -11,7 +11,9 @@ adding its registry line (plus an ERROR_BOUND entry, and optionally BOUNDARY cas
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 from pathlib import Path
 from typing import Callable
 
@@ -250,6 +252,223 @@ def _q4_0_boundaries() -> np.ndarray:
     return as_rows(np.array(blocks, np.float32))
 
 
+def _q5_0_boundaries() -> np.ndarray:
+    g = rng("q5b")
+    blocks = []
+    halves = np.arange(-16, 16, dtype=np.float32) + np.float32(0.5)  # x*id + 16.5 lands on an integer
+    for s in (1.0, -1.0, 2.0 ** -12, -(2.0 ** 9)):  # max = -16 s: d = s, id = 1/s, products exact
+        vals = np.concatenate([halves, np.nextafter(halves, np.float32(-np.inf)),
+                               np.nextafter(halves, np.float32(np.inf))])
+        for k in (2, 3):  # a few ulps below: x*id + 16.5 rounds up onto the integer
+            vals = np.concatenate([vals, halves - np.float32(k * 2.0 ** -24)])
+        vals = vals[np.abs(vals) < 16] * np.float32(s)
+        for chunk in np.array_split(vals, len(vals) // 31 + 1):
+            blocks.append(np.concatenate([[np.float32(-16 * s)], chunk, np.zeros(31 - len(chunk))]))
+    for m in g.uniform(0.5, 2.0, 48).astype(np.float32) * np.float32(-1) ** np.arange(48):
+        inv = np.float32(1) / (m / np.float32(-16))  # inexact products rounding onto k + 0.5
+        vals = _product_lands_on(halves, inv, float(abs(m)) * 0.999)
+        for chunk in np.array_split(np.array(vals, np.float32), max(1, len(vals) // 31 + 1)):
+            blocks.append(np.concatenate([[m], chunk, np.zeros(31 - len(chunk))]))
+    for t in _fp16_midpoints():  # d = max / -16 == t exactly, an fp16 tie
+        b = g.uniform(-1, 1, 32).astype(np.float32) * np.float32(16 * t)
+        b[g.integers(32)] = np.float32(16 * t) * np.float32(g.choice([-1, 1]))
+        blocks.append(b)
+    return as_rows(np.array(blocks, np.float32))
+
+
+def _min_max_boundaries(nmax: int, name: str) -> np.ndarray:
+    """Q4_1 / Q5_1 (d = (max - min) / nmax, q = trunc((x - min)*id + 0.5f)): inputs on the rounding
+    edges of q, of fp16(d) and fp16(m), on the sign of a zero min, and where 1/d overflows."""
+    g = rng(name)
+    blocks = []
+    halves = np.arange(nmax, dtype=np.float32) + np.float32(0.5)  # (x - min)*id + 0.5 is an integer
+    for s in (1.0, 2.0 ** -12, 2.0 ** 9):  # max - min = nmax s: d = s, id = 1/s, all exact
+        for base in (0.0, -8.0, -float(nmax)):
+            lo, hi = np.float32(base * s), np.float32((base + nmax) * s)
+            vals = np.concatenate([halves, np.nextafter(halves, np.float32(0)),
+                                   np.nextafter(halves, np.float32(np.inf))])
+            for k in (2, 3, 5):  # a few ulps below: + 0.5f rounds up onto the integer
+                vals = np.concatenate([vals, halves - np.float32(k * 2.0 ** -24)])
+            vals = (vals[(vals > 0) & (vals < nmax)] + np.float32(base)) * np.float32(s)
+            for chunk in np.array_split(vals, len(vals) // 30 + 1):
+                blocks.append(np.concatenate([[lo], chunk, [hi], np.full(30 - len(chunk), lo)]))
+    for top in g.uniform(0.5, 2.0, 32).astype(np.float32):  # min = 0: (x - 0)*id inexact onto k + 0.5
+        inv = np.float32(1) / (top / np.float32(nmax))
+        vals = _product_lands_on(halves, inv, float(top) * 0.999)
+        for chunk in np.array_split(np.array(vals, np.float32), max(1, len(vals) // 30 + 1)):
+            blocks.append(np.concatenate([[0.0], chunk, [top], np.zeros(30 - len(chunk))]))
+    for t in _fp16_midpoints():  # d == t, then m == -t: fp16 ties in both stored halves
+        b = g.uniform(0, 1, 32).astype(np.float32) * np.float32(nmax * t)
+        b[g.integers(32)], b[g.integers(32)] = 0.0, np.float32(nmax * t)
+        blocks.append(b)
+        c = g.uniform(-1, 1, 32).astype(np.float32) * np.float32(t)
+        c[g.integers(32)] = -t
+        blocks.append(c)
+    zeros = []  # the first zero decides a zero min's sign (and m's fp16 sign bit)
+    for first in (-0.0, 0.0):
+        b = np.abs(g.uniform(-1, 1, 32)).astype(np.float32)
+        b[[5, 9]] = first, -first
+        zeros.append(b)
+        zeros.append(-b)
+        zeros.append(np.array([first, -first] * 16, np.float32))
+    blocks.extend(zeros)
+    tiny = np.float32(2.0 ** -128) * np.float32(nmax)  # d = (max - min)/nmax around 1/FLT_MAX
+    for step in range(-3, 4):
+        top = tiny
+        for _ in range(abs(step)):
+            top = np.nextafter(top, np.float32(np.inf) if step > 0 else np.float32(0))
+        for lo in (np.float32(0), -top / np.float32(2)):
+            b = (g.uniform(0, 1, 32).astype(np.float32) * (top - lo) + lo).astype(np.float32)
+            b[3], b[17] = lo, top
+            blocks.append(b)
+    return as_rows(np.array(blocks, np.float32))
+
+
+def _q6_k_boundaries() -> np.ndarray:
+    """Q6_K: super-blocks whose levels land on nearest_int's half-way points (round half to EVEN)
+    in make_qx_quants and in the re-quantization x / (d * scales[k]); sub-blocks around
+    GROUP_MAX_EPS; scales that round to 0 or clamp at 127; equal |scale| of both signs."""
+    g = rng("q6b")
+    out = []
+    ints = np.arange(-31, 32, dtype=np.float32)
+    for e in (0, -7, 5, -20):
+        s = np.float32(2.0 ** e)
+        for variant in range(16):
+            # Integer multiples of s with a max of +-32 s fit exactly: every sub-block's scale is
+            # s (or within fp16 rounding of it), d = s/128 and scales[k] = -128, so x / dk is x / s.
+            # A few small half-integers hardly move the fit, so they land exactly on a .5 both in
+            # make_qx_quants (iscale = 1/s) and in the re-quantization.
+            x = g.choice(ints, (16, 16)) * s
+            x[np.arange(16), g.integers(0, 16, 16)] = np.float32(32) * s * np.float32((-1) ** variant)
+            halves = g.integers(0, 16, (16, 4))
+            x[np.arange(16)[:, None], halves] = (g.integers(-5, 5, (16, 4)) + np.float32(0.5)) * s
+            out.append(x.ravel())
+    for eps in (1e-15, 3.2e-14):  # a sub-block at GROUP_MAX_EPS; a super-block's max scale near it
+        for step in (-1, 0, 1):
+            v = np.float32(eps)
+            v = np.nextafter(v, np.float32(np.inf) if step > 0 else np.float32(0)) if step else v
+            x = g.uniform(-1, 1, 256).astype(np.float32) * v
+            x[::16] = v
+            y = g.standard_normal(256).astype(np.float32)
+            y[16:32] = x[16:32]
+            out += [x, y]
+    base = g.standard_normal(256).astype(np.float32)
+    for f in (1 / 300, 1 / 256, 1 / 200, 1 / 180, 3 / 256, 5 / 256):  # sub-block scale near 0.5, 1.5, ... of d
+        x = base.copy()
+        x[32:48] *= np.float32(f)
+        out.append(x)
+    # Exactly opposite scales (an integer grid and its negation both fit exactly): the first max
+    # |scale| sets the sign of d, and the other's nearest_int(-128/max * -max) = 128 clamps to 127.
+    a = g.choice(ints, (16, 16)).astype(np.float32)
+    a[:, 3] = 32
+    a[1] = -a[0]
+    out += [a.ravel(), -a.ravel(), a[::-1].ravel()]
+    return as_rows(np.array(out, np.float32))
+
+
+# K-quants: (nmax, weights per sub-block, lowest level of the last pass) for the boundary inputs.
+K_LEVELS = {T.Q2_K: (3, 16, 0), T.Q3_K: (4, 16, -4), T.Q4_K: (15, 32, 0), T.Q5_K: (31, 32, 0)}
+
+
+def _k_requant_ties(qtype: T, g: np.random.Generator, n: int) -> np.ndarray:
+    """Super-blocks with weights moved onto the half-way points of the last pass, where float32
+    (x + dmin*m) / (d*sc) (Q3_K: x / (d*s)) == k + 0.5 exactly and round-half-to-EVEN picks the level.
+
+    The steps d*sc come from ggml's own bytes. The sub-blocks that set d and dmin are left alone, and
+    only weights already near a half-way point move; a move can still shift a 6-bit scale, so blocks
+    are re-quantized and re-aimed until their scales hold (those that never settle are dropped)."""
+    mod = getattr(quants, qtype.name.lower())
+    nmax, sub, lo = K_LEVELS[qtype]
+    hi = nmax - 1 if lo else nmax  # the last pass clamps to lo..hi
+    moves = 1 if qtype == T.Q3_K else 3  # Q3_K's least-squares scales (weights x^2) move most
+    ggml = oracle()
+    x = g.standard_normal((n, 256)).astype(np.float32) * (10.0 ** g.uniform(-3, 1, (n, 1))).astype(np.float32)
+    x[1::4] += x[1::4].std(axis=1, keepdims=True) * g.uniform(-2, 2, (len(x[1::4]), 1)).astype(np.float32)
+    y = x.copy()
+    settled = np.zeros(n, bool)
+    d, dm = mod.sub_scales(ggml.quantize(qtype, y))
+    with np.errstate(all="ignore"):
+        for _ in range(6):
+            fixed = np.abs(d) == np.abs(d).max(axis=1, keepdims=True)  # these set d and dmin: keep them
+            fixed |= (dm == dm.max(axis=1, keepdims=True)) & (dm != 0)
+            u = (y.reshape(n, -1, sub).astype(np.float64) + dm[:, :, None]) / d[:, :, None]
+            near = np.abs(u - np.floor(u) - 0.5) + (u < lo) + (u > hi)  # inside the levels, near a half
+            near[fixed | (d == 0) | settled[:, None]] = np.inf
+            order = np.argsort(near, axis=2)
+            pos = order[:, :, :moves]  # the weights nearest a half in each sub-block
+            ok = np.isfinite(np.take_along_axis(near, pos, axis=2))
+            target = np.floor(np.take_along_axis(u, pos, axis=2)).astype(np.float32) + np.float32(0.5)
+            dd = np.broadcast_to(d[:, :, None], target.shape)
+            mm = np.broadcast_to(dm[:, :, None], target.shape)
+            v = (target.astype(np.float64) * dd - mm).astype(np.float32)
+            for _ in range(8):  # walk ulps until the float32 quotient is exactly the half
+                q = (v + mm) / dd
+                v = np.where(q == target, v, np.nextafter(v, np.where(q < target, np.inf, -np.inf).astype(np.float32)))
+            hit = ok & ((v + mm) / dd == target)
+            ys = y.reshape(n, -1, sub)
+            np.put_along_axis(ys, pos, np.where(hit, v, np.take_along_axis(ys, pos, axis=2)), axis=2)
+            d2, dm2 = mod.sub_scales(ggml.quantize(qtype, y))
+            settled |= (d2 == d).all(axis=1) & (dm2 == dm).all(axis=1)
+            d, dm = d2, dm2
+    return y[settled]
+
+
+def _k_first_pass_ties(qtype: T, g: np.random.Generator) -> np.ndarray:
+    """Sub-blocks on a grid of step s = 2^e placed so that the first guess is exact and lands on
+    halves: make_qkx2_quants' iscale = nmax / (max - min) = 1/s with x - min = (k + 0.5) s, and
+    make_q3_quants' iscale = -4 / max = -+1/s with x = (k + 0.5) s."""
+    nmax, sub, lo = K_LEVELS[qtype]
+    out = []
+    for e in (0, -9, 7, -24):
+        s = np.float32(2.0 ** e)
+        for _ in range(8):
+            blk = np.empty((256 // sub, sub), np.float32)
+            for j in range(len(blk)):
+                i1, i2 = g.choice(sub, 2, replace=False)
+                if lo:  # Q3_K: the first largest |x| is +-4 s
+                    blk[j] = (g.integers(-4, 4, sub) + np.float32(0.5)) * s
+                    blk[j, i1] = np.float32(4 * g.choice([-1, 1])) * s
+                else:   # min = -a s (<= 0), max = (nmax - a) s
+                    a = g.integers(0, nmax + 1)
+                    blk[j] = (g.integers(0, nmax, sub) + np.float32(0.5) - a) * s
+                    blk[j, i1], blk[j, i2] = -a * s, (nmax - a) * s
+            out.append(blk.ravel())
+    return np.array(out, np.float32)
+
+
+def _k_special(qtype: T, g: np.random.Generator) -> np.ndarray:
+    """Flat and zero sub-blocks (C's early returns), a sub-block whose 6/4-bit scale rounds to 0 (the
+    last pass `continue`s and keeps the first levels), all-negative sub-blocks with a tiny positive
+    weight (max barely above 0: the fit's min is the whole range), and sub-blocks around
+    GROUP_MAX_EPS = 1e-15 (make_q3_quants' all-zero test)."""
+    nmax, sub, lo = K_LEVELS[qtype]
+    z = g.standard_normal((12, 256)).astype(np.float32)
+    z[0, :sub], z[0, 3 * sub:4 * sub] = -0.3, 0.7     # flat (max == min <= 0); constant > 0 (min -> 0)
+    z[1, :sub], z[1, sub:2 * sub] = 0.0, -0.0
+    z[2], z[3] = 0.0, -0.0
+    z[4, sub:2 * sub] *= np.float32(1e-4)             # its scale rounds to 0 against the others
+    z[5, 2 * sub:3 * sub] *= np.float32(3e-3)
+    z[6] = -g.uniform(0.1, 3, 256).astype(np.float32)
+    z[6, ::7] = 1e-30
+    z[7] = -np.abs(z[7])
+    z[7, 5::sub] = 1e-38
+    for row, eps in zip((8, 9, 10), (np.nextafter(np.float32(1e-15), np.float32(0)), np.float32(1e-15),
+                                     np.nextafter(np.float32(1e-15), np.float32(1)))):
+        z[row, :sub] = g.uniform(-1, 1, sub).astype(np.float32) * eps
+        z[row, 0] = eps
+    z[11] = np.float32(1e-15) * g.uniform(-1, 1, 256).astype(np.float32)
+    return z
+
+
+@functools.lru_cache(maxsize=None)
+def _k_boundaries(qtype: T) -> np.ndarray:
+    g = rng(f"k-boundaries {qtype.name}")
+    x = np.concatenate([_k_requant_ties(qtype, g, 640 if qtype == T.Q3_K else 160),
+                        _k_first_pass_ties(qtype, g), _k_special(qtype, g)])
+    x.setflags(write=False)  # cached: shared by every test that asks
+    return x
+
+
 def _f16_boundaries() -> np.ndarray:
     t = _fp16_midpoints()
     nans = np.array([0x7FC00000, 0xFFC00001, 0x7F800001, 0x7FFFFFFF, 0x7FA00000], np.uint32).view(np.float32)
@@ -278,6 +497,14 @@ BOUNDARY: dict[T, Callable[[], np.ndarray]] = {
     T.BF16: _bf16_boundaries,
     T.Q8_0: _q8_0_boundaries,
     T.Q4_0: _q4_0_boundaries,
+    T.Q4_1: lambda: _min_max_boundaries(15, "q41b"),
+    T.Q5_0: _q5_0_boundaries,
+    T.Q5_1: lambda: _min_max_boundaries(31, "q51b"),
+    T.Q6_K: _q6_k_boundaries,
+    T.Q4_K: lambda: _k_boundaries(T.Q4_K),
+    T.Q5_K: lambda: _k_boundaries(T.Q5_K),
+    T.Q2_K: lambda: _k_boundaries(T.Q2_K),
+    T.Q3_K: lambda: _k_boundaries(T.Q3_K),
 }
 
 
@@ -324,23 +551,82 @@ def test_boundary_inputs_hit_their_boundaries():
     assert ((w == np.round(w)) & (exact != w)).sum() > 50  # the rounding decided the integer
 
 
+@np.errstate(all="ignore")
+def test_boundary_inputs_hit_their_boundaries_q4_1_q5_0_q5_1_q6_k():
+    """Same for the legacy min/max types, Q5_0 and Q6_K's round-half-even (nearest_int) ties."""
+    from qconvert.quants._common import first_absmax, first_min_max
+
+    for nmax, name in ((15, "q41b"), (31, "q51b")):
+        x = _min_max_boundaries(nmax, name).reshape(-1, 32)
+        lo, hi = first_min_max(x)
+        inv = (np.float32(1) / ((hi - lo) / np.float32(nmax)))[:, None]
+        v = (x - lo[:, None]) * inv + np.float32(0.5)
+        exact = (x.astype(np.float64) - lo[:, None]) * inv.astype(np.float64) + 0.5
+        on = np.isfinite(v) & (v == np.round(v))
+        assert on.sum() > 800 and (on & (exact != v)).sum() > 400, nmax
+    x = _q5_0_boundaries().reshape(-1, 32)
+    inv = (np.float32(1) / (first_absmax(x) / np.float32(-16)))[:, None]
+    w = x * inv + np.float32(16.5)
+    exact = x.astype(np.float64) * inv.astype(np.float64) + 16.5
+    assert ((w == np.round(w)) & (exact != w)).sum() > 500
+    x = _q6_k_boundaries().reshape(-1, 256)
+    q = quants.q6_k.quantize_blocks(x)
+    dk = np.ascontiguousarray(q[:, 208:]).view(np.float16).astype(np.float32) * q[:, 192:208].view(np.int8)
+    v = x.reshape(-1, 16, 16) / dk[:, :, None]  # the re-quantization's nearest_int(x / dk)
+    assert ((np.abs(v - np.trunc(v)) == np.float32(0.5)) & (dk[:, :, None] != 0)).sum() > 1000
+    assert (q[:, 192:208].view(np.int8) == 127).sum() >= 3  # MIN(127, ...) clamps
+    sub = x.reshape(-1, 16)
+    p = (np.float32(-32) / first_absmax(sub))[:, None] * sub  # make_qx_quants' first try
+    assert (np.abs(p - np.trunc(p)) == np.float32(0.5)).sum() > 1000
+
+
+@np.errstate(all="ignore")
+@pytest.mark.parametrize("qtype", list(K_LEVELS), ids=lambda t: t.name)
+def test_boundary_inputs_hit_their_boundaries_k_quants(qtype):
+    """The K-quant boundary inputs land on nearest_int's halves, in the last pass and the first guess."""
+    mod = getattr(quants, qtype.name.lower())
+    nmax, sub, lo = K_LEVELS[qtype]
+    x = _k_boundaries(qtype)
+    d, dm = mod.sub_scales(mod.quantize_blocks(x))
+    v = (x.reshape(len(x), -1, sub) + dm[:, :, None]) / d[:, :, None]  # the last pass, as C divides
+    assert ((v - np.floor(v) == np.float32(0.5)) & (d[:, :, None] != 0)).sum() > 1000
+    sb = x.reshape(-1, sub)
+    if lo:  # make_q3_quants: iscale = -nmax / (the first value of largest |x|)
+        from qconvert.quants._common import first_absmax
+        p = (np.float32(-nmax) / first_absmax(sb))[:, None] * sb
+    else:   # make_qkx2_quants: iscale = nmax / (max - min(min, 0))
+        low = np.minimum(sb.min(axis=1), np.float32(0))[:, None]
+        p = (np.float32(nmax) / (sb.max(axis=1)[:, None] - low)) * (sb - low)
+    assert (np.isfinite(p) & (p - np.floor(p) == np.float32(0.5))).sum() > 1000
+
+
 # --- 2. equal to gguf-py ----------------------------------------------------------------------
 
 # Inputs where gguf-py itself disagrees with ggml (its bug, not ours): (type, input) -> reason.
 GGUF_PY_DIFFERS = {
     (T.Q4_0, "zero_blocks"): "gguf-py takes max = x[0] = -0.0 for an all -0.0 block, ggml keeps +0.0",
+    (T.Q5_0, "zero_blocks"): "gguf-py takes max = x[0] = -0.0 for an all -0.0 block, ggml keeps +0.0",
+    (T.Q4_1, "boundaries"): "gguf-py's min of a -0.0, +0.0, ... block is +0.0; ggml keeps the first, -0.0",
+    (T.Q5_1, "boundaries"): "gguf-py's min of a -0.0, +0.0, ... block is +0.0; ggml keeps the first, -0.0",
     (T.F16, "boundaries"): "gguf-py's astype(float16) keeps NaN payloads, ggml writes sign | 0x7E00",
 }
 
 
-@pytest.mark.parametrize("qt, backend, name", list(_cases()))
+def gguf_py_quantizes(qtype: T) -> bool:
+    """gguf-py decodes every type but encodes only some (none of the K-quants)."""
+    try:
+        gguf.quants.quantize(np.zeros((1, 256), np.float32), qtype)
+        return True
+    except NotImplementedError:
+        return False
+
+
+# Only the types gguf-py can encode; the K-quants are checked against ggml and decoded by gguf-py.
+@pytest.mark.parametrize("qt, backend, name", [c for c in _cases() if gguf_py_quantizes(c.values[0].qtype)])
 def test_matches_gguf_py(qt, backend, name):
     x = make_input(qt, name)
-    try:
-        with np.errstate(all="ignore"):
-            want = gguf.quants.quantize(x, qt.qtype)
-    except NotImplementedError:
-        pytest.skip(f"gguf-py cannot quantize {qt.name}")
+    with np.errstate(all="ignore"):
+        want = gguf.quants.quantize(x, qt.qtype)
     want = np.ascontiguousarray(want).view(np.uint8).reshape(x.shape[0], -1)
     got = quantize(qt, backend, x)
     if (qt.qtype, name) in GGUF_PY_DIFFERS:
@@ -368,6 +654,44 @@ def _q4_0_bound(x: np.ndarray) -> np.ndarray:
     return d + 8 * _fp16_error(d) + d * 1e-5  # the side opposite the max is clamped at +7 d: error d
 
 
+def _q5_0_bound(x: np.ndarray) -> np.ndarray:
+    d = np.abs(x).max(axis=1, keepdims=True).astype(np.float64) / 16
+    return d + 16 * _fp16_error(d) + d * 1e-5  # as Q4_0: the side opposite the max clamps at +15 d
+
+
+def _min_max_bound(nmax: int) -> Callable[[np.ndarray], np.ndarray]:
+    """Q4_1 / Q5_1: half a step d = (max - min)/nmax, plus fp16(d) times the level and fp16(m)."""
+    def bound(x: np.ndarray) -> np.ndarray:
+        lo = x.min(axis=1, keepdims=True).astype(np.float64)
+        d = (x.max(axis=1, keepdims=True) - lo) / nmax
+        return 0.5 * d + nmax * _fp16_error(d) + _fp16_error(lo) + d * 1e-5 + np.abs(lo) * 1e-6
+    return bound
+
+
+def _q6_k_bound(x: np.ndarray) -> np.ndarray:
+    """The sub-block holding the super-block's max |x| = B steps by ~B/32; the side opposite its max
+    clamps at +31 and the int8 scale may miss by ~1%: error < 1.5 B/31. Smaller sub-blocks step in
+    multiples of d ~ B/(31*128) (fp16: up to 4096 of its rounding errors) and err far less."""
+    b = np.abs(x).max(axis=1, keepdims=True).astype(np.float64)
+    return 1.5 * b / 31 + 4096 * _fp16_error(b / (31 * 128))
+
+
+def _k_bound(nmax: int, scale_max: int, symmetric: bool = False) -> Callable[[np.ndarray], np.ndarray]:
+    """K-quants: per super-block, with R its range including 0 (Q3_K: max |x|), a step is about R/nmax.
+    Half a step of rounding plus up to a step of clamping where a sub-block's 6-bit (Q2_K: 4-bit)
+    scale rounds down: 1.5 R/nmax. Then fp16: d and dmin carry their rounding error (absolute 2^-25
+    once subnormal) times sc*q + m <= scale_max*(nmax + 1); twice that covers the clamping a badly
+    rounded subnormal d causes (tiny blocks, where d may even round to 0 and keep only -dmin*m)."""
+    def bound(x: np.ndarray) -> np.ndarray:
+        x = x.astype(np.float64)
+        if symmetric:
+            r = np.abs(x).max(axis=1, keepdims=True)
+        else:
+            r = np.maximum(x.max(axis=1, keepdims=True), 0) - np.minimum(x.min(axis=1, keepdims=True), 0)
+        return 1.5 * r / nmax + 2 * scale_max * (nmax + 1) * _fp16_error(r / nmax / scale_max)
+    return bound
+
+
 # Per-element max |x - dequantize(quantize(x))| for x: f32[n, block_size]. Required for every type.
 ERROR_BOUND: dict[T, Callable[[np.ndarray], np.ndarray]] = {
     T.F32: lambda x: np.zeros_like(x, np.float64),
@@ -375,6 +699,14 @@ ERROR_BOUND: dict[T, Callable[[np.ndarray], np.ndarray]] = {
     T.BF16: lambda x: np.abs(x).astype(np.float64) * 2.0 ** -8 + 2.0 ** -134,
     T.Q8_0: _q8_0_bound,
     T.Q4_0: _q4_0_bound,
+    T.Q4_1: _min_max_bound(15),
+    T.Q5_0: _q5_0_bound,
+    T.Q5_1: _min_max_bound(31),
+    T.Q6_K: _q6_k_bound,
+    T.Q4_K: _k_bound(15, 63),
+    T.Q5_K: _k_bound(31, 63),
+    T.Q2_K: _k_bound(3, 15),
+    T.Q3_K: _k_bound(4, 32, symmetric=True),
 }
 
 
@@ -406,6 +738,64 @@ def test_golden_vectors(qt, backend):
     with np.load(path) as f:
         x, want = f["x"], f["q"]
     assert_same_bytes(quantize(qt, backend, x), want, qt, f"{backend} vs {path.name}", x)
+
+
+# --- 5. with an importance matrix (ggml's quantize_row_<type>_impl) ---------------------------
+#
+# ggml_quantize_chunk takes the _ref path when imatrix is NULL and the _impl path otherwise. Types
+# whose quantize_blocks accepts quant_weights (an imatrix row, f32[cols]; the blocks are whole rows)
+# get these checks; the imatrix is random and positive, as llama-imatrix's are.
+
+
+def takes_imatrix(fn: Callable) -> bool:
+    try:
+        return "quant_weights" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _wide_rows():  # several blocks (and Q6_K super-blocks) per row: imatrix offsets and sigma2 per row
+    return rng("wide rows").standard_t(4, (6, 4 * COLS)).astype(np.float32)
+
+
+def _imatrix_cases():
+    for p in implementations():
+        qt, backend = p.values
+        if takes_imatrix(block_fn(qt, backend)):
+            for name in (*INPUTS, "boundaries", "wide_rows"):
+                yield pytest.param(qt, backend, name, id=f"{p.id}-{name}")
+
+
+def quantize_imatrix(qt: quants.QuantType, backend: str, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
+    blocks = np.ascontiguousarray(x).reshape(-1, qt.block_size)
+    return block_fn(qt, backend)(blocks, quant_weights=imatrix).reshape(x.shape[0], -1)
+
+
+@pytest.mark.parametrize("qt, backend, name", list(_imatrix_cases()))
+def test_imatrix_matches_ggml(qt, backend, name):
+    ggml = oracle()
+    x = _wide_rows() if name == "wide_rows" else make_input(qt, name)
+    imatrix = rng(f"imatrix {name}").uniform(0.01, 10.0, x.shape[1]).astype(np.float32)
+    with np.errstate(all="ignore"):
+        want = ggml.quantize(qt.qtype, x, imatrix)
+        got = quantize_imatrix(qt, backend, x, imatrix)
+    assert_same_bytes(got, want, qt, f"{backend} with an imatrix vs ggml_quantize_chunk on {name}", x)
+
+
+@pytest.mark.parametrize("qt", [qt for qt in quants.REGISTRY.values() if takes_imatrix(qt.quantize_blocks_ref)],
+                         ids=lambda qt: qt.name)
+def test_imatrix_of_ones_is_not_the_plain_path(qt):
+    """ggml's _impl differs from its _ref even with all-ones weights (other weighting, other search):
+    an imatrix of ones must not be treated as "no imatrix"."""
+    x = _normal()
+    ones = np.ones(x.shape[1], np.float32)
+    with_ones = quantize_imatrix(qt, "reference", x, ones)
+    assert_same_bytes(with_ones, oracle().quantize(qt.qtype, x, ones), qt, "imatrix of ones vs ggml", x)
+    assert not np.array_equal(with_ones, quantize(qt, "reference", x))
+    bad = np.ones(x.shape[1] - 1, np.float32)  # not whole blocks
+    for backend in ("reference", "compiled") if qt.kernel else ("reference",):
+        with pytest.raises(ValueError, match="quant_weights of length"):
+            quantize_imatrix(qt, backend, x, bad)
 
 
 # --- the public API ---------------------------------------------------------------------------

@@ -21,6 +21,8 @@ from gguf import GGMLQuantizationType as T
 
 from ..errors import UnsupportedError
 from . import floats, q4_0, q8_0
+from . import q4_1, q5_0, q5_1, q6_k
+from . import q2_k, q3_k, q4_k, q5_k
 from ._base import QuantType, choose_backend, define
 from ._base import quantize_rows as _quantize_rows
 
@@ -31,7 +33,15 @@ REGISTRY: dict[T, QuantType] = {qt.qtype: qt for qt in (
     define(T.F16, floats.F16, backend=BACKEND),
     define(T.BF16, floats.BF16, backend=BACKEND),
     define(T.Q8_0, q8_0, backend=BACKEND, kernel="q8_0"),
-    define(T.Q4_0, q4_0, backend=BACKEND, kernel="q4_0"),
+    define(T.Q4_0, q4_0, backend=BACKEND, kernel="q4_0", imatrix="missing"),
+    define(T.Q4_1, q4_1, backend=BACKEND, kernel="q4_1", imatrix="weighted"),
+    define(T.Q5_0, q5_0, backend=BACKEND, kernel="q5_0", imatrix="weighted"),
+    define(T.Q5_1, q5_1, backend=BACKEND, kernel="q5_1", imatrix="weighted"),
+    define(T.Q6_K, q6_k, backend=BACKEND, kernel="q6_k", imatrix="weighted"),
+    define(T.Q4_K, q4_k, backend=BACKEND, kernel="q4_k", imatrix="weighted"),
+    define(T.Q5_K, q5_k, backend=BACKEND, kernel="q5_k", imatrix="weighted"),
+    define(T.Q2_K, q2_k, backend=BACKEND, kernel="q2_k", imatrix="weighted"),
+    define(T.Q3_K, q3_k, backend=BACKEND, kernel="q3_k", imatrix="weighted"),
 )}
 
 SUPPORTED: tuple[T, ...] = tuple(REGISTRY)
@@ -48,9 +58,10 @@ def get(qtype: T | str) -> QuantType:
     return qt
 
 
-def quantize_rows(qtype: T | str, x: np.ndarray) -> np.ndarray:
-    """f32[rows, cols] (C-contiguous) -> u8[rows, row_nbytes(qtype, cols)], the GGUF tensor bytes."""
-    return _quantize_rows(get(qtype), x)
+def quantize_rows(qtype: T | str, x: np.ndarray, quant_weights: np.ndarray | None = None) -> np.ndarray:
+    """f32[rows, cols] (C-contiguous) -> u8[rows, row_nbytes(qtype, cols)], the GGUF tensor bytes;
+    `quant_weights` (f32[cols]) is the rows' importance matrix, used where ggml uses one."""
+    return _quantize_rows(get(qtype), x, quant_weights)
 
 
 def row_nbytes(qtype: T | str, cols: int) -> int:

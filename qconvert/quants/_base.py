@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from ..errors import QuantizationError, UsageError
+from ..errors import QuantizationError, UnsupportedError, UsageError
 
 BACKEND_ENV = "QCONVERT_BACKEND"
 BACKENDS = ("compiled", "reference")
@@ -62,6 +62,10 @@ class QuantType:
     quantize_blocks_ref: BlockFn
     dequantize_blocks: BlockFn
     kernel: str | None = None
+    # ggml's quantize_<type> with an importance matrix: "weighted" (its _impl path, which this
+    # type's quantize_blocks takes as quant_weights), "ignored" (ggml uses _ref regardless), or
+    # "missing" (ggml has an _impl path qconvert does not reproduce yet).
+    imatrix: str = "ignored"
 
     def row_nbytes(self, cols: int) -> int:
         self.check_cols(cols)
@@ -73,7 +77,8 @@ class QuantType:
                 f"row length {cols} is not a multiple of {self.name}'s block size {self.block_size}")
 
 
-def define(qtype: GGMLQuantizationType, spec: Any, *, backend: str, kernel: str | None = None) -> QuantType:
+def define(qtype: GGMLQuantizationType, spec: Any, *, backend: str, kernel: str | None = None,
+           imatrix: str = "ignored") -> QuantType:
     """A registry entry from a reference module (or namespace) and the name of its compiled kernel."""
     block_size, type_size = GGML_QUANT_SIZES[qtype]
     quantize = spec.quantize_blocks
@@ -82,13 +87,16 @@ def define(qtype: GGMLQuantizationType, spec: Any, *, backend: str, kernel: str 
         # C needs its sizes as compile-time constants; make sure they are gguf's.
         assert (module.block_size, module.type_size) == (block_size, type_size), (kernel, qtype.name)
         quantize = module.quantize_blocks
+    assert imatrix in ("weighted", "ignored", "missing"), imatrix
     return QuantType(qtype, qtype.name, block_size, type_size, quantize, spec.quantize_blocks,
-                     spec.dequantize_blocks, kernel)
+                     spec.dequantize_blocks, kernel, imatrix)
 
 
-def quantize_rows(qt: QuantType, x: np.ndarray) -> np.ndarray:
+def quantize_rows(qt: QuantType, x: np.ndarray, quant_weights: np.ndarray | None = None) -> np.ndarray:
     """f32[rows, cols] -> u8[rows, row_nbytes]: the GGUF bytes of the tensor, row by row.
 
+    `quant_weights` (f32[cols]) is the importance matrix of these rows; the types whose ggml
+    quantizer uses one get ggml's weighted (_impl) bytes, the others ignore it as ggml does.
     For F32 the result is a view of x (after a copy only if x was not C-contiguous).
     """
     if not isinstance(x, np.ndarray) or x.dtype != np.float32:
@@ -98,6 +106,15 @@ def quantize_rows(qt: QuantType, x: np.ndarray) -> np.ndarray:
     rows, cols = x.shape
     nbytes = qt.row_nbytes(cols)
     blocks = np.ascontiguousarray(x).reshape(-1, qt.block_size)
-    out = qt.quantize_blocks(blocks)
+    if quant_weights is None or qt.imatrix == "ignored":
+        out = qt.quantize_blocks(blocks)
+    elif qt.imatrix == "missing":
+        raise UnsupportedError(f"{qt.name} with an importance matrix is not supported yet; quantize "
+                               f"without --imatrix or choose another type for these tensors")
+    else:
+        qw = np.ascontiguousarray(quant_weights, dtype=np.float32).reshape(-1)
+        if qw.size != cols:
+            raise QuantizationError(f"importance matrix has {qw.size} weights for rows of {cols}")
+        out = qt.quantize_blocks(blocks, qw)
     assert out.dtype == np.uint8 and out.shape == (blocks.shape[0], qt.type_size), (qt.name, out.shape)
     return out.reshape(rows, nbytes)

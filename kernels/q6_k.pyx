@@ -1,0 +1,127 @@
+# Q6_K kernel: the same computation as qconvert/quants/q6_k.py (the spec), in C, GIL released.
+#
+# Block layout (210 bytes, ggml's block_q6_K):
+#   ql: uint8[128] low nibbles | qh: uint8[64] high 2 bits | scales: int8[16] | d: fp16 (LAST, LE)
+# Half h (weights 128h..128h+127) owns ql[64h:64h+64], qh[32h:32h+32]; for l < 32, L' = L[128h:]:
+#   ql[64h+l] = L'[l]&15 | (L'[l+64]&15)<<4,  ql[64h+32+l] = L'[l+32]&15 | (L'[l+96]&15)<<4,
+#   qh[32h+l] = L'[l]>>4 | L'[l+32]>>4<<2 | L'[l+64]>>4<<4 | L'[l+96]>>4<<6
+# weight j = d * scales[j/16] * (L[j] - 32).
+#
+# Mirrors quantize_row_q6_K_ref (ggml/src/ggml-quants.c): per sub-block of 16, scale_k and levels
+# from make_qx_quants(16, 32, rmse_type 1) (kernels/ggml_common.pxd); max_scale = the first scale
+# with the largest |scale| (below 1e-15: the block is 210 zero bytes); iscale = -128/max_scale;
+# d = fp16(1/iscale); scales[k] = (int8)MIN(127, nearest_int(iscale*scale_k)); then every
+# sub-block with dk = fp16_to_fp32(d) * scales[k] != 0 is re-quantized against the ROUNDED scale:
+# L = clamp(nearest_int(x / dk), -32, 31) + 32 (a true division). nearest_int rounds half to EVEN
+# via the 1.5*2^23 magic number. All float32, no fused multiply-add (-ffp-contract=off).
+#
+# With quant_weights (an imatrix row, f32[cols]), quantize_row_q6_K_impl instead: make_qx_quants
+# weighs sub-block k of super-block i (its index within the row) by imatrix[256 i + 16 k ...].
+
+from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
+from libc.string cimport memcpy, memset
+from libc.math cimport fabsf
+
+import numpy as np
+
+from ggml_fp16 cimport fp32_to_fp16
+from ggml_common cimport fp16_to_fp32, make_qx_quants, nearest_int
+
+cdef enum:
+    QK = 256
+    SUB = 16
+    NSUB = 16
+    NBYTES = 210
+    OFF_QH = 128
+    OFF_SC = 192
+    OFF_D = 208
+
+# Checked against gguf.GGML_QUANT_SIZES when the registry loads this module (qconvert/quants/_base.py).
+block_size = QK
+type_size = NBYTES
+
+
+cdef inline void _block(const float* x, uint8_t* y, const float* qw) noexcept nogil:
+    cdef int8_t L[QK]
+    cdef float scales[NSUB]
+    cdef int8_t sc[NSUB]
+    cdef float max_scale = 0, max_abs_scale = 0, scale, iscale, dd, df
+    cdef uint16_t d16
+    cdef int32_t l
+    cdef int k, j, h
+    cdef const uint8_t* u
+    cdef uint8_t* ql
+    cdef uint8_t* qh
+    for k in range(NSUB):
+        scale = make_qx_quants(SUB, 32, x + SUB * k, L + SUB * k, qw + SUB * k if qw != NULL else NULL)
+        scales[k] = scale
+        if fabsf(scale) > max_abs_scale:
+            max_abs_scale = fabsf(scale)
+            max_scale = scale
+    if max_abs_scale < <float>1e-15:    # GROUP_MAX_EPS
+        memset(y, 0, NBYTES)
+        return
+    iscale = <float>-128.0 / max_scale
+    d16 = fp32_to_fp16(1 / iscale)
+    df = fp16_to_fp32(d16)
+    for k in range(NSUB):
+        l = nearest_int(iscale * scales[k])
+        sc[k] = <int8_t>(l if l < 127 else 127)
+    for k in range(NSUB):
+        dd = df * <float>sc[k]
+        if dd == 0:                     # keep make_qx_quants' levels (NaN != 0 goes on, as in C)
+            continue
+        for j in range(SUB):
+            l = nearest_int(x[SUB * k + j] / dd)
+            l = -32 if l < -32 else l
+            l = 31 if l > 31 else l
+            L[SUB * k + j] = <int8_t>(l + 32)
+    ql = y
+    qh = y + OFF_QH
+    u = <const uint8_t*>L
+    for h in range(2):
+        for j in range(32):
+            ql[j] = (u[j] & 15) | ((u[j + 64] & 15) << 4)
+            ql[j + 32] = (u[j + 32] & 15) | ((u[j + 96] & 15) << 4)
+            qh[j] = (u[j] >> 4) | ((u[j + 32] >> 4) << 2) | ((u[j + 64] >> 4) << 4) | ((u[j + 96] >> 4) << 6)
+        ql += 64
+        qh += 32
+        u += 128
+    memcpy(y + OFF_SC, sc, NSUB)
+    memcpy(y + OFF_D, &d16, 2)          # little-endian hosts only, as ggml
+
+
+cdef void _blocks(const float[:, ::1] x, uint8_t[:, ::1] out, const float* qw,
+                  Py_ssize_t per_row) noexcept nogil:
+    cdef Py_ssize_t i
+    for i in range(x.shape[0]):
+        _block(&x[i, 0], &out[i, 0], qw + QK * (i % per_row) if qw != NULL else NULL)
+
+
+def quantize_blocks_into(const float[:, ::1] x, uint8_t[:, ::1] out, quant_weights=None):
+    """Quantize f32[n, 256] into a caller's u8[n, 210] (e.g. a slice of a bigger buffer); GIL released.
+
+    quant_weights: an imatrix row f32[cols] (cols a multiple of 256); x is then whole rows of cols.
+    """
+    cdef const float[::1] qw
+    cdef const float* qwp = NULL
+    cdef Py_ssize_t per_row = 1
+    if x.shape[1] != QK or out.shape[0] != x.shape[0] or out.shape[1] != NBYTES:
+        raise ValueError(f"Q6_K kernel wants f32[n, {QK}] -> u8[n, {NBYTES}], "
+                         f"got ({x.shape[0]}, {x.shape[1]}) -> ({out.shape[0]}, {out.shape[1]})")
+    if quant_weights is not None:
+        qw = np.ascontiguousarray(quant_weights, dtype=np.float32).ravel()
+        if qw.shape[0] == 0 or qw.shape[0] % QK or x.shape[0] % (qw.shape[0] // QK):
+            raise ValueError(f"quant_weights of length {qw.shape[0]} does not describe rows of whole "
+                             f"{QK}-blocks covering {x.shape[0]} blocks")
+        qwp = &qw[0]
+        per_row = qw.shape[0] // QK
+    with nogil:
+        _blocks(x, out, qwp, per_row)
+
+
+def quantize_blocks(const float[:, ::1] x, quant_weights=None):
+    """f32[n, 256] -> u8[n, 210], byte-exact with qconvert.quants.q6_k.quantize_blocks."""
+    out = np.empty((x.shape[0], NBYTES), dtype=np.uint8)
+    quantize_blocks_into(x, out, quant_weights)
+    return out
