@@ -11,9 +11,9 @@ The rules are llama.cpp's (src/llama-quant.cpp, `llama_tensor_get_type_impl`):
 - the output tensor (or the token embedding when tied to it) gets Q6_K, or Q8_0 when its rows
   are not a multiple of the default type's block;
 - the K mixes give attn_v and ffn_down more bits in some layers. llama-quantize counts those
-  tensors in file order, which for a file from convert_hf_to_gguf.py is the sorted order of
-  the checkpoint's names (blk.10 before blk.2); our tensors come in that same order, so the
-  counters below are the same as llama-quantize's on the converter's file.
+  tensors as it walks its weights map, which is ordered by layer number, then name
+  (llama-model-loader.h `weight_name_comparer`), so `facts` counts in that order, whatever the
+  order the tensors are written in.
 """
 
 from __future__ import annotations
@@ -342,11 +342,16 @@ def facts(tensors: list[SourceTensor], model: ModelFacts, default: T, opts: Over
     cats = [category(t.gguf_name) for t in tensors]
     tied = "output" not in cats
     n_attn_v = sum(c == "attn_v" for c in cats)
+    index: dict[int, int] = {}
     seen: dict[str, int] = {}
+    for k in sorted(range(len(tensors)), key=lambda k: llama_quantize_order(tensors[k].gguf_name)):
+        index[k] = seen.get(cats[k], 0)
+        # llama-quantize advances a counter only when its mix rules run for the tensor
+        if quantizable(tensors[k]) and not opts.pure and opts.manual_type(tensors[k].gguf_name) is None:
+            seen[cats[k]] = index[k] + 1
     out = []
-    for t, c in zip(tensors, cats):
-        i = seen.get(c, 0)
-        seen[c] = i + 1
+    for k, (t, c) in enumerate(zip(tensors, cats)):
+        i = index[k]
         if c in ("ffn_down", "ffn_gate", "ffn_up") and model.n_expert > 1:
             # llama-quantize reads the layer from the name for MoE models
             m = re.match(r"blk\.(\d+)\.", t.gguf_name)
@@ -354,6 +359,12 @@ def facts(tensors: list[SourceTensor], model: ModelFacts, default: T, opts: Over
         n = n_attn_v if c == "attn_v" else model.n_layer
         out.append(Facts(t, c, i, n, model, tied, default, opts))
     return out
+
+
+def llama_quantize_order(name: str) -> tuple[int, str]:
+    """The order of llama.cpp's weights map: layer number (-1 outside blocks), then name."""
+    m = re.match(r"blk\.(\d+)\.", name)
+    return (int(m.group(1)) if m else -1, name)
 
 
 def plan(tensors: list[SourceTensor], recipe: Recipe, model: ModelFacts | None = None,

@@ -169,7 +169,7 @@ def scan_shard(file: Path) -> dict[str, TensorInfo]:
     size = file.stat().st_size
     out: dict[str, TensorInfo] = {}
     # Sorted by name, as safetensors' own readers list them: llama.cpp's converter writes tensors
-    # in this order, and llama-quantize's per-layer rules count tensors in file order.
+    # in this order, and so do we.
     for name, meta in sorted(header.items()):
         if name == "__metadata__":
             continue

@@ -53,14 +53,23 @@ def test_q4_k_m_mix_rules():
     assert got["blk.3.attn_q.weight"] == got["blk.3.ffn_up.weight"] == T.Q4_K
 
 
-def test_counters_follow_file_order_not_layer_numbers():
-    # tensors listed as the converter writes them: blk.10 before blk.2
+def test_counters_follow_layer_numbers_not_file_order():
+    # written as the converter writes them (blk.10 before blk.2); llama-quantize walks its
+    # weights map in layer order, so its counters, and ours, follow layer numbers
     layers = sorted(range(16), key=str)
     tensors = [t for i in layers for t in model(16)[1 + 8 * i: 9 + 8 * i]]
     got = types(tensors, "Q4_K_M", 16)
-    for position, layer in enumerate(layers):
-        want = T.Q6_K if use_more_bits(position, 16) else T.Q4_K
-        assert got[f"blk.{layer}.ffn_down.weight"] == want, (layer, position)
+    for layer in range(16):
+        want = T.Q6_K if use_more_bits(layer, 16) else T.Q4_K
+        assert got[f"blk.{layer}.ffn_down.weight"] == got[f"blk.{layer}.attn_v.weight"] == want, layer
+
+
+def test_overridden_tensors_do_not_advance_the_counters():
+    # blk.0.attn_v is set by --tensor-type, so llama-quantize's attn_v counter starts at blk.1
+    got = types(model(8), "Q4_K_M", 8, tensor_types=(("blk\\.0\\.attn_v", T.Q8_0),))
+    assert got["blk.0.attn_v.weight"] == T.Q8_0
+    assert [got[f"blk.{i}.attn_v.weight"] for i in range(1, 8)] == [
+        T.Q6_K if use_more_bits(i, 8) else T.Q4_K for i in range(7)]
 
 
 def test_overrides_in_llama_quantize_order():

@@ -179,6 +179,5 @@ class Architecture:
                 raise CheckpointError(f"two checkpoint tensors map to {t.gguf_name}")
             seen.add(t.gguf_name)
         # Generated tensors first, then shards in name order and tensors sorted by name within
-        # each: the order llama.cpp's converter writes (so blk.10 precedes blk.2), which
-        # llama-quantize's layer counters depend on.
+        # each: the order llama.cpp's converter writes (blk.10 before blk.2).
         return out
