@@ -210,3 +210,44 @@ def test_gguf_imatrix_without_metadata_is_refused(tmp_path: Path):
     w.close()
     with pytest.raises(UsageError, match="lacks imatrix.datasets"):
         load_imatrix(path)
+
+
+def test_imatrix_conversion_end_to_end(tmp_path: Path):
+    """--imatrix through the CLI: weighted bytes where ggml weights, metadata as llama-quantize."""
+    from qconvert.convert import prepare
+    model_dir = MODELS / "llama-k256-bf16"
+    job = prepare(model_dir, "Q4_K_M")
+    rng = np.random.default_rng(3)
+    entries = {r.gguf_name: (rng.random(r.shape[-1]).astype(np.float32) * 10, np.array([10.0]))
+               for r in job.rows if r.qtype not in (T.F32,)}
+    imatrix = tmp_path / "imatrix.gguf"
+    write_gguf_imatrix(imatrix, entries)
+
+    plain, weighted = tmp_path / "plain.gguf", tmp_path / "weighted.gguf"
+    for out, extra in ((plain, ()), (weighted, ("--imatrix", imatrix))):
+        proc = run_cli("quantize", model_dir, "-t", "Q4_K_M", "-o", out, "--no-progress", *extra)
+        assert proc.returncode == 0, proc.stderr
+    a, b = gguf.GGUFReader(plain), gguf.GGUFReader(weighted)
+    fields = b.fields
+    assert fields["quantize.imatrix.file"].contents() == str(imatrix)
+    assert fields["quantize.imatrix.entries_count"].contents() == len(entries)
+    assert fields["quantize.imatrix.chunks_count"].contents() == 7
+    assert "quantize.imatrix.file" not in a.fields
+    ta, tb = {t.name: t for t in a.tensors}, {t.name: t for t in b.tensors}
+    from qconvert import quants
+    changed = 0
+    for name, t in tb.items():
+        assert t.tensor_type == ta[name].tensor_type
+        if quants.get(t.tensor_type).imatrix == "weighted" and name in entries:
+            changed += not np.array_equal(np.asarray(t.data), np.asarray(ta[name].data))
+    assert changed >= 10
+
+
+def test_imatrix_for_another_model_fails_cleanly(tmp_path: Path):
+    imatrix = tmp_path / "imatrix.gguf"
+    write_gguf_imatrix(imatrix, {"blk.0.attn_q.weight": (np.ones(100, np.float32), np.array([1.0]))})
+    out = tmp_path / "o.gguf"
+    proc = run_cli("quantize", MODELS / "llama-k256-bf16", "-t", "Q4_K_M", "-o", out, "--imatrix", imatrix)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "blk.0.attn_q.weight has 100 weights, the tensor needs 256" in proc.stderr
+    assert not out.exists()
