@@ -82,7 +82,7 @@ def quantize(
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=out.name, file=sys.stderr)
     try:
         result = conv.convert(model_dir, out, qtype, overwrite=overwrite, threads=threads,
-                              on_tensor=(lambda row, n: bar.update(n)) if bar else None,
+                              on_progress=bar.update if bar else None,
                               overrides=overrides, imatrix=imatrix, kv_overrides=kv)
     finally:
         if bar is not None:

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import gguf
 import numpy as np
@@ -23,11 +25,12 @@ from .errors import UsageError
 from .imatrix import Imatrix, load_imatrix
 from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
-from .reader import Checkpoint
+from .reader import Checkpoint, decode_to_f32
 from .tokenizer import load_tokenizer
 from .writer import write_gguf
 
-# Rows handed to one worker at a time: big enough to amortize dispatch, small enough to balance.
+# Weights handed to one worker at a time: big enough to amortize dispatch, small enough that
+# a window of them in flight is a few tens of MB whatever the model.
 CHUNK_ELEMENTS = 1 << 20
 
 
@@ -116,66 +119,85 @@ def convert(
     *,
     overwrite: bool = False,
     threads: int | None = None,
-    on_tensor: Callable[[PlanRow, int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
     overrides: Overrides | None = None,
     imatrix: str | Path | None = None,
     kv_overrides: tuple[KVOverride, ...] = (),
 ) -> Result:
-    """Convert a checkpoint folder to a GGUF file at `out`. `on_tensor(row, source_bytes)` is
-    called after each tensor (the CLI's progress bar)."""
+    """Convert a checkpoint folder to a GGUF file at `out`. `on_progress(source_bytes)` is
+    called as each chunk of the checkpoint is written (the CLI's progress bar)."""
     out = Path(out)
     check_output(out, overwrite)
     job = prepare(model_dir, qtype, overrides, imatrix, kv_overrides)
-    sources = {s.gguf_name: s for s in job.sources}
     threads = threads or os.cpu_count() or 1
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        def produce(row: PlanRow) -> np.ndarray:
-            src = sources[row.gguf_name]
-            data = quantize_tensor(load_f32(job.checkpoint, src), row.qtype, pool, threads,
-                                   job.quant_weights(row))
-            if on_tensor is not None:
-                on_tensor(row, job.checkpoint.tensors[src.src].nbytes if src.src else data.nbytes)
-            return data
+        def chunks() -> Iterator[np.ndarray]:
+            for data, nbytes in in_order(pool, chunk_jobs(job), window=2 * threads + 2):
+                if on_progress is not None:
+                    on_progress(nbytes)
+                yield data
 
-        write_gguf(out, job.arch.arch_name, job.add_metadata, job.rows, produce)
+        write_gguf(out, job.arch.arch_name, job.add_metadata, job.rows, chunks())
     job.checkpoint.close()
     return Result(out, job.rows, out.stat().st_size, time.perf_counter() - start)
 
 
-def load_f32(ckpt: Checkpoint, src: SourceTensor) -> np.ndarray:
-    """The tensor as llama.cpp will see it, in float32 (decoded, transformed)."""
-    arr = src.generate() if src.generate is not None else ckpt.load(src.src)
-    if src.transform is not None:
-        arr = src.transform(arr)
-    assert arr.shape == src.shape, (src.gguf_name, arr.shape, src.shape)
-    return arr
+ChunkJob = Callable[[], tuple[np.ndarray, int]]
 
 
-def quantize_tensor(arr: np.ndarray, qtype: gguf.GGMLQuantizationType, pool: ThreadPoolExecutor,
-                    threads: int, quant_weights: np.ndarray | None = None) -> np.ndarray:
-    """Quantize all rows of `arr`, split in chunks over the pool. Rows are independent, so the
-    bytes do not depend on the number of threads. `quant_weights` (n_expert x n_per_row) are
-    the imatrix weights; a 3-D tensor's expert e uses row e."""
-    x = np.ascontiguousarray(arr.reshape(-1, arr.shape[-1]), dtype=np.float32)
-    n_rows, cols = x.shape
-    rows_per_expert = n_rows // (quant_weights.shape[0] if quant_weights is not None else 1)
-    out = np.empty((n_rows, quants.row_nbytes(qtype, cols)), dtype=np.uint8)
-    step = max(1, CHUNK_ELEMENTS // max(cols, 1))
-    # chunks never straddle two experts, so each uses one row of weights
-    starts = [lo for e in range(0, n_rows, rows_per_expert)
-              for lo in range(e, e + rows_per_expert, step)]
+def chunk_jobs(job: Job) -> Iterator[ChunkJob]:
+    """One job per chunk of rows, every tensor in write order. A job returns the chunk's GGUF
+    bytes and how many checkpoint bytes it consumed. Chunks never straddle two experts of a
+    3-D tensor, so each uses one row of the importance matrix."""
+    sources = {s.gguf_name: s for s in job.sources}
+    for row in job.rows:
+        src = sources[row.gguf_name]
+        weights = job.quant_weights(row)
+        if src.generate is not None or len(src.shape) < 2:
+            yield partial(whole_tensor, job.checkpoint, src, row.qtype, weights)
+            continue
+        cols = src.shape[-1]
+        n_rows = src.n_elements // cols
+        per_expert = n_rows // (weights.shape[0] if weights is not None else 1)
+        step = max(1, CHUNK_ELEMENTS // cols)
+        for first in range(0, n_rows, per_expert):
+            for lo in range(first, first + per_expert, step):
+                w = weights[first // per_expert] if weights is not None else None
+                yield partial(row_chunk, job.checkpoint, src, row.qtype, w, lo, min(lo + step, first + per_expert))
 
-    def work(lo: int) -> None:
-        hi = min(lo + step, (lo // rows_per_expert + 1) * rows_per_expert)
-        if quant_weights is None:
-            out[lo:hi] = quants.quantize_rows(qtype, x[lo:hi])
-        else:
-            out[lo:hi] = quants.quantize_rows(qtype, x[lo:hi], quant_weights[lo // rows_per_expert])
 
-    if threads <= 1 or len(starts) == 1:
-        for lo in starts:
-            work(lo)
+def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationType,
+              weights: np.ndarray | None, lo: int, hi: int) -> tuple[np.ndarray, int]:
+    """Rows lo..hi of the GGUF tensor, read from the checkpoint, decoded and quantized."""
+    picked = ckpt.read_rows(src.src, src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi))
+    x = np.ascontiguousarray(decode_to_f32(picked, src.src_dtype))
+    return quants.quantize_rows(qtype, x, weights).reshape(-1), picked.nbytes
+
+
+def whole_tensor(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationType,
+                 weights: np.ndarray | None) -> tuple[np.ndarray, int]:
+    """A generated or 1-D tensor (small), in one piece."""
+    if src.generate is not None:
+        arr, nbytes = src.generate().astype(np.float32), 0
     else:
-        list(pool.map(work, starts))
-    return out.reshape(-1)
+        arr, nbytes = ckpt.load(src.src), ckpt.tensors[src.src].nbytes
+        if src.row_order is not None:
+            arr = arr[src.row_order]
+    assert arr.shape == src.shape, (src.gguf_name, arr.shape, src.shape)
+    x = np.ascontiguousarray(arr.reshape(1, -1), dtype=np.float32)
+    return quants.quantize_rows(qtype, x, weights[0] if weights is not None else None).reshape(-1), nbytes
+
+
+def in_order(pool: ThreadPoolExecutor, jobs: Iterator[ChunkJob], window: int) -> Iterator[tuple[np.ndarray, int]]:
+    """Run jobs on the pool, at most `window` at a time, yielding results in submission order:
+    reading and quantizing the next chunks overlaps writing this one, and memory stays bounded
+    by the window whatever the model size."""
+    pending: deque = deque()
+    for fn in jobs:
+        pending.append(pool.submit(fn))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
+

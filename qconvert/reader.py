@@ -2,7 +2,9 @@
 
 Every shard is validated when the checkpoint is opened (header parses, every tensor's bytes lie
 inside the file, dtypes are ones we decode), so a bad checkpoint fails before any output exists.
-Tensor data stays memory-mapped; `load` decodes one tensor (or a range of its rows) to float32.
+Tensor data is read on demand with positional reads (`read_rows`: just the rows asked for, into
+memory the caller owns) rather than through a memory map, whose touched pages would stay
+resident and make the process's memory grow with the model's size.
 
 The safetensors format: 8 bytes little-endian header length N, N bytes of JSON
 {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {...}}, then the data,
@@ -12,6 +14,7 @@ offsets relative to the end of the header.
 from __future__ import annotations
 
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,13 +87,15 @@ def read_safetensors_header(path: Path) -> tuple[dict, int]:
 
 
 class Checkpoint:
-    """A checkpoint directory: `config` (dict) and `tensors` (name -> TensorInfo), lazily read."""
+    """A checkpoint directory: `config` (dict) and `tensors` (name -> TensorInfo), read lazily.
+
+    Reads are thread-safe (os.pread on one descriptor per shard)."""
 
     def __init__(self, path: Path, config: dict, tensors: dict[str, TensorInfo]):
         self.path = path
         self.config = config
         self.tensors = tensors
-        self._maps: dict[Path, np.memmap] = {}
+        self._fds: dict[Path, int] = {}
 
     @classmethod
     def open(cls, path: str | Path) -> Checkpoint:
@@ -105,23 +110,51 @@ class Checkpoint:
             raise CheckpointError(f"{path}: the safetensors files hold no tensors")
         return cls(path, config, tensors)
 
-    def _map(self, file: Path) -> np.memmap:
-        if file not in self._maps:
-            self._maps[file] = np.memmap(file, dtype=np.uint8, mode="r")
-        return self._maps[file]
+    def _pread(self, file: Path, offset: int, nbytes: int) -> bytearray:
+        fd = self._fds.get(file)
+        if fd is None:
+            fd = self._fds.setdefault(file, os.open(file, os.O_RDONLY))
+        buf = bytearray(nbytes)
+        view, done = memoryview(buf), 0
+        while done < nbytes:
+            n = os.preadv(fd, [view[done:]], offset + done)
+            if n == 0:
+                raise CheckpointError(f"{file.name} ended early (was it truncated while converting?)")
+            done += n
+        return buf
+
+    def read_rows(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+        """Stored values of some rows of the tensor seen as 2-D [rows, last axis] (all rows if
+        `rows` is None; a 1-D tensor is one row). For an index array, one read covers the span
+        from its smallest to its largest row, and the rows are picked from it in order."""
+        t = self.tensors[name]
+        dtype = DTYPES[t.dtype]
+        cols = t.shape[-1] if t.shape else 1
+        row_bytes = cols * dtype.itemsize
+        if rows is None:
+            rows = slice(0, t.n_rows)
+        if isinstance(rows, slice):
+            lo, hi, _ = rows.indices(t.n_rows)
+            pick = None
+        else:
+            lo, hi = int(rows.min()), int(rows.max()) + 1
+            pick = rows - lo
+        raw = np.frombuffer(self._pread(t.file, t.offset + lo * row_bytes, (hi - lo) * row_bytes), dtype=dtype)
+        raw = raw.reshape(hi - lo, cols)
+        return raw if pick is None else raw[pick]
 
     def raw(self, name: str) -> np.ndarray:
-        """The stored values as a read-only view into the memory map (no copy)."""
-        t = self.tensors[name]
-        buf = self._map(t.file)[t.offset:t.offset + t.nbytes]
-        return buf.view(DTYPES[t.dtype]).reshape(t.shape)
+        """The stored values of a whole tensor, in its own shape."""
+        return self.read_rows(name).reshape(self.tensors[name].shape)
 
     def load(self, name: str) -> np.ndarray:
         """One tensor decoded to a new float32 array of its own shape."""
         return decode_to_f32(self.raw(name), self.tensors[name].dtype)
 
     def close(self) -> None:
-        self._maps.clear()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
 
 
 def load_config(path: Path) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import gguf
 import numpy as np
@@ -35,10 +35,11 @@ def write_gguf(
     arch_name: str,
     add_metadata: Callable[[gguf.GGUFWriter], None],
     rows: list[PlanRow],
-    produce: Callable[[PlanRow], np.ndarray],
+    chunks: Iterable[np.ndarray],
 ) -> None:
-    """Write a GGUF at `target`. `produce(row)` returns the row's tensor bytes (uint8, exactly
-    row.nbytes); it is called once per row, in order, after the header is on disk."""
+    """Write a GGUF at `target`. `chunks` yields the tensor data as uint8 arrays, in row order,
+    each tensor's bytes in one or more consecutive chunks; it is consumed after the header is on
+    disk, so the whole output never has to be in memory."""
     with atomic_path(target) as tmp:
         writer = gguf.GGUFWriter(tmp, arch_name)
         try:
@@ -51,10 +52,22 @@ def write_gguf(
             writer.write_header_to_file()
             writer.write_kv_data_to_file()
             writer.write_ti_data_to_file()
-            for row in rows:
-                data = produce(row)
-                assert data.dtype == np.uint8 and data.nbytes == row.nbytes, (row.gguf_name, data.nbytes)
-                writer.write_tensor_data(data)
+            write_tensor_data(writer, rows, iter(chunks))
         finally:
             writer.close()
 
+
+def write_tensor_data(writer: gguf.GGUFWriter, rows: list[PlanRow], chunks: Iterator[np.ndarray]) -> None:
+    """Tensor data chunk by chunk, aligned exactly as GGUFWriter.write_tensor_data aligns whole
+    tensors (padding before each tensor to the file offset, after it to its own size)."""
+    fout = writer.fout[0]
+    for row in rows:
+        writer.write_padding(fout, fout.tell())
+        left = row.nbytes
+        while left > 0:
+            chunk = next(chunks)
+            assert chunk.dtype == np.uint8 and chunk.nbytes <= left, (row.gguf_name, chunk.nbytes, left)
+            fout.write(memoryview(np.ascontiguousarray(chunk)).cast("B"))
+            left -= chunk.nbytes
+        writer.write_padding(fout, row.nbytes)
+    assert next(chunks, None) is None, "more tensor data than tensors"

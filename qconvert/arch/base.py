@@ -1,8 +1,8 @@
-"""What every architecture adapter shares: hparams from config.json, tensor names, transforms.
+"""What every architecture adapter shares: hparams from config.json, tensor names, row orders.
 
 An adapter turns a checkpoint into (a) GGUF metadata keys for its hyper-parameters and (b) a
-list of `SourceTensor`s: which GGUF tensor comes from which checkpoint tensor, with which
-transform. It decides nothing about types (that is the planner) and does no I/O of its own.
+list of `SourceTensor`s: which GGUF tensor comes from which checkpoint tensor, with its rows in
+which order. It decides nothing about types (that is the planner) and does no I/O of its own.
 
 Configs in the wild come from transformers 4 (`rope_theta`, `rope_scaling`, `torch_dtype`) and
 transformers 5 (`rope_parameters`, `dtype`); `Hparams` reads both.
@@ -20,19 +20,20 @@ import numpy as np
 from ..errors import CheckpointError, UnsupportedError
 from ..reader import TensorInfo
 
-Transform = Callable[[np.ndarray], np.ndarray]
-
-
 @dataclass(frozen=True)
 class SourceTensor:
     """One GGUF tensor to write. `src` names the checkpoint tensor it is read from; generated
-    tensors (rope_freqs) have `src=None` and a `generate` function instead."""
+    tensors (rope_freqs) have `src=None` and a `generate` function instead.
+
+    `row_order`, when set, reorders the first axis: row i of the GGUF tensor is row
+    `row_order[i]` of the checkpoint's. Expressed as an index map rather than a function so
+    that the pipeline can read any range of output rows straight from the memory map."""
 
     gguf_name: str
     shape: tuple[int, ...]  # NumPy (row-major) shape of what is written; GGUF reverses it
     src: str | None
     src_dtype: str
-    transform: Transform | None = None
+    row_order: np.ndarray | None = field(default=None, compare=False)
     generate: Callable[[], np.ndarray] | None = None
 
     @property
@@ -156,8 +157,8 @@ class Architecture:
     def model_facts(self) -> ModelFacts:
         return ModelFacts(n_layer=self.n_blocks)
 
-    def transform_for(self, hf_name: str, gguf_name: str) -> Transform | None:
-        """A function applied to the float32 tensor before it is written, or None."""
+    def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        """How the tensor's first axis is reordered for llama.cpp, or None to keep it."""
         return None
 
     def extra_tensors(self) -> list[SourceTensor]:
@@ -172,7 +173,7 @@ class Architecture:
                 continue
             gguf_name = self.map_name(name)
             out.append(SourceTensor(gguf_name, info.shape, name, info.dtype,
-                                    transform=self.transform_for(name, gguf_name)))
+                                    row_order=self.row_order_for(name, info.shape)))
         seen: set[str] = set()
         for t in out:
             if t.gguf_name in seen:

@@ -18,16 +18,18 @@ from .base import Architecture, Metadata, ModelFacts, SourceTensor
 K = gguf.Keys
 
 
-def permute_rotary(w: np.ndarray, n_head: int) -> np.ndarray:
-    """Reorder Q/K rows from Hugging Face's rotate-half layout to llama.cpp's interleaved pairs.
+def rotary_row_order(rows: int, n_head: int) -> np.ndarray:
+    """Q/K rows from Hugging Face's rotate-half layout to llama.cpp's interleaved pairs.
 
     HF keeps, per head, the first halves of all rotary pairs and then the second halves; ggml's
-    rope rotates adjacent elements. Same reshape as the converter's `LlamaModel.permute`.
+    rope rotates adjacent elements. The converter's `LlamaModel.permute` reshapes the weight to
+    (n_head, 2, rows/n_head/2, ...) and swaps axes 1 and 2; applied to the row numbers, the same
+    reshape gives which source row each output row is.
+
+    >>> rotary_row_order(8, 1).tolist()
+    [0, 4, 1, 5, 2, 6, 3, 7]
     """
-    rows = w.shape[0]
-    return (w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:])
-            .swapaxes(1, 2)
-            .reshape(w.shape))
+    return np.arange(rows).reshape(n_head, 2, rows // n_head // 2).swapaxes(1, 2).reshape(rows)
 
 
 def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
@@ -109,11 +111,11 @@ class Llama(Architecture):
                           n_expert=int(self.hp.get("num_local_experts", default=0)),
                           is_70b=self.n_blocks == 80 and self.n_head != self.n_head_kv)
 
-    def transform_for(self, hf_name: str, gguf_name: str):
+    def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-            return lambda w: permute_rotary(w, self.n_head)
+            return rotary_row_order(shape[0], self.n_head)
         if hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-            return lambda w: permute_rotary(w, self.n_head_kv)
+            return rotary_row_order(shape[0], self.n_head_kv)
         return None
 
     def extra_tensors(self) -> list[SourceTensor]:
