@@ -21,10 +21,10 @@ ModelDir = Annotated[Path, typer.Argument(help="Checkpoint folder: config.json, 
                                           show_default=False)]
 TypeOpt = Annotated[str, typer.Option("--type", "-t", help="Output type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
                                       "Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K (llama-quantize's mixes).")]
-OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="GGUF file to write "
-                                                "[default: <model folder name>-<TYPE>.gguf]")]
+OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="GGUF file to write (default: the model "
+                                                "folder's name and the type, e.g. SmolLM2-Q8_0.gguf).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-j", min=1,
-                                                   help="Quantization threads [default: all cores].")]
+                                                   help="Quantization threads (default: all cores).")]
 
 
 @app.command()
