@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 MODELS = FIXTURES / "models"
 TOKENIZERS = FIXTURES / "tokenizers"
+CACHE = Path(os.environ.get("QCONVERT_CACHE", Path.home() / ".cache" / "qconvert"))
 
 
 def tiny_llama_config(vocab_size: int, **over) -> dict:
@@ -82,6 +83,19 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
     """A valid one-layer random Llama with the tiny-bpe tokenizer."""
     cfg = tiny_llama_config(tokenizer_vocab_size("tiny-bpe"))
     return write_checkpoint(tmp_path / "tiny", cfg, tiny_llama_tensors(cfg))
+
+
+def run_script(*args) -> None:
+    """`python SCRIPT ARGS`, failing the test if it fails."""
+    subprocess.run([sys.executable, *map(str, args)], check=True)
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """SmolLM2-135M-Instruct as a Hugging Face checkpoint, rebuilt once and cached (slow tests)."""
+    out = CACHE / "smollm2-135m-hf"
+    run_script(ROOT / "scripts" / "make_smollm2_checkpoint.py", out)
+    return out
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

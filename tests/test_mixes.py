@@ -1,0 +1,318 @@
+"""The quantization mixes against llama-quantize itself: same types, same bytes, and they run.
+
+For each checkpoint, llama.cpp's convert_hf_to_gguf.py writes an F32 GGUF (exact: bf16/f16 ->
+f32 loses nothing), which llama-quantize's own code (`llama_model_quantize`, through
+scripts/llama_quantize.py) turns into each mix. qconvert must produce, from the checkpoint
+directly, the same file tensor by tensor:
+
+- types: qconvert's plan (`prepare(...).rows`, nothing written) gives every tensor the type
+  llama-quantize chose, fallbacks included; this needs no kernel;
+- bytes: qconvert's file has the same tensors, types, shapes and bytes, and general.file_type;
+  a mix whose kernels do not exist yet fails here with qconvert's "cannot write yet" error;
+- llama.cpp loads qconvert's file and its logits are finite (their error against llama.cpp on
+  the F32 file is printed in the "qconvert figures" section).
+
+Checkpoints: the fixtures in tests/fixtures/models (llama-k256-bf16 has rows that are multiples
+of 256, the others 64-wide rows, which force the K types' fallbacks), three made here whose
+shapes force every other fallback path, and SmolLM2-135M (slow).
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from conftest import (MODELS, ROOT, llama_logits, relative_error, report, tiny_llama_config,
+                      tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint)
+from qconvert import quants
+from qconvert.convert import convert, prepare
+from qconvert.planner import RECIPES
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from llama_quantize import llama_quantize  # noqa: E402
+from oracle_convert import oracle_convert  # noqa: E402
+
+T = gguf.GGMLQuantizationType
+
+# The mixes people use first, then the rest of llama-quantize's legacy and K mixes.
+MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q6_K",
+         "Q2_K", "Q3_K_S", "Q3_K_L", "Q5_K_S", "Q4_0", "Q8_0"]
+
+FIXTURE_MODELS = sorted(p.name for p in MODELS.glob("*") if (p / "config.json").is_file())
+
+# Checkpoints made here (tiny_llama_config overrides), each for the rules and fallbacks the
+# fixtures cannot reach:
+GENERATED = {
+    # rows of 96 (a multiple of 32 but not of 64 or 256): every 256-block type falls back to its
+    # 32-block type (Q2_K/Q3_K->Q4_0, Q4_K->Q5_0, Q5_K->Q5_1, Q6_K->Q8_0) and the output tensor
+    # goes to Q8_0 (Q6_K->Q8_0 for Q4_0); ffn_down rows of 200 (not a multiple of 32) fall back
+    # to F16 in every mix. 16 layers put blk.10..15 between blk.1 and blk.2 in name order, so
+    # counting attn_v tensors in name order and in layer order give different layers more bits;
+    # 4 heads per KV head take Q2_K's GQA rule.
+    "gen-rows96-16layers": dict(hidden_size=96, intermediate_size=200, num_hidden_layers=16,
+                                num_attention_heads=4, num_key_value_heads=1),
+    # tied embeddings with rows of 256: token_embd takes the output tensor's Q6_K; 12 layers (name
+    # order and layer order differ for attn_v and ffn_down).
+    "gen-tied-k256": dict(hidden_size=256, intermediate_size=512, num_hidden_layers=12,
+                          num_attention_heads=4, num_key_value_heads=1, tie_word_embeddings=True),
+    # tied, rows of 72 (not a multiple of 32): the tied output tensor's Q8_0 falls back to F16,
+    # as does every matrix but ffn_down (rows of 96).
+    "gen-tied-rows72": dict(hidden_size=72, intermediate_size=96, num_hidden_layers=2,
+                            num_attention_heads=3, num_key_value_heads=3, tie_word_embeddings=True),
+}
+SMOLLM2 = "smollm2-135m"
+MODELS_UNDER_TEST = [*FIXTURE_MODELS, *GENERATED]
+
+# A sentence for the llama.cpp run, tokenized with each checkpoint's tokenizer.json.
+PROMPT = "The capital of France is Paris. It has been the largest city of the country for centuries."
+
+
+def cases() -> list:
+    fast = [pytest.param(model, mix, id=f"{model}-{mix}") for model in MODELS_UNDER_TEST for mix in MIXES]
+    slow = [pytest.param(SMOLLM2, mix, id=f"{SMOLLM2}-{mix}", marks=pytest.mark.slow) for mix in MIXES]
+    return fast + slow
+
+
+# -- the files, each made once per session -------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def model_dir(request, tmp_path_factory):
+    """Model name -> checkpoint directory (SmolLM2 rebuilt only when a slow test asks for it)."""
+    made: dict[str, Path] = {}
+
+    def get(model: str) -> Path:
+        if model not in made:
+            if model == SMOLLM2:
+                made[model] = request.getfixturevalue("smollm2_dir")
+            elif model in GENERATED:
+                cfg = tiny_llama_config(tokenizer_vocab_size("tiny-bpe"), **GENERATED[model])
+                made[model] = write_checkpoint(tmp_path_factory.mktemp("ckpt") / model, cfg,
+                                               tiny_llama_tensors(cfg, seed=list(GENERATED).index(model)))
+            else:
+                made[model] = MODELS / model
+        return made[model]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def f32_gguf(model_dir, tmp_path_factory):
+    """Model -> llama.cpp's convert_hf_to_gguf.py output, --outtype f32."""
+    cache: dict[str, Path] = {}
+
+    def get(model: str) -> Path:
+        if model not in cache:
+            out = tmp_path_factory.mktemp("f32") / f"{model}-f32.gguf"
+            # The tiny BPE tokenizers are SmolLM's pre-tokenizer over a small vocab, which the
+            # converter has no hash for (see scripts/oracle_convert.py).
+            oracle_convert(model_dir(model), out, "f32", vocab_pre=None if model == SMOLLM2 else "smollm")
+            cache[model] = out
+        return cache[model]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def theirs(f32_gguf, tmp_path_factory):
+    """(model, mix) -> llama-quantize's file."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def get(model: str, mix: str) -> Path:
+        if (model, mix) not in cache:
+            out = tmp_path_factory.mktemp("llama-quantize") / f"{model}-{mix}.gguf"
+            cache[model, mix] = llama_quantize(f32_gguf(model), out, mix, nthread=2)
+        return cache[model, mix]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def ours(model_dir, tmp_path_factory):
+    """(model, mix) -> qconvert's file."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def get(model: str, mix: str) -> Path:
+        if (model, mix) not in cache:
+            out = tmp_path_factory.mktemp("qconvert") / f"{model}-{mix}.gguf"
+            convert(model_dir(model), out, mix, threads=2)
+            cache[model, mix] = out
+        return cache[model, mix]
+
+    return get
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    tensor_type: T
+    shape: list[int]     # GGUF order (ne0 first)
+    data: np.ndarray     # the bytes, memory-mapped
+
+
+@dataclass(frozen=True)
+class GGUF:
+    file_type: int
+    tensors: dict[str, Tensor]
+
+
+# GGUF metadata value types (gguf.GGUFValueType) -> struct format of their scalars
+SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def read_gguf(path: Path) -> GGUF:
+    """general.file_type and the tensors of a GGUF (spec: ggml/docs/gguf.md). gguf.GGUFReader
+    would do, but it makes a NumPy view of every vocabulary entry: 4 s per SmolLM2 file."""
+    buf = np.memmap(path, dtype=np.uint8, mode="r")
+    pos = 0
+
+    def take(fmt: str) -> tuple:
+        nonlocal pos
+        values = struct.unpack_from("<" + fmt, buf, pos)
+        pos += struct.calcsize("<" + fmt)
+        return values
+
+    def string() -> str:
+        nonlocal pos
+        (n,) = take("Q")
+        pos += n
+        return bytes(buf[pos - n:pos]).decode()
+
+    def value(vtype: int):
+        nonlocal pos
+        if vtype == 8:
+            return string()
+        if vtype == 9:
+            etype, n = take("IQ")
+            if etype in SCALARS:  # skipped: only scalar keys are needed here
+                pos += n * struct.calcsize(SCALARS[etype])
+                return None
+            return [value(etype) for _ in range(n)]
+        return take(SCALARS[vtype])[0]
+
+    magic, version, n_tensors, n_kv = take("4sIQQ")
+    assert magic == b"GGUF" and version == 3, (path, magic, version)
+    kv = {}
+    for _ in range(n_kv):
+        key = string()
+        kv[key] = value(take("I")[0])
+    infos = []
+    for _ in range(n_tensors):
+        name = string()
+        shape = list(take(f"{take('I')[0]}Q"))
+        qtype, offset = take("IQ")
+        infos.append((name, shape, T(qtype), offset))
+    align = kv.get("general.alignment", 32)
+    start = -(-pos // align) * align
+    tensors = {}
+    for name, shape, qtype, offset in infos:
+        block, size = gguf.GGML_QUANT_SIZES[qtype]
+        nbytes = int(np.prod(shape, dtype=np.int64)) // block * size
+        tensors[name] = Tensor(name, qtype, shape, buf[start + offset:start + offset + nbytes])
+    return GGUF(int(kv["general.file_type"]), tensors)
+
+
+# -- types -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model,mix", cases())
+def test_types_match_llama_quantize(model: str, mix: str, model_dir, theirs, monkeypatch):
+    # The planner refuses to plan a type no kernel can write yet; widening SUPPORTED lets this
+    # test check the plan itself, before every kernel exists.
+    monkeypatch.setattr(quants, "SUPPORTED", tuple(T))
+    job = prepare(model_dir(model), mix)
+    job.checkpoint.close()
+    theirs_file = read_gguf(theirs(model, mix))
+    want = theirs_file.tensors
+    plan = {r.gguf_name: r for r in job.rows}
+    assert sorted(plan) == sorted(want), f"tensor names differ: {sorted(set(plan) ^ set(want))}"
+    bad = []
+    for name, t in want.items():
+        row = plan[name]
+        if row.qtype != t.tensor_type or list(reversed(row.shape)) != t.shape:
+            bad.append(f"{name}{list(reversed(row.shape))}: ours {row.qtype.name} ({row.reason}), "
+                       f"llama-quantize {t.tensor_type.name}{t.shape}")
+    if bad:
+        pytest.fail(f"{len(bad)} of {len(want)} tensor types differ from llama-quantize's {mix}:\n"
+                    + "\n".join(bad), pytrace=False)
+    assert int(RECIPES[mix].file_type) == theirs_file.file_type
+
+
+# -- bytes -------------------------------------------------------------------------------------
+
+def first_difference(mine: np.ndarray, want: np.ndarray, qtype: T) -> str:
+    """Where two tensors' bytes first differ: the block, and how many bits differ in all."""
+    block_bytes = gguf.GGML_QUANT_SIZES[qtype][1]
+    diff = np.flatnonzero(mine != want)
+    bits = int(np.unpackbits(mine ^ want).sum())
+    block = int(diff[0]) // block_bytes
+    return (f"{diff.size} bytes ({bits} bits) differ; first in block {block} "
+            f"(byte {int(diff[0]) % block_bytes} of {block_bytes}): "
+            f"ours {mine[block * block_bytes:(block + 1) * block_bytes].tobytes().hex()} "
+            f"vs {want[block * block_bytes:(block + 1) * block_bytes].tobytes().hex()}")
+
+
+@pytest.mark.parametrize("model,mix", cases())
+def test_bytes_match_llama_quantize(model: str, mix: str, ours, theirs):
+    ours_file, theirs_file = read_gguf(ours(model, mix)), read_gguf(theirs(model, mix))
+    mine, want = ours_file.tensors, theirs_file.tensors
+    assert sorted(mine) == sorted(want), f"tensor names differ: {sorted(set(mine) ^ set(want))}"
+    bad = []
+    for name, t in want.items():
+        m = mine[name]
+        if (m.tensor_type, m.shape) != (t.tensor_type, t.shape):
+            bad.append(f"{name}: ours {m.tensor_type.name}{m.shape}, llama-quantize {t.tensor_type.name}{t.shape}")
+        elif not np.array_equal(m.data, t.data):
+            bad.append(f"{name} ({t.tensor_type.name}): {first_difference(m.data, t.data, t.tensor_type)}")
+    if bad:
+        pytest.fail(f"{len(bad)} of {len(want)} tensors differ from llama-quantize's {mix}:\n"
+                    + "\n".join(bad), pytrace=False)
+    assert ours_file.file_type == theirs_file.file_type == int(RECIPES[mix].file_type)
+
+
+# -- llama.cpp runs it -------------------------------------------------------------------------
+
+_ERRORS: dict[tuple[str, str], float] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def error_table():
+    """Print, after the module, each mix's logit error per model (the 'qconvert figures')."""
+    yield
+    if not _ERRORS:
+        return
+    models = [m for m in [*MODELS_UNDER_TEST, SMOLLM2] if any(k[0] == m for k in _ERRORS)]
+    report("qconvert mixes in llama.cpp: max |logits - logits of the F32 file| / max |logit|")
+    report(f"{'':<26}" + "".join(f"{mix:>8}" for mix in MIXES))
+    for m in models:
+        report(f"{m:<26}" + "".join(f"{_ERRORS[m, mix]:8.3f}" if (m, mix) in _ERRORS else f"{'-':>8}"
+                                    for mix in MIXES))
+
+
+@pytest.fixture(scope="session")
+def prompt_logits(model_dir, f32_gguf):
+    """Model -> (tokens of PROMPT, llama.cpp's logits on the F32 file)."""
+    from tokenizers import Tokenizer
+
+    cache: dict[str, tuple[list[int], np.ndarray]] = {}
+
+    def get(model: str):
+        if model not in cache:
+            tokens = Tokenizer.from_file(str(model_dir(model) / "tokenizer.json")).encode(PROMPT).ids
+            cache[model] = tokens, llama_logits(f32_gguf(model), tokens)
+        return cache[model]
+
+    return get
+
+
+@pytest.mark.parametrize("model,mix", cases())
+def test_llama_cpp_runs_the_mix(model: str, mix: str, ours, prompt_logits):
+    tokens, ref = prompt_logits(model)
+    got = llama_logits(ours(model, mix), tokens)
+    assert got.shape == ref.shape
+    assert np.all(np.isfinite(got)), f"{model} {mix}: non-finite logits"
+    _ERRORS[model, mix] = relative_error(got, ref)
