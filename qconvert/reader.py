@@ -51,15 +51,19 @@ class TensorInfo:
         return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
 
 
-def decode_to_f32(raw: np.ndarray, dtype: str) -> np.ndarray:
-    """Widen stored values to float32 (exact for F16 and BF16).
+def decode_to_f32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
+    """Widen stored values to float32 (exact for F16 and BF16), into `out` (a float32 array of at
+    least raw.size elements, reused by the caller) when given, else into a new array.
 
     >>> decode_to_f32(np.array([0x3F80, 0xC000], dtype="<u2"), "BF16").tolist()
     [1.0, -2.0]
     """
+    dst = np.empty(raw.shape, np.float32) if out is None else out[:raw.size].reshape(raw.shape)
     if dtype == "BF16":
-        return (raw.astype(np.uint32) << 16).view(np.float32)
-    return raw.astype(np.float32, copy=True)
+        np.left_shift(raw, 16, out=dst.view(np.uint32), dtype=np.uint32)
+    else:
+        np.copyto(dst, raw, casting="safe")
+    return dst
 
 
 def read_safetensors_header(path: Path) -> tuple[dict, int]:
@@ -110,23 +114,26 @@ class Checkpoint:
             raise CheckpointError(f"{path}: the safetensors files hold no tensors")
         return cls(path, config, tensors)
 
-    def _pread(self, file: Path, offset: int, nbytes: int) -> bytearray:
+    def _pread(self, file: Path, offset: int, nbytes: int, buf: bytearray | None = None) -> memoryview:
         fd = self._fds.get(file)
         if fd is None:
             fd = self._fds.setdefault(file, os.open(file, os.O_RDONLY))
-        buf = bytearray(nbytes)
-        view, done = memoryview(buf), 0
+        if buf is None or len(buf) < nbytes:
+            buf = bytearray(nbytes)
+        view, done = memoryview(buf)[:nbytes], 0
         while done < nbytes:
             n = os.preadv(fd, [view[done:]], offset + done)
             if n == 0:
                 raise CheckpointError(f"{file.name} ended early (was it truncated while converting?)")
             done += n
-        return buf
+        return view
 
-    def read_rows(self, name: str, rows: slice | np.ndarray | None = None) -> np.ndarray:
+    def read_rows(self, name: str, rows: slice | np.ndarray | None = None,
+                  buf: bytearray | None = None) -> np.ndarray:
         """Stored values of some rows of the tensor seen as 2-D [rows, last axis] (all rows if
         `rows` is None; a 1-D tensor is one row). For an index array, one read covers the span
-        from its smallest to its largest row, and the rows are picked from it in order."""
+        from its smallest to its largest row, and the rows are picked from it in order. `buf`,
+        if large enough, receives the bytes (the result may then be a view of it)."""
         t = self.tensors[name]
         dtype = DTYPES[t.dtype]
         cols = t.shape[-1] if t.shape else 1
@@ -139,7 +146,7 @@ class Checkpoint:
         else:
             lo, hi = int(rows.min()), int(rows.max()) + 1
             pick = rows - lo
-        raw = np.frombuffer(self._pread(t.file, t.offset + lo * row_bytes, (hi - lo) * row_bytes), dtype=dtype)
+        raw = np.frombuffer(self._pread(t.file, t.offset + lo * row_bytes, (hi - lo) * row_bytes, buf), dtype=dtype)
         raw = raw.reshape(hi - lo, cols)
         return raw if pick is None else raw[pick]
 
