@@ -80,9 +80,10 @@ class Llama(Architecture):
         md.add(key(K.Attention.LAYERNORM_RMS_EPS), float(hp.get("rms_norm_eps", "norm_eps", default=1e-6)))
         md.add(key(K.Rope.FREQ_BASE), float(self.rope.get("rope_theta", 10000.0)))
         md.add(key(K.Rope.DIMENSION_COUNT), self.head_dim)
-        if hp.get("head_dim") is not None:
-            md.add(key(K.Attention.KEY_LENGTH), self.head_dim)
-            md.add(key(K.Attention.VALUE_LENGTH), self.head_dim)
+        # Always written: the converter reads config.json through transformers, whose LlamaConfig
+        # fills head_dim in (hidden_size / heads) when the file lacks it.
+        md.add(key(K.Attention.KEY_LENGTH), self.head_dim)
+        md.add(key(K.Attention.VALUE_LENGTH), self.head_dim)
         self.add_rope_scaling(md)
         return md
 
