@@ -33,7 +33,7 @@ test-fast:
 	$(PY) -m pytest -q -ra -m "not slow"
 
 bench: dev
-	$(PY) scripts/bench.py
+	$(PY) scripts/bench.py && $(PY) scripts/bench_model.py
 
 lint:
 	$(PY) -m ruff check qconvert tests scripts
