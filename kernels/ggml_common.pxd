@@ -7,7 +7,7 @@
 #   cvtt_i32           C's float -> int conversion as x86-64 libggml executes it (cvttss2si):
 #                      truncation, INT32_MIN for NaN, inf and anything out of range
 #   first_absmax       the signed x with the largest |x| (first of equals), +0.0 if none is > 0;
-#                      first_absmax_fast the same, by an integer max over |x|'s bits
+#                      first_absmax_fast the same, from minmax8's min and max
 #   first_min_max      the `if (v < min) min = v; if (v > max) max = v;` scans from +-FLT_MAX, in
 #                      8 SSE lanes (exact: only +-0 can be "equal but different", fixed afterwards);
 #                      also says whether x holds a NaN
@@ -145,35 +145,22 @@ cdef inline float first_absmax(const float* x, int n) noexcept nogil:
 
 
 cdef inline uint32_t first_absmax_fast(const float* x, int n, float* pmax) noexcept nogil:
-    # *pmax = first_absmax(x, n); returns max |x|'s bits, >= 0x7F800000 when x holds inf or NaN.
-    # For non-NaN floats |x| orders like its bits as unsigned integers, and integer max and
-    # compare-or reductions vectorize where C's strict float scan does not. The sign is that of
-    # the elements equal to +-max|x|; only when both signs occur is the first one looked up.
-    cdef uint32_t amax_bits = 0, b, pos = 0, neg = 0
-    cdef float r
-    cdef int j
-    for j in range(n):
-        b = f32_bits(x[j]) & 0x7FFFFFFFu
-        amax_bits = b if b > amax_bits else amax_bits
-    if amax_bits == 0:
-        pmax[0] = 0                     # C's max stays +0.0 when no |x| exceeds 0
-        return 0
-    if amax_bits > 0x7F800000u:         # a NaN, which C's `amax < fabsf(v)` never picks
+    # *pmax = first_absmax(x, n), n % 8 == 0; returns max |x|'s bits, >= 0x7F800000 when x holds
+    # inf or NaN. From the block's min and max (minmax8: SSE, no NaN): C's pick is whichever of the
+    # two has the larger magnitude, since every element of that magnitude then equals it. Only a
+    # tie (-min == max, including an all-zero block, where C keeps max = +0.0) or a NaN (which C's
+    # `amax < fabsf(v)` never picks) needs the scalar scan; both are rare, so their branches are
+    # predictable, and the common choice between min and max is a select, not a branch.
+    cdef float mn, mx, amax
+    if minmax8(x, n, &mn, &mx):
         pmax[0] = first_absmax(x, n)
-        return amax_bits
-    for j in range(n):
-        b = f32_bits(x[j])
-        pos |= <uint32_t>(b == amax_bits)
-        neg |= <uint32_t>(b == (amax_bits | 0x80000000u))
-    if pos and neg:
-        for j in range(n):
-            if (f32_bits(x[j]) & 0x7FFFFFFFu) == amax_bits:
-                pmax[0] = x[j]
-                return amax_bits
-    b = amax_bits if pos else amax_bits | 0x80000000u
-    memcpy(&r, &b, 4)
-    pmax[0] = r
-    return amax_bits
+        return 0x7FC00000u
+    amax = maxf(-mn, mx)
+    if -mn == mx:
+        pmax[0] = first_absmax(x, n)
+    else:
+        pmax[0] = mx if mx == amax else mn
+    return f32_bits(amax)
 
 
 cdef inline bint first_min_max(const float* x, int n, float* pmin, float* pmax) noexcept nogil:

@@ -19,9 +19,11 @@
 #   make_q3_lanes      make_q3_quants(do_rmse=true), sweeping only the sub-blocks still changing
 #   make_qp_quants     scalar: one call per super-block (the imatrix paths' scales and mins)
 #   requantize_lanes   the last pass every K-quant ends with: nearest_int((x + dm)/d), clamped
-#   k4_levels          the body of Q4_K and Q5_K, _ref and _impl, two super-blocks at a time
+#   k4_levels          the body of Q4_K and Q5_K, _ref and _impl, two super-blocks at a time;
+#                      k4_blocks its call for one or two blocks, writing their headers
 #
-# cimported by kernels/q{2,3,4,5}_k.pyx, never compiled on its own.
+# cimported by kernels/q{2,3,4,5}_k.pyx (and kernels/legacy_common.pxd: Q4_1/Q5_1's imatrix path
+# is make_qkx2_lanes too), never compiled on its own.
 
 from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
@@ -531,3 +533,22 @@ cdef inline void k4_levels(const float* x, int nmax, float rmin, float rdelta, i
                 sd[8 * b + j] = d * <float>((sc[j + 4] & 0x0F) | ((sc[j - 4] >> 6) << 4))
                 dm[8 * b + j] = dmin * <float>((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4))
     requantize_lanes(xt, 32, sd, dm, 0, nmax, Lt, L)
+
+
+cdef inline void k4_blocks(const float* x, int m, const float* qw, int nmax, float rmin, float rdelta,
+                           int nstep, bint clamp_impl, uint8_t* y, int nbytes, uint8_t* L) noexcept nogil:
+    """k4_levels for m (1 or 2) consecutive super-blocks at x, weighted by qw[0:256 m] (or NULL):
+    block b's 16 header bytes (d, dmin, scales) go to y + nbytes*b, its levels to L[256*b:]. A lone
+    block is paired with a copy of itself (the 16 lanes want two)."""
+    cdef float pair[2 * QK_K]
+    cdef uint8_t head[32]
+    cdef const float* qw1 = qw + QK_K if qw != NULL else NULL
+    cdef int b
+    if m == 1:
+        memcpy(pair, x, QK_K * sizeof(float))
+        memcpy(pair + QK_K, x, QK_K * sizeof(float))
+        x = pair
+        qw1 = qw
+    k4_levels(x, nmax, rmin, rdelta, nstep, qw, qw1, clamp_impl, head, L)
+    for b in range(m):
+        memcpy(y + nbytes * b, head + 16 * b, 16)

@@ -17,26 +17,25 @@
 from libc.stdint cimport uint8_t, uint32_t
 from libc.math cimport fabsf
 
-import numpy as np
-
 from kquants_common cimport (NL, fp16_round, imatrix_lanes, make_qkx2_lanes, make_qp_quants, nearest_int,
                              pack_2bit, requantize_lanes, superblock_sum_x2, transpose_in)
+
+include "entry.pxi"
 
 cdef enum:
     QK = 256
     NBYTES = 84
+    GROUP = 1
+    IMATRIX = WEIGHTED
     NMAX = 3             # make_qkx2_quants(16, 3, ..., rmin -0.5, rdelta 0.1, nstep 15, absolute error)
     NSTEP = 15
 
 cdef float RMIN = -0.5, RDELTA = 0.1   # as float32: the C literals -0.5f and 0.1f
 cdef float Q4SCALE = 15
 
-# Checked against gguf.GGML_QUANT_SIZES when the registry loads this module (qconvert/quants/_base.py).
-block_size = QK
-type_size = NBYTES
 
-
-cdef inline void _block(const float* x, uint8_t* y, const float* qw) noexcept nogil:
+cdef void _blocks(const float* x, uint8_t* y, int m, const float* qw, float unused) noexcept nogil:
+    # One super-block (GROUP = 1).
     cdef float xt[QK]
     cdef float wt[QK]
     cdef float Lt[QK]
@@ -97,41 +96,3 @@ cdef inline void _block(const float* x, uint8_t* y, const float* qw) noexcept no
         dm[j] = dmin * <float>(y[j] >> 4)
     requantize_lanes(xt, 16, sd, dm, 0, NMAX, Lt, L)
     pack_2bit(L, y + 16)
-
-
-cdef void _blocks(const float[:, ::1] x, uint8_t[:, ::1] out, const float* qw,
-                  Py_ssize_t per_row) noexcept nogil:
-    cdef Py_ssize_t k
-    for k in range(x.shape[0]):
-        _block(&x[k, 0], &out[k, 0], qw + QK * (k % per_row) if qw != NULL else NULL)
-
-
-def quantize_blocks_into(const float[:, ::1] x, uint8_t[:, ::1] out, quant_weights=None):
-    """Quantize f32[n, 256] into a caller's u8[n, 84] (e.g. a slice of a bigger buffer); GIL released.
-
-    quant_weights: an imatrix row f32[cols] (cols a multiple of 256); x is then whole rows of cols,
-    and quantize_row_Q2_K_impl is what runs.
-    """
-    cdef const float[::1] qw
-    cdef const float* qwp = NULL
-    cdef Py_ssize_t per_row = 1
-    if x.shape[1] != QK or out.shape[0] != x.shape[0] or out.shape[1] != NBYTES:
-        raise ValueError(f"Q2_K kernel wants f32[n, {QK}] -> u8[n, {NBYTES}], "
-                         f"got ({x.shape[0]}, {x.shape[1]}) -> ({out.shape[0]}, {out.shape[1]})")
-    if quant_weights is not None:
-        qw = np.ascontiguousarray(quant_weights, dtype=np.float32).ravel()
-        if qw.shape[0] == 0 or qw.shape[0] % QK or x.shape[0] % (qw.shape[0] // QK):
-            raise ValueError(f"quant_weights of length {qw.shape[0]} does not describe rows of whole "
-                             f"{QK}-blocks covering {x.shape[0]} blocks")
-        qwp = &qw[0]
-        per_row = qw.shape[0] // QK
-    with nogil:
-        _blocks(x, out, qwp, per_row)
-
-
-def quantize_blocks(const float[:, ::1] x, quant_weights=None):
-    """f32[n, 256] -> u8[n, 84], byte-exact with qconvert.quants.q2_k.quantize_blocks (with or without
-    quant_weights)."""
-    out = np.empty((x.shape[0], NBYTES), dtype=np.uint8)
-    quantize_blocks_into(x, out, quant_weights)
-    return out

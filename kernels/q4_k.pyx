@@ -15,23 +15,20 @@
 # (see qconvert/quants/_kquants.py k4_levels). Shared pieces: kernels/kquants_common.pxd.
 
 from libc.stdint cimport uint8_t
-from libc.string cimport memcpy
 
-import numpy as np
+from kquants_common cimport k4_blocks
 
-from kquants_common cimport k4_levels
+include "entry.pxi"
 
 cdef enum:
     QK = 256
     NBYTES = 144
+    GROUP = 2            # super-blocks per k4_levels call: its 16 lanes are their 16 sub-blocks
+    IMATRIX = WEIGHTED
     NMAX = 15            # make_qkx2_quants(32, 15, ..., rmin -1, rdelta 0.1, nstep 20, squared error)
     NSTEP = 20
 
 cdef float RMIN = -1.0, RDELTA = 0.1   # as float32: the C literals -1.f and 0.1f
-
-# Checked against gguf.GGML_QUANT_SIZES when the registry loads this module (qconvert/quants/_base.py).
-block_size = QK
-type_size = NBYTES
 
 
 cdef inline void _pack(const uint8_t* L, uint8_t* y) noexcept nogil:
@@ -41,61 +38,9 @@ cdef inline void _pack(const uint8_t* L, uint8_t* y) noexcept nogil:
             y[16 + 32 * c + l] = L[64 * c + l] | (L[64 * c + 32 + l] << 4)
 
 
-cdef void _blocks(const float[:, ::1] x, uint8_t[:, ::1] out, const float* qw,
-                  Py_ssize_t per_row) noexcept nogil:
-    # Two super-blocks per call (k4_levels fills 16 lanes with their 16 sub-blocks); an odd last
-    # block is paired with a copy of itself. With an imatrix, block k reads qw[256 * (k % per_row):].
-    cdef float pair[2 * QK]
-    cdef uint8_t head[32]
+cdef void _blocks(const float* x, uint8_t* y, int m, const float* qw, float unused) noexcept nogil:
     cdef uint8_t L[2 * QK]
-    cdef Py_ssize_t n = x.shape[0], k
-    cdef const float* q0 = NULL
-    cdef const float* q1 = NULL
-    for k in range(0, n - 1, 2):
-        if qw != NULL:
-            q0 = qw + QK * (k % per_row)
-            q1 = qw + QK * ((k + 1) % per_row)
-        k4_levels(&x[k, 0], NMAX, RMIN, RDELTA, NSTEP, q0, q1, False, head, L)
-        memcpy(&out[k, 0], head, 16)
-        memcpy(&out[k + 1, 0], head + 16, 16)
-        _pack(L, &out[k, 0])
-        _pack(L + QK, &out[k + 1, 0])
-    if n % 2:
-        if qw != NULL:
-            q0 = qw + QK * ((n - 1) % per_row)
-        memcpy(pair, &x[n - 1, 0], QK * sizeof(float))
-        memcpy(pair + QK, &x[n - 1, 0], QK * sizeof(float))
-        k4_levels(pair, NMAX, RMIN, RDELTA, NSTEP, q0, q0, False, head, L)
-        memcpy(&out[n - 1, 0], head, 16)
-        _pack(L, &out[n - 1, 0])
-
-
-def quantize_blocks_into(const float[:, ::1] x, uint8_t[:, ::1] out, quant_weights=None):
-    """Quantize f32[n, 256] into a caller's u8[n, 144] (e.g. a slice of a bigger buffer); GIL released.
-
-    quant_weights: an imatrix row f32[cols] (cols a multiple of 256); x is then whole rows of cols,
-    and quantize_row_Q4_K_impl is what runs.
-    """
-    cdef const float[::1] qw
-    cdef const float* qwp = NULL
-    cdef Py_ssize_t per_row = 1
-    if x.shape[1] != QK or out.shape[0] != x.shape[0] or out.shape[1] != NBYTES:
-        raise ValueError(f"Q4_K kernel wants f32[n, {QK}] -> u8[n, {NBYTES}], "
-                         f"got ({x.shape[0]}, {x.shape[1]}) -> ({out.shape[0]}, {out.shape[1]})")
-    if quant_weights is not None:
-        qw = np.ascontiguousarray(quant_weights, dtype=np.float32).ravel()
-        if qw.shape[0] == 0 or qw.shape[0] % QK or x.shape[0] % (qw.shape[0] // QK):
-            raise ValueError(f"quant_weights of length {qw.shape[0]} does not describe rows of whole "
-                             f"{QK}-blocks covering {x.shape[0]} blocks")
-        qwp = &qw[0]
-        per_row = qw.shape[0] // QK
-    with nogil:
-        _blocks(x, out, qwp, per_row)
-
-
-def quantize_blocks(const float[:, ::1] x, quant_weights=None):
-    """f32[n, 256] -> u8[n, 144], byte-exact with qconvert.quants.q4_k.quantize_blocks (with or without
-    quant_weights)."""
-    out = np.empty((x.shape[0], NBYTES), dtype=np.uint8)
-    quantize_blocks_into(x, out, quant_weights)
-    return out
+    cdef int b
+    k4_blocks(x, m, qw, NMAX, RMIN, RDELTA, NSTEP, False, y, NBYTES, L)
+    for b in range(m):
+        _pack(L + QK * b, y + NBYTES * b)

@@ -15,128 +15,39 @@
 # sigma2 = sum(x^2)/cols; per block weight[j] = qw[j] * sqrtf(sigma2 + x[j]^2), then
 # make_qkx3_quants(32, 31, x, weight, -0.9f, 0.05f, 36) (kernels/ggml_common.pxd);
 # d = fp16(scale), m = fp16(-the_min), q = L.
+# Both paths: kernels/legacy_common.pxd (minmax_blocks, shared with Q4_1).
 
-from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy
-from libc.math cimport fabsf, sqrtf
-
-import numpy as np
 
 from ggml_fp16 cimport fp32_to_fp16
-from ggml_common cimport cvtt_i32, first_min_max, make_qkx3_quants, pack_qh, row_sigma2
+from ggml_common cimport pack_qh
+from legacy_common cimport LEGACY_GROUP, minmax_blocks
+
+include "entry.pxi"
 
 cdef enum:
     QK = 32
     HALF = 16
-    GROUP = 8          # blocks per _group: their divisions run packed (d, then 1/d: ~25 cycles)
     NBYTES = 24
-
-# Checked against gguf.GGML_QUANT_SIZES when the registry loads this module (qconvert/quants/_base.py).
-block_size = QK
-type_size = NBYTES
+    GROUP = LEGACY_GROUP
+    IMATRIX = WEIGHTED_SIGMA2
 
 
-cdef inline void _store(uint8_t* y, float d, float m, const uint8_t* q) noexcept nogil:
-    cdef uint16_t d16 = fp32_to_fp16(d)
-    cdef uint16_t m16 = fp32_to_fp16(m)
-    cdef uint32_t qh = pack_qh(q)
-    cdef int j
-    memcpy(y, &d16, 2)                  # little-endian hosts only, as ggml
-    memcpy(y + 2, &m16, 2)
-    memcpy(y + 4, &qh, 4)
-    for j in range(HALF):
-        y[8 + j] = (q[j] & 15) | ((q[HALF + j] & 15) << 4)
-
-
-cdef inline void _quantize(const float* x, uint8_t* y, float mn, float d, float inv,
-                           bint nan) noexcept nogil:
-    cdef uint8_t q[QK]
-    cdef int j
-    # No NaN in x (an inf would make max - min inf), max - min and 1/d finite: then every
-    # (x - min)*id + 0.5f lies in [0.5, 31.5] and the C conversion is well defined.
-    if not nan and fabsf(d) <= <float>3.4028234663852886e+38 and fabsf(inv) <= <float>3.4028234663852886e+38:
-        for j in range(QK):
-            q[j] = <uint8_t><int32_t>((x[j] - mn) * inv + <float>0.5)
-    else:
-        for j in range(QK):             # libggml's x86-64 answer for the undefined cases
-            q[j] = <uint8_t>cvtt_i32((x[j] - mn) * inv + <float>0.5)
-    _store(y, d, mn, q)
-
-
-cdef inline void _group(const float* x, uint8_t* y, int m) noexcept nogil:
-    # m <= GROUP blocks at x (C-contiguous rows of QK) into y (rows of NBYTES).
-    cdef float mn[GROUP]
-    cdef float mx[GROUP]
+cdef void _blocks(const float* x, uint8_t* y, int m, const float* qw, float sigma2) noexcept nogil:
     cdef float d[GROUP]
-    cdef float inv[GROUP]
-    cdef bint nan[GROUP]
-    cdef int b
-    for b in range(GROUP):
-        mn[b] = 0
-        mx[b] = 0
+    cdef float mn[GROUP]
+    cdef uint8_t q[GROUP * QK]
+    cdef uint16_t d16, m16
+    cdef uint32_t qh
+    cdef int b, j
+    minmax_blocks(x, m, 31, False, qw, sigma2, d, mn, q)
     for b in range(m):
-        nan[b] = first_min_max(x + QK * b, QK, &mn[b], &mx[b])
-    for b in range(GROUP):
-        d[b] = (mx[b] - mn[b]) / <float>31
-    for b in range(GROUP):             # id = d ? 1/d : 0
-        inv[b] = (<float>1) / (d[b] if d[b] != 0 else <float>1)
-        inv[b] = inv[b] if d[b] != 0 else <float>0
-    for b in range(m):
-        _quantize(x + QK * b, y + NBYTES * b, mn[b], d[b], inv[b], nan[b])
-
-
-cdef inline void _block_imatrix(const float* x, uint8_t* y, const float* qw, float sigma2) noexcept nogil:
-    cdef float weight[QK]
-    cdef uint8_t L[QK]
-    cdef uint8_t Laux[QK]
-    cdef float scale, the_min
-    cdef int j
-    for j in range(QK):
-        weight[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j])
-    scale = make_qkx3_quants(QK, 31, x, weight, L, &the_min, Laux, <float>-0.9, <float>0.05, 36, False)
-    _store(y, scale, -the_min, L)
-
-
-cdef void _blocks(const float[:, ::1] x, uint8_t[:, ::1] out, const float* qw,
-                  Py_ssize_t per_row) noexcept nogil:
-    cdef Py_ssize_t i
-    cdef float sigma2 = 0
-    if qw == NULL:
-        i = 0
-        while i < x.shape[0]:
-            _group(&x[i, 0], &out[i, 0], <int>(x.shape[0] - i if x.shape[0] - i < GROUP else GROUP))
-            i += GROUP
-        return
-    for i in range(x.shape[0]):
-        if i % per_row == 0:
-            sigma2 = row_sigma2(&x[i, 0], per_row * QK)
-        _block_imatrix(&x[i, 0], &out[i, 0], qw + QK * (i % per_row), sigma2)
-
-
-def quantize_blocks_into(const float[:, ::1] x, uint8_t[:, ::1] out, quant_weights=None):
-    """Quantize f32[n, 32] into a caller's u8[n, 24] (e.g. a slice of a bigger buffer); GIL released.
-
-    quant_weights: an imatrix row f32[cols] (cols a multiple of 32); x is then whole rows of cols.
-    """
-    cdef const float[::1] qw
-    cdef const float* qwp = NULL
-    cdef Py_ssize_t per_row = 1
-    if x.shape[1] != QK or out.shape[0] != x.shape[0] or out.shape[1] != NBYTES:
-        raise ValueError(f"Q5_1 kernel wants f32[n, {QK}] -> u8[n, {NBYTES}], "
-                         f"got ({x.shape[0]}, {x.shape[1]}) -> ({out.shape[0]}, {out.shape[1]})")
-    if quant_weights is not None:
-        qw = np.ascontiguousarray(quant_weights, dtype=np.float32).ravel()
-        if qw.shape[0] == 0 or qw.shape[0] % QK or x.shape[0] % (qw.shape[0] // QK):
-            raise ValueError(f"quant_weights of length {qw.shape[0]} does not describe rows of whole "
-                             f"{QK}-blocks covering {x.shape[0]} blocks")
-        qwp = &qw[0]
-        per_row = qw.shape[0] // QK
-    with nogil:
-        _blocks(x, out, qwp, per_row)
-
-
-def quantize_blocks(const float[:, ::1] x, quant_weights=None):
-    """f32[n, 32] -> u8[n, 24], byte-exact with qconvert.quants.q5_1.quantize_blocks."""
-    out = np.empty((x.shape[0], NBYTES), dtype=np.uint8)
-    quantize_blocks_into(x, out, quant_weights)
-    return out
+        d16 = fp32_to_fp16(d[b])
+        m16 = fp32_to_fp16(mn[b])
+        qh = pack_qh(q + QK * b)
+        memcpy(y + NBYTES * b, &d16, 2)     # little-endian hosts only, as ggml
+        memcpy(y + NBYTES * b + 2, &m16, 2)
+        memcpy(y + NBYTES * b + 4, &qh, 4)
+        for j in range(HALF):
+            y[NBYTES * b + 8 + j] = (q[QK * b + j] & 15) | ((q[QK * b + HALF + j] & 15) << 4)

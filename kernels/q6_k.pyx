@@ -22,26 +22,25 @@ from libc.stdint cimport int8_t, int32_t, uint8_t, uint16_t
 from libc.string cimport memcpy, memset
 from libc.math cimport fabsf
 
-import numpy as np
-
 from ggml_fp16 cimport fp32_to_fp16
 from ggml_common cimport fp16_to_fp32, make_qx_quants, nearest_int
+
+include "entry.pxi"
 
 cdef enum:
     QK = 256
     SUB = 16
     NSUB = 16
     NBYTES = 210
+    GROUP = 1
+    IMATRIX = WEIGHTED
     OFF_QH = 128
     OFF_SC = 192
     OFF_D = 208
 
-# Checked against gguf.GGML_QUANT_SIZES when the registry loads this module (qconvert/quants/_base.py).
-block_size = QK
-type_size = NBYTES
 
-
-cdef inline void _block(const float* x, uint8_t* y, const float* qw) noexcept nogil:
+cdef void _blocks(const float* x, uint8_t* y, int m, const float* qw, float unused) noexcept nogil:
+    # One super-block (GROUP = 1).
     cdef int8_t L[QK]
     cdef float scales[NSUB]
     cdef int8_t sc[NSUB]
@@ -89,39 +88,3 @@ cdef inline void _block(const float* x, uint8_t* y, const float* qw) noexcept no
         u += 128
     memcpy(y + OFF_SC, sc, NSUB)
     memcpy(y + OFF_D, &d16, 2)          # little-endian hosts only, as ggml
-
-
-cdef void _blocks(const float[:, ::1] x, uint8_t[:, ::1] out, const float* qw,
-                  Py_ssize_t per_row) noexcept nogil:
-    cdef Py_ssize_t i
-    for i in range(x.shape[0]):
-        _block(&x[i, 0], &out[i, 0], qw + QK * (i % per_row) if qw != NULL else NULL)
-
-
-def quantize_blocks_into(const float[:, ::1] x, uint8_t[:, ::1] out, quant_weights=None):
-    """Quantize f32[n, 256] into a caller's u8[n, 210] (e.g. a slice of a bigger buffer); GIL released.
-
-    quant_weights: an imatrix row f32[cols] (cols a multiple of 256); x is then whole rows of cols.
-    """
-    cdef const float[::1] qw
-    cdef const float* qwp = NULL
-    cdef Py_ssize_t per_row = 1
-    if x.shape[1] != QK or out.shape[0] != x.shape[0] or out.shape[1] != NBYTES:
-        raise ValueError(f"Q6_K kernel wants f32[n, {QK}] -> u8[n, {NBYTES}], "
-                         f"got ({x.shape[0]}, {x.shape[1]}) -> ({out.shape[0]}, {out.shape[1]})")
-    if quant_weights is not None:
-        qw = np.ascontiguousarray(quant_weights, dtype=np.float32).ravel()
-        if qw.shape[0] == 0 or qw.shape[0] % QK or x.shape[0] % (qw.shape[0] // QK):
-            raise ValueError(f"quant_weights of length {qw.shape[0]} does not describe rows of whole "
-                             f"{QK}-blocks covering {x.shape[0]} blocks")
-        qwp = &qw[0]
-        per_row = qw.shape[0] // QK
-    with nogil:
-        _blocks(x, out, qwp, per_row)
-
-
-def quantize_blocks(const float[:, ::1] x, quant_weights=None):
-    """f32[n, 256] -> u8[n, 210], byte-exact with qconvert.quants.q6_k.quantize_blocks."""
-    out = np.empty((x.shape[0], NBYTES), dtype=np.uint8)
-    quantize_blocks_into(x, out, quant_weights)
-    return out

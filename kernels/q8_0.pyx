@@ -15,20 +15,19 @@ from libc.stdint cimport int32_t, int8_t, uint8_t, uint16_t, uint32_t
 from libc.string cimport memcpy, memset
 from libc.math cimport isinf
 
-import numpy as np
-
 from ggml_fp16 cimport fp32_to_fp16
+
+include "entry.pxi"
 
 cdef enum:
     QK = 32
     NBYTES = 34
-
-# Checked against gguf.GGML_QUANT_SIZES when the registry loads this module (qconvert/quants/_base.py).
-block_size = QK
-type_size = NBYTES
+    GROUP = 1
+    IMATRIX = IGNORED    # quantize_q8_0 has no _impl
 
 
-cdef inline void _block(const float* x, uint8_t* y) noexcept nogil:
+cdef void _blocks(const float* x, uint8_t* y, int m, const float* qw, float unused) noexcept nogil:
+    # One block (GROUP = 1).
     cdef uint32_t bits[QK]
     cdef uint32_t amax_bits = 0, b
     cdef float amax, d, inv, v, r
@@ -55,25 +54,3 @@ cdef inline void _block(const float* x, uint8_t* y) noexcept nogil:
         r = v - <float>i
         i = i + <int32_t>(r >= <float>0.5) - <int32_t>(r <= <float>-0.5)
         y[2 + j] = <uint8_t><int8_t>i
-
-
-cdef void _blocks(const float[:, ::1] x, uint8_t[:, ::1] out) noexcept nogil:
-    cdef Py_ssize_t k
-    for k in range(x.shape[0]):
-        _block(&x[k, 0], &out[k, 0])
-
-
-def quantize_blocks_into(const float[:, ::1] x, uint8_t[:, ::1] out):
-    """Quantize f32[n, 32] into a caller's u8[n, 34] (e.g. a slice of a bigger buffer); GIL released."""
-    if x.shape[1] != QK or out.shape[0] != x.shape[0] or out.shape[1] != NBYTES:
-        raise ValueError(f"Q8_0 kernel wants f32[n, {QK}] -> u8[n, {NBYTES}], "
-                         f"got ({x.shape[0]}, {x.shape[1]}) -> ({out.shape[0]}, {out.shape[1]})")
-    with nogil:
-        _blocks(x, out)
-
-
-def quantize_blocks(const float[:, ::1] x):
-    """f32[n, 32] -> u8[n, 34], byte-exact with qconvert.quants.q8_0.quantize_blocks."""
-    out = np.empty((x.shape[0], NBYTES), dtype=np.uint8)
-    quantize_blocks_into(x, out)
-    return out

@@ -7,6 +7,8 @@ adding its registry line (plus an ERROR_BOUND entry, and optionally BOUNDARY cas
     2. bytes == gguf.quants.quantize, where gguf-py implements the type
     3. gguf.quants.dequantize(our bytes) is within the type's error bound, and equals ours
     4. golden vectors in tests/fixtures/quants/ (written by scripts/make_quant_fixtures.py)
+    5. with an importance matrix: == ggml_quantize_chunk given that imatrix (the _impl paths of the
+       types registered imatrix="weighted"; the "ignored" ones write their unweighted bytes)
 """
 
 from __future__ import annotations
@@ -742,9 +744,12 @@ def test_golden_vectors(qt, backend):
 
 # --- 5. with an importance matrix (ggml's quantize_row_<type>_impl) ---------------------------
 #
-# ggml_quantize_chunk takes the _ref path when imatrix is NULL and the _impl path otherwise. Types
-# whose quantize_blocks accepts quant_weights (an imatrix row, f32[cols]; the blocks are whole rows)
-# get these checks; the imatrix is random and positive, as llama-imatrix's are.
+# ggml_quantize_chunk takes the _ref path when imatrix is NULL and the _impl path otherwise, for the
+# types whose registry entry says imatrix="weighted": their quantize_blocks take quant_weights (an
+# imatrix row, f32[cols]; the blocks are whole rows) and get these checks. The imatrix is random and
+# positive, as llama-imatrix's are. "ignored" types (ggml calls _ref regardless) take none.
+
+WEIGHTED = [qt for qt in quants.REGISTRY.values() if qt.imatrix == "weighted"]
 
 
 def takes_imatrix(fn: Callable) -> bool:
@@ -758,10 +763,14 @@ def _wide_rows():  # several blocks (and Q6_K super-blocks) per row: imatrix off
     return rng("wide rows").standard_t(4, (6, 4 * COLS)).astype(np.float32)
 
 
+def random_imatrix(name: str, cols: int) -> np.ndarray:
+    return rng(f"imatrix {name}").uniform(0.01, 10.0, cols).astype(np.float32)
+
+
 def _imatrix_cases():
     for p in implementations():
         qt, backend = p.values
-        if takes_imatrix(block_fn(qt, backend)):
+        if qt.imatrix == "weighted":
             for name in (*INPUTS, "boundaries", "wide_rows"):
                 yield pytest.param(qt, backend, name, id=f"{p.id}-{name}")
 
@@ -775,15 +784,14 @@ def quantize_imatrix(qt: quants.QuantType, backend: str, x: np.ndarray, imatrix:
 def test_imatrix_matches_ggml(qt, backend, name):
     ggml = oracle()
     x = _wide_rows() if name == "wide_rows" else make_input(qt, name)
-    imatrix = rng(f"imatrix {name}").uniform(0.01, 10.0, x.shape[1]).astype(np.float32)
+    imatrix = random_imatrix(name, x.shape[1])
     with np.errstate(all="ignore"):
         want = ggml.quantize(qt.qtype, x, imatrix)
         got = quantize_imatrix(qt, backend, x, imatrix)
     assert_same_bytes(got, want, qt, f"{backend} with an imatrix vs ggml_quantize_chunk on {name}", x)
 
 
-@pytest.mark.parametrize("qt", [qt for qt in quants.REGISTRY.values() if takes_imatrix(qt.quantize_blocks_ref)],
-                         ids=lambda qt: qt.name)
+@pytest.mark.parametrize("qt", WEIGHTED, ids=lambda qt: qt.name)
 def test_imatrix_of_ones_is_not_the_plain_path(qt):
     """ggml's _impl differs from its _ref even with all-ones weights (other weighting, other search):
     an imatrix of ones must not be treated as "no imatrix"."""
@@ -796,6 +804,37 @@ def test_imatrix_of_ones_is_not_the_plain_path(qt):
     for backend in ("reference", "compiled") if qt.kernel else ("reference",):
         with pytest.raises(ValueError, match="quant_weights of length"):
             quantize_imatrix(qt, backend, x, bad)
+
+
+@pytest.mark.parametrize("qt", list(quants.REGISTRY.values()), ids=lambda qt: qt.name)
+def test_imatrix_field_matches_the_code(qt):
+    """The registry's imatrix field is what the implementations do: "weighted" references take
+    quant_weights, the others do not, and their kernels refuse them (TypeError, as the reference)."""
+    assert takes_imatrix(qt.quantize_blocks_ref) == (qt.imatrix == "weighted"), qt.name
+    if qt.kernel is not None and qt.imatrix != "weighted":
+        blocks = _normal()[:1].reshape(-1, qt.block_size)
+        with pytest.raises(TypeError, match=f"{qt.name} takes no quant_weights"):
+            block_fn(qt, "compiled")(blocks, quant_weights=np.ones(COLS, np.float32))
+
+
+@pytest.mark.parametrize("qt", list(quants.REGISTRY.values()), ids=lambda qt: qt.name)
+def test_quantize_rows_with_imatrix_is_ggml(qt):
+    """The public path (quants.quantize_rows through _base, this run's backend) with an imatrix is
+    ggml_quantize_chunk with that imatrix, for every type: the weighted _impl bytes where ggml has
+    them, and for the "ignored" types (Q8_0, F16, BF16, F32) the unweighted bytes, as ggml's."""
+    ggml = oracle()
+    for x in (_wide_rows(), _student_t()):
+        w = random_imatrix(qt.name, x.shape[1])
+        if qt.imatrix == "missing":  # ggml would weigh these; we refuse rather than write other bytes
+            with pytest.raises(UnsupportedError, match="with an importance matrix is not supported"):
+                quants.quantize_rows(qt.qtype, x, w)
+            continue
+        got = quants.quantize_rows(qt.qtype, x, w)
+        assert_same_bytes(got, ggml.quantize(qt.qtype, x, w), qt, "quantize_rows(x, imatrix) vs ggml", x)
+        if qt.imatrix == "ignored":
+            assert_same_bytes(got, ggml.quantize(qt.qtype, x), qt, "quantize_rows(x, imatrix) vs no imatrix", x)
+        else:
+            assert not np.array_equal(got, ggml.quantize(qt.qtype, x)), f"{qt.name}: the imatrix changed nothing"
 
 
 # --- the public API ---------------------------------------------------------------------------

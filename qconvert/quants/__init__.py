@@ -9,9 +9,10 @@ Backend: the compiled kernels in qconvert._kernels (built by `pip install -e .`)
 QCONVERT_BACKEND=reference to run the NumPy references instead. A missing build raises ImportError.
 
 Adding a type: write <type>.py (quantize_blocks, dequantize_blocks, layout comment), optionally
-kernels/<type>.pyx, and add one line to REGISTRY below. tests/test_quants.py then checks it
-against ggml; give it an ERROR_BOUND (and BOUNDARY inputs) there, and write its golden vectors
-with `python scripts/make_quant_fixtures.py`.
+kernels/<type>.pyx (its block arithmetic; kernels/entry.pxi adds the Python entry points), and add
+one line to REGISTRY below (with imatrix="weighted" if ggml's quantizer uses an importance matrix).
+tests/test_quants.py then checks it against ggml; give it an ERROR_BOUND (and BOUNDARY inputs)
+there, and write its golden vectors with `python scripts/make_quant_fixtures.py`.
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ BACKEND: str = choose_backend()
 
 REGISTRY: dict[T, QuantType] = {qt.qtype: qt for qt in (
     define(T.F32, floats.F32, backend=BACKEND),
-    define(T.F16, floats.F16, backend=BACKEND),
-    define(T.BF16, floats.BF16, backend=BACKEND),
+    define(T.F16, floats.F16, backend=BACKEND, kernel="f16"),
+    define(T.BF16, floats.BF16, backend=BACKEND, kernel="bf16"),
     define(T.Q8_0, q8_0, backend=BACKEND, kernel="q8_0"),
-    define(T.Q4_0, q4_0, backend=BACKEND, kernel="q4_0", imatrix="missing"),
+    define(T.Q4_0, q4_0, backend=BACKEND, kernel="q4_0", imatrix="weighted"),
     define(T.Q4_1, q4_1, backend=BACKEND, kernel="q4_1", imatrix="weighted"),
     define(T.Q5_0, q5_0, backend=BACKEND, kernel="q5_0", imatrix="weighted"),
     define(T.Q5_1, q5_1, backend=BACKEND, kernel="q5_1", imatrix="weighted"),

@@ -1,4 +1,5 @@
-"""F32, F16, BF16: the unquantized types, as blocks of one element. NumPy only (already vectorized C).
+"""F32, F16, BF16: the unquantized types, as blocks of one element. NumPy references (the spec);
+F16 and BF16 also have compiled kernels (kernels/f16.pyx, kernels/bf16.pyx), F32 is a view.
 
 Byte layout: one little-endian value per weight, no header.
 

@@ -22,6 +22,11 @@ Mirrors `quantize_row_q4_0_ref` in ggml/src/ggml-quants.c, in float32 exactly as
 One case C leaves undefined: when |max| < ~2.4e-38, 1/d overflows to inf, x*id + 8.5f is inf or
 NaN and the float -> int8 conversion is undefined behaviour. On x86-64 (cvttss2si) it yields
 INT32_MIN, whose low byte is 0, so libggml writes q = 0 for the whole block. We write 0 too.
+
+With importance weights (ggml's quantize_row_q4_0_impl, taken by ggml_quantize_chunk whenever an
+imatrix is given; Q5_0's recipe with 8 levels either side): d, L = make_qx_quants(32, 8, x,
+rmse_type=1, weight) with weight[j] = imatrix[j] * sqrtf(sigma2 + x[j]^2), sigma2 = the row's sum of
+x^2 / its length; q = L, d stored as GGML_FP32_TO_FP16(d).
 """
 
 from __future__ import annotations
@@ -29,12 +34,29 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
+from ._common import block_weights, make_qx_quants, row_sigma2, store_fp16
+
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.Q4_0]
 HALF = BLOCK_SIZE // 2
 
 
-def quantize_blocks(x: np.ndarray) -> np.ndarray:
-    """f32[n, 32] -> u8[n, 18], byte-exact with ggml's quantize_row_q4_0_ref."""
+def _store(d: np.ndarray, q: np.ndarray) -> np.ndarray:
+    out = np.empty((len(q), TYPE_SIZE), dtype=np.uint8)
+    store_fp16(out[:, :2], d)  # |d| >= 65520 is inf in fp16, as in ggml
+    out[:, 2:] = q[:, :HALF] | (q[:, HALF:] << np.uint8(4))
+    return out
+
+
+def quantize_blocks(x: np.ndarray, quant_weights: np.ndarray | None = None) -> np.ndarray:
+    """f32[n, 32] -> u8[n, 18], byte-exact with ggml's quantize_row_q4_0_ref, or with
+    quantize_row_q4_0_impl when quant_weights (an imatrix row, f32[cols]) is given; the blocks are
+    then whole rows of cols weights, back to back (see _common.block_weights)."""
+    if quant_weights is not None:
+        qw = block_weights(x.shape[0], quant_weights, BLOCK_SIZE)
+        with np.errstate(over="ignore", invalid="ignore"):
+            weight = qw * np.sqrt(row_sigma2(x, np.size(quant_weights)) + x * x)
+        d, L = make_qx_quants(x, 8, weight)
+        return _store(d, L.view(np.uint8))
     n = x.shape[0]
     absx = np.abs(x)
     first = absx.argmax(axis=1)[:, None] if n else np.zeros((0, 1), np.intp)  # first of equals
@@ -45,12 +67,7 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
         inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
         w = x * inv + np.float32(8.5)  # two float32 roundings, as C (no fused multiply-add)
         q = np.where(np.isfinite(w), np.minimum(np.float32(15), np.trunc(w)), np.float32(0))
-    q = q.astype(np.uint8)
-    out = np.empty((n, TYPE_SIZE), dtype=np.uint8)
-    with np.errstate(over="ignore"):  # |d| >= 65520 is inf in fp16, as in ggml
-        out[:, :2] = d.astype(np.float16).view(np.uint8)
-    out[:, 2:] = q[:, :HALF] | (q[:, HALF:] << np.uint8(4))
-    return out
+    return _store(d, q.astype(np.uint8))
 
 
 def dequantize_blocks(blocks: np.ndarray) -> np.ndarray:
