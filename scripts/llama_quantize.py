@@ -9,7 +9,10 @@ llama-cpp-python ships, so the types it picks and the bytes it writes are those 
         [--output-tensor-type Q8_0] [--token-embedding-type Q8_0] [--leave-output-tensor] [-v]
 
 Importable: `llama_quantize(inp, out, "Q4_K_M", nthread=2)`. TYPE is a llama_ftype name as
-llama-quantize spells it (Q4_K_M, Q8_0, F16, ...) or its number; no importance matrix.
+llama-quantize spells it (Q4_K_M, Q8_0, F16, ...) or its number. The importable function also
+takes what the llama-quantize binary passes to the library after reading its files: importance
+matrix data ({tensor name: f32 weights}, already normalized as the binary's load_imatrix does),
+kv overrides, and --tensor-type patterns.
 """
 from __future__ import annotations
 
@@ -74,14 +77,59 @@ def ggml_type_of(name: str) -> int:
         raise QuantizeError(f"unknown ggml type {name!r}") from None
 
 
+class ImatrixData(ctypes.Structure):  # struct llama_model_imatrix_data
+    _fields_ = [("name", ctypes.c_char_p), ("data", ctypes.POINTER(ctypes.c_float)), ("size", ctypes.c_size_t)]
+
+
+class _KVValue(ctypes.Union):
+    _fields_ = [("val_i64", ctypes.c_int64), ("val_f64", ctypes.c_double), ("val_bool", ctypes.c_bool),
+                ("val_str", ctypes.c_char * 128)]
+
+
+class KVOverride(ctypes.Structure):  # struct llama_model_kv_override
+    _fields_ = [("tag", ctypes.c_int), ("key", ctypes.c_char * 128), ("value", _KVValue)]
+
+
+class TensorOverride(ctypes.Structure):  # struct llama_model_tensor_override
+    _fields_ = [("pattern", ctypes.c_char_p), ("type", ctypes.c_int)]
+
+
+def field_type(params: ctypes.Structure, name: str):
+    """The ctypes type llama-cpp-python declares for a params field (a typed pointer)."""
+    return dict(type(params)._fields_)[name]
+
+
+KV_TAGS = {int: 0, float: 1, bool: 2, str: 3}  # enum llama_model_kv_override_type
+
+
+def kv_override_array(overrides: list[tuple[str, object]]) -> ctypes.Array:
+    arr = (KVOverride * (len(overrides) + 1))()  # zeroed: the last one's empty key ends the list
+    for slot, (key, value) in zip(arr, overrides):
+        slot.key = key.encode()
+        slot.tag = KV_TAGS[type(value)]
+        if isinstance(value, bool):
+            slot.value.val_bool = value
+        elif isinstance(value, int):
+            slot.value.val_i64 = value
+        elif isinstance(value, float):
+            slot.value.val_f64 = value
+        else:
+            slot.value.val_str = value.encode()[:127]
+    return arr
+
+
 def llama_quantize(inp: str | Path, out: str | Path, ftype: str | int, *, nthread: int = 0,
                    pure: bool = False, output_tensor_type: str | None = None,
                    token_embedding_type: str | None = None, quantize_output_tensor: bool = True,
-                   allow_requantize: bool = False, verbose: bool = False) -> Path:
+                   allow_requantize: bool = False, verbose: bool = False,
+                   imatrix: dict | None = None, kv_overrides: list[tuple[str, object]] = (),
+                   tensor_types: list[tuple[str, str]] = ()) -> Path:
     """Write `out`, llama-quantize's `ftype` version of the GGUF `inp`; raise QuantizeError on failure.
 
     Options are llama-quantize's: --pure, --output-tensor-type, --token-embedding-type,
-    --leave-output-tensor (quantize_output_tensor=False), --allow-requantize."""
+    --leave-output-tensor (quantize_output_tensor=False), --allow-requantize; `imatrix`
+    ({name: f32 array}), `kv_overrides` ([(key, int|float|bool|str)]) and `tensor_types`
+    ([(pattern, type name)]) as the binary passes them after parsing its options."""
     import llama_cpp
     import llama_cpp._logger
 
@@ -100,6 +148,26 @@ def llama_quantize(inp: str | Path, out: str | Path, ftype: str | int, *, nthrea
         params.token_embedding_type = ggml_type_of(token_embedding_type)
     params.quantize_output_tensor = quantize_output_tensor
     params.allow_requantize = allow_requantize
+    keep = []  # the ctypes arrays must outlive the call
+    if imatrix:
+        import numpy as np
+        data = [np.ascontiguousarray(v, dtype=np.float32) for v in imatrix.values()]
+        arr = (ImatrixData * (len(data) + 1))()  # zeroed terminator
+        for slot, name, v in zip(arr, imatrix, data):
+            slot.name, slot.data, slot.size = name.encode(), v.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), v.size
+        keep += [arr, data]
+        params.imatrix = ctypes.cast(arr, field_type(params, "imatrix"))
+    if kv_overrides:
+        arr = kv_override_array(list(kv_overrides))
+        keep.append(arr)
+        params.kv_overrides = ctypes.cast(arr, field_type(params, "kv_overrides"))
+    if tensor_types:
+        arr = (TensorOverride * (len(tensor_types) + 1))()  # a null pattern ends the list
+        for slot, (pattern, qtype) in zip(arr, tensor_types):
+            # the binary lower-cases each pattern as it parses --tensor-type
+            slot.pattern, slot.type = pattern.lower().encode(), ggml_type_of(qtype)
+        keep.append(arr)
+        params.tt_overrides = ctypes.cast(arr, field_type(params, "tt_overrides"))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
     log: list[str] = []

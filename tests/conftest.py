@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 from safetensors.numpy import save_file
@@ -96,6 +97,21 @@ def smollm2_dir() -> Path:
     out = CACHE / "smollm2-135m-hf"
     run_script(ROOT / "scripts" / "make_smollm2_checkpoint.py", out)
     return out
+
+
+def write_gguf_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]], chunks: int = 7) -> None:
+    """An imatrix file as llama-imatrix writes it: {tensor: (in_sum2, counts)} and its metadata."""
+    w = gguf.GGUFWriter(path, "imatrix")
+    w.add_array("imatrix.datasets", ["wiki.train.raw"])
+    w.add_uint32("imatrix.chunk_count", chunks)
+    w.add_uint32("imatrix.chunk_size", 512)
+    for name, (sums, counts) in entries.items():
+        w.add_tensor(name + ".in_sum2", sums.astype(np.float32))
+        w.add_tensor(name + ".counts", counts.astype(np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

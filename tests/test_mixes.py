@@ -29,10 +29,10 @@ import numpy as np
 import pytest
 
 from conftest import (MODELS, ROOT, llama_logits, relative_error, report, tiny_llama_config,
-                      tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint)
+                      tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint, write_gguf_imatrix)
 from qconvert import quants
 from qconvert.convert import convert, prepare
-from qconvert.planner import RECIPES
+from qconvert.planner import RECIPES, Overrides
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from llama_quantize import llama_quantize  # noqa: E402
@@ -316,3 +316,93 @@ def test_llama_cpp_runs_the_mix(model: str, mix: str, ours, prompt_logits):
     assert got.shape == ref.shape
     assert np.all(np.isfinite(got)), f"{model} {mix}: non-finite logits"
     _ERRORS[model, mix] = relative_error(got, ref)
+
+
+# -- llama-quantize's options and an importance matrix -------------------------------------------
+#
+# The same comparison for runs with options. llama-quantize's binary reads the imatrix file and
+# passes the library normalized weights plus quantize.imatrix.* kv overrides; the test builds
+# those independently from the file's contents (sums / counts, as tools/quantize does) and
+# gives them to llama_model_quantize, and qconvert reads the file itself.
+
+OPTION_RUNS = {
+    "imatrix": {},
+    "pure": {"pure": True},
+    "output-q8_0-embd-q5_k": {"output_tensor_type": "Q8_0", "token_embedding_type": "Q5_K"},
+    "tensor-types": {"tensor_types": [("attn_q", "Q8_0"), ("FFN_(UP|GATE)", "Q5_K"), ("ffn", "Q2_K")]},
+}
+IMATRIX_MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q2_K", "Q6_K", "Q4_0", "Q5_0", "Q4_1", "Q8_0"]
+
+
+def option_cases() -> list:
+    out = [pytest.param(model, mix, "imatrix", id=f"{model}-{mix}-imatrix")
+           for model in ("llama-k256-bf16", "gen-rows96-16layers") for mix in IMATRIX_MIXES]
+    # (a Q5_K token embedding does not fit rows of 96: llama-quantize fails on it, qconvert says
+    # so before writing; see test_overrides)
+    out += [pytest.param(model, mix, run, id=f"{model}-{mix}-{run}")
+            for model in ("llama-k256-bf16", "gen-rows96-16layers") for mix in ("Q4_K_M", "Q3_K_M")
+            for run in OPTION_RUNS
+            if run != "imatrix" and not (model.startswith("gen-rows96") and run.startswith("output"))]
+    out += [pytest.param(SMOLLM2, mix, "imatrix", id=f"{SMOLLM2}-{mix}-imatrix", marks=pytest.mark.slow)
+            for mix in ("Q4_K_M", "Q4_0")]
+    return out
+
+
+@pytest.fixture(scope="session")
+def imatrix_file(model_dir, tmp_path_factory):
+    """Model -> (imatrix file, {tensor: normalized weights}): random positive sums for every
+    matrix, counts of 10 tokens (one expert)."""
+    cache: dict[str, tuple[Path, dict]] = {}
+
+    def get(model: str):
+        if model not in cache:
+            rows = prepare(model_dir(model), "Q8_0").rows
+            rng = np.random.default_rng(11)
+            entries = {r.gguf_name: (rng.random(r.shape[-1]).astype(np.float32) * 40 + 0.1, np.array([10.0]))
+                       for r in rows if len(r.shape) == 2 and r.qtype != T.F32}
+            path = tmp_path_factory.mktemp("imatrix") / f"{model}.imatrix.gguf"
+            write_gguf_imatrix(path, entries, chunks=3)
+            cache[model] = path, {k: s / np.float32(10.0) for k, (s, _) in entries.items()}
+        return cache[model]
+
+    return get
+
+
+@pytest.mark.parametrize("model,mix,run", option_cases())
+def test_option_runs_match_llama_quantize(model: str, mix: str, run: str, model_dir, f32_gguf,
+                                          imatrix_file, tmp_path):
+    opts = dict(OPTION_RUNS[run])
+    theirs_out, ours_out = tmp_path / "theirs.gguf", tmp_path / "ours.gguf"
+    overrides = Overrides(
+        pure=opts.get("pure", False),
+        output_tensor_type=T[opts["output_tensor_type"]] if "output_tensor_type" in opts else None,
+        token_embedding_type=T[opts["token_embedding_type"]] if "token_embedding_type" in opts else None,
+        tensor_types=tuple((p, T[t]) for p, t in opts.get("tensor_types", ())))
+    imatrix = None
+    if run == "imatrix":
+        imatrix, weights = imatrix_file(model)
+        opts["imatrix"] = weights
+        opts["kv_overrides"] = [("quantize.imatrix.file", str(imatrix)),
+                                ("quantize.imatrix.dataset", "wiki.train.raw"),
+                                ("quantize.imatrix.entries_count", len(weights)),
+                                ("quantize.imatrix.chunks_count", 3)]
+    llama_quantize(f32_gguf(model), theirs_out, mix, nthread=2, **opts)
+    convert(model_dir(model), ours_out, mix, threads=2, overrides=overrides, imatrix=imatrix)
+
+    ours_file, theirs_file = read_gguf(ours_out), read_gguf(theirs_out)
+    mine, want = ours_file.tensors, theirs_file.tensors
+    assert sorted(mine) == sorted(want)
+    bad = [f"{name}: ours {mine[name].tensor_type.name}, llama-quantize {t.tensor_type.name}"
+           if mine[name].tensor_type != t.tensor_type else
+           f"{name} ({t.tensor_type.name}): {first_difference(mine[name].data, t.data, t.tensor_type)}"
+           for name, t in want.items()
+           if mine[name].tensor_type != t.tensor_type or not np.array_equal(mine[name].data, t.data)]
+    if bad:
+        pytest.fail(f"{len(bad)} of {len(want)} tensors differ from llama-quantize's {mix} {run}:\n"
+                    + "\n".join(bad), pytrace=False)
+    if run == "imatrix":
+        a, b = gguf.GGUFReader(ours_out).fields, gguf.GGUFReader(theirs_out).fields
+        keys = [k for k in b if k.startswith("quantize.imatrix.")]
+        assert len(keys) == 4
+        for k in keys:
+            assert (a[k].contents(), a[k].types) == (b[k].contents(), b[k].types), k

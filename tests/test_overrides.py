@@ -9,7 +9,7 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import MODELS, run_cli
+from conftest import MODELS, run_cli, write_gguf_imatrix
 from qconvert.arch import ModelFacts, SourceTensor
 from qconvert.errors import QuantizationError, UsageError
 from qconvert.imatrix import load_imatrix
@@ -145,20 +145,6 @@ def test_override_kv_written(tmp_path: Path):
 
 
 # -- imatrix files --------------------------------------------------------------------------------
-
-def write_gguf_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarray]], chunks: int = 7) -> None:
-    w = gguf.GGUFWriter(path, "imatrix")
-    w.add_array("imatrix.datasets", ["wiki.train.raw"])
-    w.add_uint32("imatrix.chunk_count", chunks)
-    w.add_uint32("imatrix.chunk_size", 512)
-    for name, (sums, counts) in entries.items():
-        w.add_tensor(name + ".in_sum2", sums.astype(np.float32))
-        w.add_tensor(name + ".counts", counts.astype(np.float32))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-
 
 def test_gguf_imatrix_divides_by_rounded_counts(tmp_path: Path):
     sums = np.arange(1, 9, dtype=np.float32).reshape(2, 4)
