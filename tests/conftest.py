@@ -86,6 +86,18 @@ def tiny_checkpoint(tmp_path: Path) -> Path:
     return write_checkpoint(tmp_path / "tiny", cfg, tiny_llama_tensors(cfg))
 
 
+def memoized(make):
+    """`get(*key)` that calls `make(*key)` once per key: the session fixtures that build files."""
+    cache: dict = {}
+
+    def get(*key):
+        if key not in cache:
+            cache[key] = make(*key)
+        return cache[key]
+
+    return get
+
+
 def run_script(*args) -> None:
     """`python SCRIPT ARGS`, failing the test if it fails."""
     subprocess.run([sys.executable, *map(str, args)], check=True)

@@ -14,7 +14,7 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import MODELS, llama_logits, relative_error, report
+from conftest import MODELS, llama_logits, memoized, relative_error, report
 from qconvert.convert import convert
 
 FIXTURE_MODELS = sorted(p.name for p in MODELS.glob("*") if (p / "reference.npz").is_file())
@@ -34,16 +34,12 @@ def test_fixture_models_exist():
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
     """(model, type) -> converted GGUF path, each converted once per module."""
-    cache: dict[tuple[str, str], Path] = {}
+    def make(model: str, qtype: str) -> Path:
+        out = tmp_path_factory.mktemp(model) / f"{qtype}.gguf"
+        convert(MODELS / model, out, qtype)
+        return out
 
-    def get(model: str, qtype: str) -> Path:
-        if (model, qtype) not in cache:
-            out = tmp_path_factory.mktemp(model) / f"{qtype}.gguf"
-            convert(MODELS / model, out, qtype)
-            cache[model, qtype] = out
-        return cache[model, qtype]
-
-    return get
+    return memoized(make)
 
 
 @pytest.mark.parametrize("qtype", list(CEILING))

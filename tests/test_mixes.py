@@ -28,7 +28,7 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import (MODELS, ROOT, llama_logits, relative_error, report, tiny_llama_config,
+from conftest import (MODELS, ROOT, llama_logits, memoized, relative_error, report, tiny_llama_config,
                       tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint, write_gguf_imatrix)
 from qconvert import quants
 from qconvert.convert import convert, prepare
@@ -104,47 +104,35 @@ def model_dir(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def f32_gguf(model_dir, tmp_path_factory):
     """Model -> llama.cpp's convert_hf_to_gguf.py output, --outtype f32."""
-    cache: dict[str, Path] = {}
+    def make(model: str) -> Path:
+        out = tmp_path_factory.mktemp("f32") / f"{model}-f32.gguf"
+        # The tiny BPE tokenizers are SmolLM's pre-tokenizer over a small vocab, which the
+        # converter has no hash for (see scripts/oracle_convert.py).
+        oracle_convert(model_dir(model), out, "f32", vocab_pre=None if model == SMOLLM2 else "smollm")
+        return out
 
-    def get(model: str) -> Path:
-        if model not in cache:
-            out = tmp_path_factory.mktemp("f32") / f"{model}-f32.gguf"
-            # The tiny BPE tokenizers are SmolLM's pre-tokenizer over a small vocab, which the
-            # converter has no hash for (see scripts/oracle_convert.py).
-            oracle_convert(model_dir(model), out, "f32", vocab_pre=None if model == SMOLLM2 else "smollm")
-            cache[model] = out
-        return cache[model]
-
-    return get
+    return memoized(make)
 
 
 @pytest.fixture(scope="session")
 def theirs(f32_gguf, tmp_path_factory):
     """(model, mix) -> llama-quantize's file."""
-    cache: dict[tuple[str, str], Path] = {}
+    def make(model: str, mix: str) -> Path:
+        out = tmp_path_factory.mktemp("llama-quantize") / f"{model}-{mix}.gguf"
+        return llama_quantize(f32_gguf(model), out, mix, nthread=2)
 
-    def get(model: str, mix: str) -> Path:
-        if (model, mix) not in cache:
-            out = tmp_path_factory.mktemp("llama-quantize") / f"{model}-{mix}.gguf"
-            cache[model, mix] = llama_quantize(f32_gguf(model), out, mix, nthread=2)
-        return cache[model, mix]
-
-    return get
+    return memoized(make)
 
 
 @pytest.fixture(scope="session")
 def ours(model_dir, tmp_path_factory):
     """(model, mix) -> qconvert's file."""
-    cache: dict[tuple[str, str], Path] = {}
+    def make(model: str, mix: str) -> Path:
+        out = tmp_path_factory.mktemp("qconvert") / f"{model}-{mix}.gguf"
+        convert(model_dir(model), out, mix, threads=2)
+        return out
 
-    def get(model: str, mix: str) -> Path:
-        if (model, mix) not in cache:
-            out = tmp_path_factory.mktemp("qconvert") / f"{model}-{mix}.gguf"
-            convert(model_dir(model), out, mix, threads=2)
-            cache[model, mix] = out
-        return cache[model, mix]
-
-    return get
+    return memoized(make)
 
 
 @dataclass(frozen=True)
@@ -298,15 +286,11 @@ def prompt_logits(model_dir, f32_gguf):
     """Model -> (tokens of PROMPT, llama.cpp's logits on the F32 file)."""
     from tokenizers import Tokenizer
 
-    cache: dict[str, tuple[list[int], np.ndarray]] = {}
+    def make(model: str) -> tuple[list[int], np.ndarray]:
+        tokens = Tokenizer.from_file(str(model_dir(model) / "tokenizer.json")).encode(PROMPT).ids
+        return tokens, llama_logits(f32_gguf(model), tokens)
 
-    def get(model: str):
-        if model not in cache:
-            tokens = Tokenizer.from_file(str(model_dir(model) / "tokenizer.json")).encode(PROMPT).ids
-            cache[model] = tokens, llama_logits(f32_gguf(model), tokens)
-        return cache[model]
-
-    return get
+    return memoized(make)
 
 
 @pytest.mark.parametrize("model,mix", cases())
@@ -352,20 +336,16 @@ def option_cases() -> list:
 def imatrix_file(model_dir, tmp_path_factory):
     """Model -> (imatrix file, {tensor: normalized weights}): random positive sums for every
     matrix, counts of 10 tokens (one expert)."""
-    cache: dict[str, tuple[Path, dict]] = {}
+    def make(model: str) -> tuple[Path, dict]:
+        rows = prepare(model_dir(model), "Q8_0").rows
+        rng = np.random.default_rng(11)
+        entries = {r.gguf_name: (rng.random(r.shape[-1]).astype(np.float32) * 40 + 0.1, np.array([10.0]))
+                   for r in rows if len(r.shape) == 2 and r.qtype != T.F32}
+        path = tmp_path_factory.mktemp("imatrix") / f"{model}.imatrix.gguf"
+        write_gguf_imatrix(path, entries, chunks=3)
+        return path, {k: s / np.float32(10.0) for k, (s, _) in entries.items()}
 
-    def get(model: str):
-        if model not in cache:
-            rows = prepare(model_dir(model), "Q8_0").rows
-            rng = np.random.default_rng(11)
-            entries = {r.gguf_name: (rng.random(r.shape[-1]).astype(np.float32) * 40 + 0.1, np.array([10.0]))
-                       for r in rows if len(r.shape) == 2 and r.qtype != T.F32}
-            path = tmp_path_factory.mktemp("imatrix") / f"{model}.imatrix.gguf"
-            write_gguf_imatrix(path, entries, chunks=3)
-            cache[model] = path, {k: s / np.float32(10.0) for k, (s, _) in entries.items()}
-        return cache[model]
-
-    return get
+    return memoized(make)
 
 
 @pytest.mark.parametrize("model,mix,run", option_cases())

@@ -13,43 +13,35 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import ROOT, report, run_script
+from conftest import ROOT, memoized, report, run_script
 from qconvert.convert import convert
 
 pytestmark = pytest.mark.slow
 
 # general.* keys that only name the model (derived from the folder and model card); everything
 # else the converter writes must be in our file with the same value.
-NAMING_KEYS = {"general.name", "general.basename", "general.finetune", "general.size_label",
-               "general.organization", "general.version", "general.license", "general.tags",
-               "general.languages", "general.base_model.count", "general.dataset.count"}
 
 
 @pytest.fixture(scope="session")
 def ours(smollm2_dir, tmp_path_factory):
-    cache: dict[str, Path] = {}
+    """type -> qconvert's file."""
+    def make(qtype: str) -> Path:
+        out = tmp_path_factory.mktemp("ours") / f"smollm2-{qtype}.gguf"
+        convert(smollm2_dir, out, qtype)
+        return out
 
-    def get(qtype: str) -> Path:
-        if qtype not in cache:
-            cache[qtype] = tmp_path_factory.mktemp("ours") / f"smollm2-{qtype}.gguf"
-            convert(smollm2_dir, cache[qtype], qtype)
-        return cache[qtype]
-
-    return get
+    return memoized(make)
 
 
 @pytest.fixture(scope="session")
 def oracle(smollm2_dir, tmp_path_factory):
-    cache: dict[str, Path] = {}
+    """outtype -> convert_hf_to_gguf.py's file."""
+    def make(outtype: str) -> Path:
+        out = tmp_path_factory.mktemp("oracle") / f"smollm2-{outtype}.gguf"
+        run_script(ROOT / "scripts" / "oracle_convert.py", smollm2_dir, out, "--outtype", outtype)
+        return out
 
-    def get(outtype: str) -> Path:
-        if outtype not in cache:
-            cache[outtype] = tmp_path_factory.mktemp("oracle") / f"smollm2-{outtype}.gguf"
-            run_script(ROOT / "scripts" / "oracle_convert.py", smollm2_dir, cache[outtype],
-                       "--outtype", outtype)
-        return cache[outtype]
-
-    return get
+    return memoized(make)
 
 
 def test_q8_0_continues_with_paris(ours):
