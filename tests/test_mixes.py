@@ -65,6 +65,10 @@ GENERATED = {
     # as does every matrix but ffn_down (rows of 96).
     "gen-tied-rows72": dict(hidden_size=72, intermediate_size=96, num_hidden_layers=2,
                             num_attention_heads=3, num_key_value_heads=3, tie_word_embeddings=True),
+    # 80 layers with grouped-query attention: llama.cpp calls this LLM_TYPE_70B, and
+    # llama-quantize then raises attn_v from Q3_K/Q4_K to Q5_K (rows of 256, so no fallback).
+    "gen-70b-shape": dict(hidden_size=256, intermediate_size=256, num_hidden_layers=80,
+                          num_attention_heads=4, num_key_value_heads=1),
 }
 SMOLLM2 = "smollm2-135m"
 MODELS_UNDER_TEST = [*FIXTURE_MODELS, *GENERATED]

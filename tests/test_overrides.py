@@ -237,3 +237,24 @@ def test_imatrix_for_another_model_fails_cleanly(tmp_path: Path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "blk.0.attn_q.weight has 100 weights, the tensor needs 256" in proc.stderr
     assert not out.exists()
+
+
+def test_70b_attn_v_gets_q5_k():
+    # llama.cpp's LLM_TYPE_70B (80 layers, grouped-query attention): attn_v Q3_K/Q4_K -> Q5_K
+    tensors = model(80, cols=256, ff=256)
+    big = {r.gguf_name: r.qtype for r in plan(tensors, recipe_for("Q4_K_M"),
+                                              ModelFacts(n_layer=80, n_gqa=4, is_70b=True))}
+    small = types(tensors, "Q4_K_M", 80)
+    more = [i for i in range(80) if use_more_bits(i, 80)]
+    assert {big[f"blk.{i}.attn_v.weight"] for i in range(80) if i not in more} == {T.Q5_K}
+    assert {small[f"blk.{i}.attn_v.weight"] for i in range(80) if i not in more} == {T.Q4_K}
+    assert {big[f"blk.{i}.attn_v.weight"] for i in more} == {T.Q6_K}
+    assert big["blk.5.attn_q.weight"] == T.Q4_K
+
+
+def test_llama_adapter_recognizes_the_70b_shape():
+    from qconvert.arch import for_config
+    cfg = {"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 80, "hidden_size": 8192,
+           "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 32000}
+    assert for_config(cfg).model_facts().is_70b
+    assert not for_config({**cfg, "num_key_value_heads": 64}).model_facts().is_70b  # 65B
