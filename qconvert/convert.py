@@ -91,7 +91,7 @@ def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = Non
     ckpt = Checkpoint.open(model_dir)
     adapter = arch_registry.for_config(ckpt.config)
     sources = adapter.tensors(ckpt.tensors)
-    tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw)
+    tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw, adapter.llama_set_vocab)
     matrix = load_imatrix(imatrix) if imatrix is not None else None
     overrides = overrides or Overrides()
     if matrix is not None:

@@ -127,11 +127,13 @@ class GGUFTokenizer:
                 writer.add_array(key, value)  # tokens/merges: strings; token_type: int32
 
 
-def load_tokenizer(model_dir: Path, config: dict) -> GGUFTokenizer:
+def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True) -> GGUFTokenizer:
     """Read the tokenizer files of the checkpoint in `model_dir`.
 
     `config` is the parsed config.json; its ``vocab_size`` (the embedding rows) fixes the length
-    of the token list. Raises TokenizerError when the files are missing or cannot be exported.
+    of the token list. `llama_rules` adds what the converter's LlamaModel.set_vocab adds to the
+    plain vocab (architectures converted by other classes, e.g. Qwen2Model, do not get it).
+    Raises TokenizerError when the files are missing or cannot be exported.
     """
     model_dir = Path(model_dir)
     vocab_size = config.get("vocab_size")
@@ -145,6 +147,8 @@ def load_tokenizer(model_dir: Path, config: dict) -> GGUFTokenizer:
             "copy the tokenizer files of the original checkpoint next to config.json"
         )
 
+    if not llama_rules:
+        return tok
     tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
     # LlamaModel.set_vocab: tokenizer_config's add_prefix_space, whatever the tokenizer kind.
     if (add_prefix_space := tokenizer_config.get("add_prefix_space")) is not None:

@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from tokenizers import Tokenizer
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig
+from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, MistralConfig, Qwen2Config,
+                          Qwen3Config)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = ROOT / "tests" / "fixtures" / "tokenizers"
@@ -100,6 +101,23 @@ VARIANTS: dict[str, Variant] = {
                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
                     tie_word_embeddings=False),
     ),
+    # Qwen2ForCausalLM: q/k/v biases (spread below, or they would be zeros), GQA 4/2, no head_dim
+    # in the config, untied lm_head.
+    "qwen2-bpe-bf16": Variant(
+        Qwen2Config, "tiny-bpe", torch.bfloat16, seed=6,
+        config=dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                    use_sliding_window=False, tie_word_embeddings=False),
+    ),
+    # Qwen3ForCausalLM: per-head q_norm/k_norm, head_dim 32 != 96 / 4, GQA 4/2, tied output.
+    "qwen3-bpe-bf16": Variant(
+        Qwen3Config, "tiny-bpe", torch.bfloat16, seed=7,
+        config=dict(hidden_size=96, intermediate_size=192, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                    attention_bias=False, use_sliding_window=False, tie_word_embeddings=True),
+    ),
 }
 
 
@@ -130,6 +148,10 @@ def build_model(variant: Variant):
         for name, param in model.named_parameters():
             if name.endswith("norm.weight"):
                 param.uniform_(0.5, 1.5)
+            # Linear biases (Qwen2's q/k/v) start at zero, which would hide a dropped or
+            # misordered bias. No Llama variant has any, so their draws are unchanged.
+            elif name.endswith(".bias"):
+                param.normal_(0.0, 0.5)
     return model.to(variant.dtype)
 
 

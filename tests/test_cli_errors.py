@@ -63,7 +63,8 @@ def test_unknown_architecture_lists_supported(tiny_checkpoint: Path, tmp_path: P
     (tiny_checkpoint / "config.json").write_text(json.dumps(cfg))
     out = tmp_path / "out.gguf"
     assert_clean_failure(quantize(tiny_checkpoint, out), out,
-                         "FancyNewForCausalLM is not supported", "LlamaForCausalLM", "MistralForCausalLM")
+                         "FancyNewForCausalLM is not supported", "LlamaForCausalLM", "MistralForCausalLM",
+                         "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 
 
 def test_missing_shard(tmp_path: Path):

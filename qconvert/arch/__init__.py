@@ -5,9 +5,12 @@ from __future__ import annotations
 from ..errors import CheckpointError, UnsupportedError
 from .base import Architecture, ModelFacts, SourceTensor
 from .llama import Llama
+from .qwen import Qwen2, Qwen3
 
 ADAPTERS: tuple[type[Architecture], ...] = (
     Llama,
+    Qwen2,
+    Qwen3,
 )
 
 REGISTRY: dict[str, type[Architecture]] = {hf: cls for cls in ADAPTERS for hf in cls.hf_architectures}

@@ -126,6 +126,9 @@ class Architecture:
     # Checkpoint tensors that llama.cpp has no use for (recomputed at load time).
     skip_patterns: ClassVar[tuple[str, ...]] = (r"\.rotary_emb\.inv_freq$", r"\.attention\.masked_bias$",
                                                 r"\.attention\.bias$")
+    # Whether llama.cpp converts the family with LlamaModel.set_vocab, which adds tokenizer_config's
+    # add_prefix_space and a no-BOS rule for 49152-token vocabularies (see tokenizer.py).
+    llama_set_vocab: ClassVar[bool] = False
 
     def __init__(self, config: dict):
         self.hp = Hparams(flatten_config(config))

@@ -58,6 +58,7 @@ def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
 class Llama(Architecture):
     gguf_arch = gguf.MODEL_ARCH.LLAMA
     hf_architectures = ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM")
+    llama_set_vocab = True
 
     def __init__(self, config: dict):
         super().__init__(config)
