@@ -68,6 +68,11 @@ class Job:
             writer.kv_data[0].pop(key, None)
             writer.add_key_value(key, value, vtype)
 
+    @property
+    def source_bytes(self) -> int:
+        """Checkpoint bytes the conversion reads (skipped tensors excluded)."""
+        return sum(self.checkpoint.tensors[s.src].nbytes for s in self.sources if s.src is not None)
+
     def quant_weights(self, row: PlanRow) -> np.ndarray | None:
         """The imatrix weights for a tensor's rows (n_expert x n_per_row), if any."""
         if self.imatrix is None or row.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16,
@@ -125,11 +130,17 @@ def convert(
     imatrix: str | Path | None = None,
     kv_overrides: tuple[KVOverride, ...] = (),
 ) -> Result:
-    """Convert a checkpoint folder to a GGUF file at `out`. `on_progress(source_bytes)` is
-    called as each chunk of the checkpoint is written (the CLI's progress bar)."""
+    """Convert a checkpoint folder to a GGUF file at `out`: `prepare`, then `write`."""
     out = Path(out)
     check_output(out, overwrite)
     job = prepare(model_dir, qtype, overrides, imatrix, kv_overrides)
+    return write(job, out, threads=threads, on_progress=on_progress)
+
+
+def write(job: Job, out: Path, *, threads: int | None = None,
+          on_progress: Callable[[int], None] | None = None) -> Result:
+    """Quantize and write a prepared job. `on_progress(source_bytes)` is called as each chunk
+    of the checkpoint is written; the calls add up to `job.source_bytes`."""
     threads = threads or os.cpu_count() or 1
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -176,6 +187,11 @@ class WorkerBuffers(threading.local):
         self.raw = bytearray()
         self.f32 = np.empty(0, np.float32)
 
+    def read_space(self, nbytes: int) -> bytearray:
+        if len(self.raw) < nbytes:
+            self.raw = bytearray(nbytes)
+        return self.raw
+
     def decode_space(self, n: int) -> np.ndarray:
         if self.f32.size < n:
             self.f32 = np.empty(n, np.float32)
@@ -189,21 +205,16 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationT
               weights: np.ndarray | None, lo: int, hi: int) -> tuple[np.ndarray, int]:
     """Rows lo..hi of the GGUF tensor, read from the checkpoint, decoded and quantized. The
     result is a new array (it waits in the write queue); the intermediates are reused."""
-    cols = src.shape[-1]
-    info = ckpt.tensors[src.src]
-    span = (int(src.row_order[lo:hi].max() - src.row_order[lo:hi].min()) + 1 if src.row_order is not None
-            else hi - lo)
-    if len(_buffers.raw) < span * cols * 4:
-        _buffers.raw = bytearray(span * cols * 4)
-    picked = ckpt.read_rows(src.src, src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi),
-                            _buffers.raw)
-    if info.dtype == "F32" and picked.flags.c_contiguous:
+    dtype = ckpt.tensors[src.src].dtype
+    rows = src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi)
+    picked = ckpt.read_rows(src.src, rows, _buffers.read_space)
+    if dtype == "F32" and picked.flags.c_contiguous:
         x = picked
     else:
-        x = decode_to_f32(picked, info.dtype, _buffers.decode_space(picked.size))
+        x = decode_to_f32(picked, dtype, _buffers.decode_space(picked.size))
     out = quants.quantize_rows(qtype, x, weights).reshape(-1)
     # F32 output is a view of the reused buffers: copy it before the next chunk overwrites them
-    return (out.copy() if out.base is not None and qtype == gguf.GGMLQuantizationType.F32 else out), picked.nbytes
+    return (out.copy() if qtype == gguf.GGMLQuantizationType.F32 else out), picked.nbytes
 
 
 def whole_tensor(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationType,

@@ -18,6 +18,7 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -114,12 +115,12 @@ class Checkpoint:
             raise CheckpointError(f"{path}: the safetensors files hold no tensors")
         return cls(path, config, tensors)
 
-    def _pread(self, file: Path, offset: int, nbytes: int, buf: bytearray | None = None) -> memoryview:
+    def _pread(self, file: Path, offset: int, nbytes: int,
+               scratch: Callable[[int], bytearray] | None = None) -> memoryview:
         fd = self._fds.get(file)
         if fd is None:
             fd = self._fds.setdefault(file, os.open(file, os.O_RDONLY))
-        if buf is None or len(buf) < nbytes:
-            buf = bytearray(nbytes)
+        buf = scratch(nbytes) if scratch is not None else bytearray(nbytes)
         view, done = memoryview(buf)[:nbytes], 0
         while done < nbytes:
             n = os.preadv(fd, [view[done:]], offset + done)
@@ -129,11 +130,12 @@ class Checkpoint:
         return view
 
     def read_rows(self, name: str, rows: slice | np.ndarray | None = None,
-                  buf: bytearray | None = None) -> np.ndarray:
+                  scratch: Callable[[int], bytearray] | None = None) -> np.ndarray:
         """Stored values of some rows of the tensor seen as 2-D [rows, last axis] (all rows if
         `rows` is None; a 1-D tensor is one row). For an index array, one read covers the span
-        from its smallest to its largest row, and the rows are picked from it in order. `buf`,
-        if large enough, receives the bytes (the result may then be a view of it)."""
+        from its smallest to its largest row, and the rows are picked from it in order.
+        `scratch(nbytes)`, if given, supplies the bytearray (at least nbytes) the bytes are read
+        into, so a caller can reuse one; the result may then be a view of it."""
         t = self.tensors[name]
         dtype = DTYPES[t.dtype]
         cols = t.shape[-1] if t.shape else 1
@@ -146,7 +148,7 @@ class Checkpoint:
         else:
             lo, hi = int(rows.min()), int(rows.max()) + 1
             pick = rows - lo
-        raw = np.frombuffer(self._pread(t.file, t.offset + lo * row_bytes, (hi - lo) * row_bytes, buf), dtype=dtype)
+        raw = np.frombuffer(self._pread(t.file, t.offset + lo * row_bytes, (hi - lo) * row_bytes, scratch), dtype=dtype)
         raw = raw.reshape(hi - lo, cols)
         return raw if pick is None else raw[pick]
 
