@@ -70,24 +70,23 @@ def quantize(
         no_fallback=no_fallback,
     )
     kv = tuple(parse_kv_override(o) for o in override_kv or ())
+    out = output or Path(f"{model_dir.resolve().name}-{qtype.upper()}.gguf")
+    if not dry_run:
+        conv.check_output(out, overwrite)  # before reading the checkpoint: the cheapest error first
+    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv)
     if dry_run:
-        job = conv.prepare(model_dir, qtype, overrides, imatrix, kv)
         print_plan(job.rows)
         return
-    out = output or Path(f"{model_dir.resolve().name}-{qtype.upper()}.gguf")
     bar = None
     if progress:
         from tqdm import tqdm
-        total = sum(t.nbytes for t in conv.Checkpoint.open(model_dir).tensors.values())
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=out.name, file=sys.stderr)
+        bar = tqdm(total=job.source_bytes, unit="B", unit_scale=True, desc=out.name, file=sys.stderr)
     try:
-        result = conv.convert(model_dir, out, qtype, overwrite=overwrite, threads=threads,
-                              on_progress=bar.update if bar else None,
-                              overrides=overrides, imatrix=imatrix, kv_overrides=kv)
+        result = conv.write(job, out, threads=threads, on_progress=bar.update if bar else None)
     finally:
         if bar is not None:
             bar.close()
-    nbytes, bpw = summarize(result.rows)
+    _, bpw = summarize(result.rows)
     typer.echo(f"wrote {result.path} ({result.nbytes / 2**20:.1f} MiB, {len(result.rows)} tensors, "
                f"{bpw:.2f} bits per weight) in {result.seconds:.1f} s")
     if (line := fallback_summary(result.rows)) is not None:
