@@ -190,8 +190,6 @@ def rows_misfit_default(f: Facts) -> bool:
 # Output tensor: Q8_0 when its rows do not fit the default type's block, else Q6_K (or Q8_0
 # for the Q8_0 mix). Every quantized mix starts with these.
 OUTPUT = (
-    *(Rule(both(is_output, lambda f, t=t: f.opts.output_tensor_type == t), t, "output tensor: --output-tensor-type")
-      for t in T),
     Rule(both(is_output, rows_misfit_default), T.Q8_0, "output tensor, rows not whole default blocks: Q8_0"),
     Rule(both(is_output, lambda f: f.default != T.Q8_0), T.Q6_K, "output tensor: Q6_K"),
     Rule(is_output, T.Q8_0, "output tensor"),
@@ -313,6 +311,9 @@ def choose(f: Facts, recipe: Recipe) -> tuple[T, str, T | None]:
         qtype, reason = manual[1], f"--tensor-type {manual[0]}={manual[1].name}"
     elif opts.pure:
         reason = f"{recipe.name} default (--pure)"
+    elif opts.output_tensor_type is not None and is_output(f):
+        # reached by a token_embd tied to the output; unlike the exact type above, it may fall back
+        qtype, reason = opts.output_tensor_type, "tied output tensor: --output-tensor-type"
     else:
         for rule in recipe.rules:
             if rule.matches(f):
