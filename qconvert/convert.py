@@ -71,7 +71,7 @@ class Job:
     @property
     def source_bytes(self) -> int:
         """Checkpoint bytes the conversion reads (skipped tensors excluded)."""
-        return sum(self.checkpoint.tensors[s.src].nbytes for s in self.sources if s.src is not None)
+        return sum(self.checkpoint.tensors[name].nbytes for s in self.sources for name in s.sources)
 
     def quant_weights(self, row: PlanRow) -> np.ndarray | None:
         """The imatrix weights for a tensor's rows (n_expert x n_per_row), if any."""
@@ -166,12 +166,13 @@ def chunk_jobs(job: Job) -> Iterator[ChunkJob]:
     for row in job.rows:
         src = sources[row.gguf_name]
         weights = job.quant_weights(row)
-        if src.generate is not None or len(src.shape) < 2:
+        if src.generate is not None or len(src.shape) < 2 or src.transpose:
             yield partial(whole_tensor, job.checkpoint, src, row.qtype, weights)
             continue
         cols = src.shape[-1]
         n_rows = src.n_elements // cols
-        per_expert = n_rows // (weights.shape[0] if weights is not None else 1)
+        # a chunk stays within one expert: one read (one stacked source), one imatrix row
+        per_expert = n_rows // (src.shape[0] if len(src.shape) == 3 else 1)
         step = max(1, CHUNK_ELEMENTS // cols)
         for first in range(0, n_rows, per_expert):
             for lo in range(first, first + per_expert, step):
@@ -205,13 +206,20 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationT
               weights: np.ndarray | None, lo: int, hi: int) -> tuple[np.ndarray, int]:
     """Rows lo..hi of the GGUF tensor, read from the checkpoint, decoded and quantized. The
     result is a new array (it waits in the write queue); the intermediates are reused."""
-    dtype = ckpt.tensors[src.src].dtype
+    name = src.src
+    if src.stack:  # rows lo..hi lie in one expert (chunk_jobs): read them from its tensor
+        per_part = src.n_elements // src.shape[-1] // len(src.stack)
+        name = src.stack[lo // per_part]
+        lo, hi = lo % per_part, (hi - 1) % per_part + 1
+    dtype = ckpt.tensors[name].dtype
     rows = src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi)
-    picked = ckpt.read_rows(src.src, rows, _buffers.read_space)
-    if dtype == "F32" and picked.flags.c_contiguous:
+    picked = ckpt.read_rows(name, rows, _buffers.read_space)
+    if dtype == "F32" and picked.flags.c_contiguous and src.transform is None:
         x = picked
     else:
         x = decode_to_f32(picked, dtype, _buffers.decode_space(picked.size))
+    if src.transform is not None:
+        src.transform(x)
     out = quants.quantize_rows(qtype, x, weights).reshape(-1)
     # F32 output is a view of the reused buffers: copy it before the next chunk overwrites them
     return (out.copy() if qtype == gguf.GGMLQuantizationType.F32 else out), picked.nbytes
@@ -219,15 +227,20 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationT
 
 def whole_tensor(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationType,
                  weights: np.ndarray | None) -> tuple[np.ndarray, int]:
-    """A generated or 1-D tensor (small), in one piece."""
+    """A generated, 1-D or transposed tensor (small, or read whole anyway), in one piece."""
     if src.generate is not None:
         arr, nbytes = src.generate().astype(np.float32), 0
     else:
+        assert not src.stack, src.gguf_name  # stacked tensors are 3-D: chunked by row_chunk
         arr, nbytes = ckpt.load(src.src), ckpt.tensors[src.src].nbytes
+        if src.transpose:
+            arr = arr.T
         if src.row_order is not None:
-            arr = arr[src.row_order]
-    assert arr.shape == src.shape, (src.gguf_name, arr.shape, src.shape)
-    x = np.ascontiguousarray(arr.reshape(1, -1), dtype=np.float32)
+            arr = arr.reshape(-1, arr.shape[-1])[src.row_order]
+    x = np.ascontiguousarray(arr.reshape(-1, src.shape[-1]), dtype=np.float32)
+    assert x.size == src.n_elements, (src.gguf_name, arr.shape, src.shape)
+    if src.transform is not None:
+        src.transform(x)
     return quants.quantize_rows(qtype, x, weights[0] if weights is not None else None).reshape(-1), nbytes
 
 

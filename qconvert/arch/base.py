@@ -25,9 +25,16 @@ class SourceTensor:
     """One GGUF tensor to write. `src` names the checkpoint tensor it is read from; generated
     tensors (rope_freqs) have `src=None` and a `generate` function instead.
 
-    `row_order`, when set, reorders the first axis: row i of the GGUF tensor is row
-    `row_order[i]` of the checkpoint's. Expressed as an index map rather than a function so
-    that the pipeline can read any range of output rows straight from the memory map."""
+    How the stored values become the written ones, each optional:
+
+    - `row_order` reorders (or selects) the first axis: row i of the GGUF tensor is row
+      `row_order[i]` of the checkpoint's (seen as 2-D). An index map rather than a function, so
+      the pipeline can read any range of output rows straight from the file.
+    - `stack` lists several checkpoint tensors of one shape stacked on a new first axis (the
+      experts of a MoE layer: llama.cpp wants one 3-D tensor per layer); `src` is the first.
+    - `transpose`: the checkpoint stores the 2-D matrix transposed (GPT-2's Conv1D layers keep
+      [in, out]); such a tensor is read whole.
+    - `transform` changes the float32 values in place after decoding (Gemma's norm offset)."""
 
     gguf_name: str
     shape: tuple[int, ...]  # NumPy (row-major) shape of what is written; GGUF reverses it
@@ -35,6 +42,9 @@ class SourceTensor:
     src_dtype: str
     row_order: np.ndarray | None = field(default=None, compare=False)
     generate: Callable[[], np.ndarray] | None = None
+    stack: tuple[str, ...] = ()
+    transpose: bool = False
+    transform: Callable[[np.ndarray], None] | None = field(default=None, compare=False)
 
     @property
     def n_dims(self) -> int:
@@ -43,6 +53,11 @@ class SourceTensor:
     @property
     def n_elements(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64))
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """Every checkpoint tensor this one is read from."""
+        return self.stack or ((self.src,) if self.src is not None else ())
 
 
 @dataclass(frozen=True)
