@@ -26,7 +26,7 @@ from .errors import UsageError
 from .imatrix import Imatrix, load_imatrix
 from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
-from .reader import Checkpoint, decode_to_f32
+from .reader import DTYPES, Checkpoint, decode_to_f32
 from .tokenizer import load_tokenizer
 from .writer import write_gguf
 
@@ -70,8 +70,9 @@ class Job:
 
     @property
     def source_bytes(self) -> int:
-        """Checkpoint bytes the conversion reads (skipped tensors excluded)."""
-        return sum(self.checkpoint.tensors[name].nbytes for s in self.sources for name in s.sources)
+        """Checkpoint bytes the conversion reads (skipped tensors excluded; a tensor split in
+        two by row selections counts once)."""
+        return sum(read_nbytes(s) for s in self.sources)
 
     def quant_weights(self, row: PlanRow) -> np.ndarray | None:
         """The imatrix weights for a tensor's rows (n_expert x n_per_row), if any."""
@@ -158,6 +159,11 @@ def write(job: Job, out: Path, *, threads: int | None = None,
 ChunkJob = Callable[[], tuple[np.ndarray, int]]
 
 
+def read_nbytes(src: SourceTensor) -> int:
+    """Checkpoint bytes behind a GGUF tensor: its elements in the stored dtype (0 if generated)."""
+    return src.n_elements * DTYPES[src.src_dtype].itemsize if src.sources else 0
+
+
 def chunk_jobs(job: Job) -> Iterator[ChunkJob]:
     """One job per chunk of rows, every tensor in write order. A job returns the chunk's GGUF
     bytes and how many checkpoint bytes it consumed. Chunks never straddle two experts of a
@@ -232,7 +238,7 @@ def whole_tensor(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizati
         arr, nbytes = src.generate().astype(np.float32), 0
     else:
         assert not src.stack, src.gguf_name  # stacked tensors are 3-D: chunked by row_chunk
-        arr, nbytes = ckpt.load(src.src), ckpt.tensors[src.src].nbytes
+        arr, nbytes = ckpt.load(src.src), read_nbytes(src)
         if src.transpose:
             arr = arr.T
         if src.row_order is not None:
