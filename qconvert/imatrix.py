@@ -97,6 +97,11 @@ def load_gguf(p: Path, shown: str) -> Imatrix:
                   chunk_count=int(fields["imatrix.chunk_count"].contents()))
     for name in sorted(sums):
         s, c = sums[name], counts[name]
+        # one row of sums per count (per expert); tools/quantize's load_imatrix divides
+        # sums.size() by counts.size() unchecked, so a file where that fails has no meaning
+        if c.size == 0 or s.size % c.size:
+            raise UsageError(f"imatrix {shown}: {name} has {s.size} sums for {c.size} counts, "
+                             "not one row of sums per count; is the file corrupt?")
         per = s.reshape(c.size, -1)
         # counts are stored as floats and rounded to integers (std::lround) before dividing
         n = (np.floor(np.abs(c.astype(np.float64)) + 0.5) * np.sign(c)).astype(np.float32)

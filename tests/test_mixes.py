@@ -28,8 +28,9 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import (MODELS, ROOT, llama_logits, memoized, relative_error, report, tiny_llama_config,
-                      tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint, write_gguf_imatrix)
+from conftest import (MODELS, ROOT, llama_outputs, memoized, oracle_vocab_pre, reference_kind, relative_error, report,
+                      tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint,
+                      write_gguf_imatrix)
 from qconvert import quants
 from qconvert.convert import convert, prepare
 from qconvert.planner import RECIPES, Overrides
@@ -69,6 +70,14 @@ GENERATED = {
     # llama-quantize then raises attn_v from Q3_K/Q4_K to Q5_K (rows of 256, so no fallback).
     "gen-70b-shape": dict(hidden_size=256, intermediate_size=256, num_hidden_layers=80,
                           num_attention_heads=4, num_key_value_heads=1),
+    # Mixtral with 8 experts and rows of 256: llama-quantize's 8-expert rules with nothing falling
+    # back (the mixtral fixture's 64-wide rows turn attn_output's Q5_K into Q5_1): attn_v/attn_k
+    # Q8_0 in every mix (over Q2_K's GQA >= 4 rule too), attn_output Q5_K in Q2_K, Q3_K_S/M and
+    # Q4_K_S/M but not Q3_K_L; 3-D expert tensors of whole super-blocks.
+    "gen-mixtral8x-k256": dict(architectures=["MixtralForCausalLM"], model_type="mixtral",
+                               hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=1,
+                               num_local_experts=8, num_experts_per_tok=2),
 }
 SMOLLM2 = "smollm2-135m"
 MODELS_UNDER_TEST = [*FIXTURE_MODELS, *GENERATED]
@@ -110,9 +119,10 @@ def f32_gguf(model_dir, tmp_path_factory):
     """Model -> llama.cpp's convert_hf_to_gguf.py output, --outtype f32."""
     def make(model: str) -> Path:
         out = tmp_path_factory.mktemp("f32") / f"{model}-f32.gguf"
-        # The tiny BPE tokenizers are SmolLM's pre-tokenizer over a small vocab, which the
-        # converter has no hash for (see scripts/oracle_convert.py).
-        oracle_convert(model_dir(model), out, "f32", vocab_pre=None if model == SMOLLM2 else "smollm")
+        # The converter has no hash for the tiny BPE vocabularies (see scripts/oracle_convert.py);
+        # SmolLM2's it has.
+        oracle_convert(model_dir(model), out, "f32",
+                       vocab_pre=None if model == SMOLLM2 else oracle_vocab_pre(model_dir(model)))
         return out
 
     return memoized(make)
@@ -278,7 +288,8 @@ def error_table():
     if not _ERRORS:
         return
     models = [m for m in [*MODELS_UNDER_TEST, SMOLLM2] if any(k[0] == m for k in _ERRORS)]
-    report("qconvert mixes in llama.cpp: max |logits - logits of the F32 file| / max |logit|")
+    report("qconvert mixes in llama.cpp: max |logits - logits of the F32 file| / max |logit| "
+           "(an encoder's: its per-token embeddings)")
     report(f"{'':<26}" + "".join(f"{mix:>8}" for mix in MIXES))
     for m in models:
         report(f"{m:<26}" + "".join(f"{_ERRORS[m, mix]:8.3f}" if (m, mix) in _ERRORS else f"{'-':>8}"
@@ -287,20 +298,22 @@ def error_table():
 
 @pytest.fixture(scope="session")
 def prompt_logits(model_dir, f32_gguf):
-    """Model -> (tokens of PROMPT, llama.cpp's logits on the F32 file)."""
+    """Model -> (tokens of PROMPT, llama.cpp's logits on the F32 file; an encoder's per-token
+    embeddings), and which of the two."""
     from tokenizers import Tokenizer
 
-    def make(model: str) -> tuple[list[int], np.ndarray]:
+    def make(model: str) -> tuple[list[int], np.ndarray, str]:
         tokens = Tokenizer.from_file(str(model_dir(model) / "tokenizer.json")).encode(PROMPT).ids
-        return tokens, llama_logits(f32_gguf(model), tokens)
+        kind = reference_kind(model_dir(model))
+        return tokens, llama_outputs(f32_gguf(model), tokens, kind), kind
 
     return memoized(make)
 
 
 @pytest.mark.parametrize("model,mix", cases())
 def test_llama_cpp_runs_the_mix(model: str, mix: str, ours, prompt_logits):
-    tokens, ref = prompt_logits(model)
-    got = llama_logits(ours(model, mix), tokens)
+    tokens, ref, kind = prompt_logits(model)
+    got = llama_outputs(ours(model, mix), tokens, kind)
     assert got.shape == ref.shape
     assert np.all(np.isfinite(got)), f"{model} {mix}: non-finite logits"
     _ERRORS[model, mix] = relative_error(got, ref)
@@ -320,6 +333,7 @@ OPTION_RUNS = {
     "tensor-types": {"tensor_types": [("attn_q", "Q8_0"), ("FFN_(UP|GATE)", "Q5_K"), ("ffn", "Q2_K")]},
 }
 IMATRIX_MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q2_K", "Q6_K", "Q4_0", "Q5_0", "Q4_1", "Q8_0"]
+MOE_IMATRIX_MIXES = ["Q4_K_M", "Q2_K", "Q4_0", "Q3_K_S"]
 
 
 def option_cases() -> list:
@@ -331,23 +345,57 @@ def option_cases() -> list:
             for model in ("llama-k256-bf16", "gen-rows96-16layers") for mix in ("Q4_K_M", "Q3_K_M")
             for run in OPTION_RUNS
             if run != "imatrix" and not (model.startswith("gen-rows96") and run.startswith("output"))]
+    # MoE: 3-D expert stacks, each expert quantized with its own imatrix row (llama-quant.cpp
+    # llama_tensor_quantize_impl, imatrix_for_row); rows of 256 (K-quants weight every super-block)
+    # and the fixtures' 64/32-wide rows (K types fall back to the weighted legacy types)
+    out += [pytest.param(model, mix, "imatrix", id=f"{model}-{mix}-imatrix")
+            for model in ("gen-mixtral8x-k256", "mixtral-bpe-bf16", "qwen3moe-bpe-bf16")
+            for mix in MOE_IMATRIX_MIXES]
     out += [pytest.param(SMOLLM2, mix, "imatrix", id=f"{SMOLLM2}-{mix}-imatrix", marks=pytest.mark.slow)
             for mix in ("Q4_K_M", "Q4_0")]
     return out
 
 
+def imatrix_entry(rng: np.random.Generator, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(in_sum2, counts) for one weight tensor, shaped as llama-imatrix's save_imatrix writes
+    them: in_sum2 [n_mat, n_per_row], counts [n_mat, 1] (tools/imatrix/imatrix.cpp).
+
+    A matrix (n_mat 1) saw 10 tokens. A 3-D expert stack gets one count per expert, as
+    collect_imatrix counts MUL_MAT_ID routings: different for every expert, and 0 for one
+    expert the tokens never reached, whose sums stay 0 (save_imatrix writes such partial
+    entries; llama-quantize then weights that expert with ones)."""
+    if len(shape) == 2:
+        return (rng.random(shape[-1]).astype(np.float32) * 40 + 0.1)[None], np.array([[10.0]])
+    n_expert, cols = shape[0], shape[-1]
+    counts = rng.permutation(np.arange(n_expert) * 7 + 1).astype(np.float64)
+    counts[n_expert // 2] = 0
+    sums = (rng.random((n_expert, cols)) * 4 + 0.01) * counts[:, None]
+    return sums.astype(np.float32), counts[:, None]
+
+
+def normalized(sums: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """llama-quantize's weights for an entry (tools/quantize/quantize.cpp load_imatrix, GGUF
+    format): each expert's sums / (float) its count, all ones for an expert with count 0."""
+    out = np.ones_like(sums, dtype=np.float32)
+    for j, c in enumerate(counts.reshape(-1)):
+        if c > 0:
+            out[j] = sums[j] / np.float32(c)
+    return out.reshape(-1)
+
+
 @pytest.fixture(scope="session")
 def imatrix_file(model_dir, tmp_path_factory):
     """Model -> (imatrix file, {tensor: normalized weights}): random positive sums for every
-    matrix, counts of 10 tokens (one expert)."""
+    matrix and expert stack (imatrix_entry), and for an MoE model's routers too: llama-imatrix
+    records them (they are MUL_MATs), llama-quantize keeps them F32 and never looks them up."""
     def make(model: str) -> tuple[Path, dict]:
         rows = prepare(model_dir(model), "Q8_0").rows
         rng = np.random.default_rng(11)
-        entries = {r.gguf_name: (rng.random(r.shape[-1]).astype(np.float32) * 40 + 0.1, np.array([10.0]))
-                   for r in rows if len(r.shape) == 2 and r.qtype != T.F32}
+        entries = {r.gguf_name: imatrix_entry(rng, r.shape) for r in rows
+                   if len(r.shape) == 3 or len(r.shape) == 2 and (r.qtype != T.F32 or "ffn_gate_inp" in r.gguf_name)}
         path = tmp_path_factory.mktemp("imatrix") / f"{model}.imatrix.gguf"
         write_gguf_imatrix(path, entries, chunks=3)
-        return path, {k: s / np.float32(10.0) for k, (s, _) in entries.items()}
+        return path, {k: normalized(s, c) for k, (s, c) in entries.items()}
 
     return memoized(make)
 

@@ -177,6 +177,34 @@ def test_legacy_imatrix(tmp_path: Path):
     assert (m.chunk_count, m.datasets) == (12, ["wiki"])
 
 
+def test_imatrix_for_expert_stack(tmp_path: Path):
+    """A 3-D expert tensor's entry as llama-imatrix writes it (save_imatrix: in_sum2
+    [n_expert, n_per_row], counts [n_expert, 1], one count per expert) gives one row of weights
+    per expert: sums / lround(count), ones where the count rounds to 0 (tools/quantize load_imatrix)."""
+    name = "blk.1.ffn_up_exps.weight"
+    sums = np.array([[3, 6, 9, 12],       # count 3   -> 1, 2, 3, 4
+                     [0, 0, 0, 0],        # count 0   -> an expert no token reached: ones
+                     [3, 7.5, 1.5, 30],   # count 2.5 -> lround 3 (half away from zero) -> 1, 2.5, 0.5, 10
+                     [8, 8, 8, 8]],       # count 0.4 -> lround 0: ones
+                    dtype=np.float32)
+    path = tmp_path / "moe.gguf"
+    write_gguf_imatrix(path, {name: (sums, np.array([[3.0], [0.0], [2.5], [0.4]]))})
+    m = load_imatrix(path)
+    assert np.array_equal(m.for_tensor(name, 4, n_expert=4),
+                          np.array([[1, 2, 3, 4], [1, 1, 1, 1], [1, 2.5, 0.5, 10], [1, 1, 1, 1]], np.float32))
+    with pytest.raises(UsageError, match="has 16 weights, the tensor needs 8"):
+        m.for_tensor(name, 4, n_expert=2)
+
+    # the legacy format stores (sums / count) * ncall per expert, and 1 * ncall for an expert
+    # with count 0 (save_imatrix_legacy); the loader divides by ncall
+    legacy = tmp_path / "moe.dat"
+    vals = np.array([4.0, 8.0, 4.0, 4.0], dtype=np.float32)  # 2 experts x 2 columns, ncall 4
+    legacy.write_bytes(struct.pack("<ii", 1, len(name)) + name.encode() + struct.pack("<ii", 4, 4)
+                       + vals.tobytes())
+    assert np.array_equal(load_imatrix(legacy).for_tensor(name, 2, n_expert=2),
+                          np.array([[1, 2], [1, 1]], np.float32))
+
+
 @pytest.mark.parametrize("content", [b"", b"\x05\x00\x00\x00abc", b"GGUFnot really"])
 def test_bad_imatrix_files(tmp_path: Path, content: bytes):
     path = tmp_path / "bad.dat"
@@ -195,6 +223,13 @@ def test_gguf_imatrix_without_metadata_is_refused(tmp_path: Path):
     w.write_tensors_to_file()
     w.close()
     with pytest.raises(UsageError, match="lacks imatrix.datasets"):
+        load_imatrix(path)
+
+
+def test_gguf_imatrix_sums_not_per_count_are_refused(tmp_path: Path):
+    path = tmp_path / "m.gguf"
+    write_gguf_imatrix(path, {"blk.0.ffn_up_exps.weight": (np.ones(6, np.float32), np.ones(4))})
+    with pytest.raises(UsageError, match="has 6 sums for 4 counts"):
         load_imatrix(path)
 
 

@@ -108,10 +108,11 @@ class Llama(Architecture):
 
     def model_facts(self) -> ModelFacts:
         # llama.cpp calls an 80-layer llama with grouped-query attention LLM_TYPE_70B, and
-        # llama-quantize gives that model's attn_v more bits.
-        return ModelFacts(n_layer=self.n_blocks, n_gqa=self.n_head // self.n_head_kv,
-                          n_expert=int(self.hp.get("num_local_experts", default=0)),
-                          is_70b=self.n_blocks == 80 and self.n_head != self.n_head_kv)
+        # llama-quantize gives that model's attn_v more bits; an 8-expert one it sizes by layer
+        # count as 8x7B/8x22B instead (llama_model_llama::load_arch_hparams).
+        n_expert = int(self.hp.get("num_local_experts", default=0))
+        return ModelFacts(n_layer=self.n_blocks, n_gqa=self.n_head // self.n_head_kv, n_expert=n_expert,
+                          is_70b=n_expert != 8 and self.n_blocks == 80 and self.n_head != self.n_head_kv)
 
     def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):

@@ -1,4 +1,4 @@
-"""Qwen2 (q/k/v biases) and Qwen3 (per-head q_norm/k_norm): Llama with NEOX rope.
+"""Qwen2 (q/k/v biases), Qwen3 (per-head q_norm/k_norm) and Qwen3-MoE: Llama with NEOX rope.
 
 Mirrors llama.cpp's converter (conversion/qwen.py: Qwen2Model, Qwen3Model). Both derive from
 its TextModel, not LlamaModel, so they differ from the Llama adapter in three ways:
@@ -17,11 +17,16 @@ The biases and q_norm/k_norm need nothing here: gguf's TensorNameMap names them 
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
 import gguf
 import numpy as np
 
-from .base import Metadata
+from ..errors import UnsupportedError
+from .base import Metadata, ModelFacts
 from .llama import Llama
+from .moe import Experts
 
 K = gguf.Keys
 
@@ -55,3 +60,48 @@ class Qwen3(Qwen2):
         if self.hp.get("head_dim") is None:
             self.hp.raw["head_dim"] = 128
             self.head_dim = 128
+
+
+class Qwen3Moe(Experts, Qwen2):
+    """Qwen3MoeForCausalLM: Qwen3's attention (q_norm/k_norm) and an MoE FFN in every layer.
+
+    The converter's Qwen3MoeModel derives from Qwen2MoeModel, a TextModel: Qwen2's keys (no
+    vocab_size, no rope dimension count, key_length only from a config head_dim; Qwen3MoeConfig,
+    unlike Qwen3Config, has no head_dim default: transformers uses hidden_size / heads), plus the
+    expert keys and expert_feed_forward_length (moe_intermediate_size)."""
+
+    gguf_arch = gguf.MODEL_ARCH.QWEN3MOE
+    hf_architectures = ("Qwen3MoeForCausalLM",)
+    expert_pattern = re.compile(r"\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<xid>\d+)\."
+                                r"(?P<kind>down_proj|gate_proj|up_proj)\.weight$")
+    expert_kinds = ("down_proj", "gate_proj", "up_proj")
+    stack_name = "model.layers.{bid}.mlp.experts.{kind}.weight"
+    gate_up_down = ("gate_proj", "up_proj", "down_proj")
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        hp = self.hp
+        # llama.cpp's qwen3moe graph puts experts in every layer and always renormalizes the
+        # top-k router weights (qwen3moe.cpp: build_moe_ffn(..., norm_w = true)); the converter
+        # writes other checkpoints without complaint, and llama.cpp then computes another model.
+        # (On the qwen3moe fixture, top-2 of 4 experts, norm_topk_prob false moves transformers'
+        # logits 1.0e-2 of their scale away from llama.cpp's.)
+        if hp.get("mlp_only_layers", default=[]) or int(hp.get("decoder_sparse_step", default=1)) != 1:
+            raise UnsupportedError(
+                "Qwen3-MoE with dense layers (mlp_only_layers / decoder_sparse_step) is not supported: "
+                "llama.cpp's qwen3moe expects experts in every layer")
+        if not hp.get("norm_topk_prob", default=False):
+            raise UnsupportedError(
+                "Qwen3-MoE with norm_topk_prob false (transformers' default when config.json has none) "
+                "is not supported: llama.cpp's qwen3moe always renormalizes the top-k expert weights, "
+                "so the GGUF would compute a different model")
+
+    def metadata(self) -> Metadata:
+        md = super().metadata()
+        self.add_expert_keys(md)
+        md.add(self.key(K.LLM.EXPERT_FEED_FORWARD_LENGTH), int(self.hp.require("moe_intermediate_size")))
+        return md
+
+    def model_facts(self) -> ModelFacts:
+        # llama.cpp names qwen3moe sizes 30B_A3B / 235B_A22B, never LLM_TYPE_70B
+        return replace(super().model_facts(), is_70b=False)

@@ -1,0 +1,142 @@
+"""Mixture-of-experts layers, and Mixtral (llama.cpp's `llama` arch with experts).
+
+llama.cpp's MoE graphs (`build_moe_ffn`) take each layer's experts as one 3-D tensor per
+projection, ffn_gate_exps / ffn_up_exps / ffn_down_exps of NumPy shape [n_expert, rows, cols].
+Checkpoints, transformers 5's `save_pretrained` included, store one 2-D tensor per expert. The
+converter (conversion/llama.py LlamaModel.modify_tensors for Mixtral, conversion/qwen.py
+Qwen2MoeModel.modify_tensors for Qwen3-MoE) holds a layer's expert tensors back until it has
+seen all of them, then writes one stack per kind, experts in order. `Experts.sources_for` does
+the same with `SourceTensor.stack`, reading nothing until the pipeline writes the stack, so the
+stacks land where the converter puts them.
+
+Checkpoints saved from transformers 5's in-memory layout instead hold each layer's experts
+already fused: mlp.experts.gate_up_proj [n_expert, 2 * n_ff, n_embd] (per expert, the gate rows
+then the up rows) and mlp.experts.down_proj [n_expert, n_embd, n_ff]. The converter splits
+gate_up_proj in halves for Qwen2MoeModel's family (Qwen3-MoE); `Experts.split_fused` does it with
+row selections, and for Mixtral too.
+
+The router (block_sparse_moe.gate / mlp.gate -> ffn_gate_inp) needs nothing here: gguf's name
+map names it, and the planner keeps it F32 as llama-quantize does (NEVER_QUANTIZED).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from typing import ClassVar
+
+import gguf
+import numpy as np
+
+from ..errors import CheckpointError
+from ..reader import TensorInfo
+from .base import Architecture, Metadata, ModelFacts, SourceTensor
+from .llama import Llama
+
+K = gguf.Keys
+
+
+class Experts(Architecture):
+    """Mixin for adapters whose FFN is a mixture of experts, stored one tensor per expert or
+    fused per layer (see the module docstring)."""
+
+    # One expert's tensor: named groups `bid` (layer), `xid` (expert) and `kind` (projection).
+    expert_pattern: ClassVar[re.Pattern]
+    # The kinds, in the order the converter writes a layer's stacks.
+    expert_kinds: ClassVar[tuple[str, ...]]
+    # The name the converter gives a stack before mapping it to GGUF ({bid}, {kind}).
+    stack_name: ClassVar[str]
+    # The kinds that are the gate, up and down projections (for fused checkpoints).
+    gate_up_down: ClassVar[tuple[str, str, str]]
+    fused_pattern: ClassVar[re.Pattern] = re.compile(
+        r"\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<kind>gate_up_proj|down_proj)(?:\.weight)?$")
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.n_expert = int(self.hp.require("num_local_experts", "num_experts"))
+        self.n_expert_used = int(self.hp.require("num_experts_per_tok"))
+        self._waiting: dict[int, dict[tuple[int, str], tuple[str, TensorInfo]]] = {}
+
+    def add_expert_keys(self, md: Metadata) -> None:
+        # TextModel.set_gguf_parameters: expert_count, expert_used_count
+        md.add(self.key(K.LLM.EXPERT_COUNT), self.n_expert)
+        md.add(self.key(K.LLM.EXPERT_USED_COUNT), self.n_expert_used)
+
+    def model_facts(self) -> ModelFacts:
+        return replace(super().model_facts(), n_expert=self.n_expert)
+
+    def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
+        self._waiting = {}
+        out = super().tensors(infos)
+        if self._waiting:
+            bid, have = next(iter(self._waiting.items()))
+            raise CheckpointError(
+                f"layer {bid} has {len(have)} of its {self.n_expert * len(self.expert_kinds)} expert "
+                f"tensors ({self.n_expert} experts x {', '.join(self.expert_kinds)}); is a shard missing?")
+        return out
+
+    def sources_for(self, name: str, info: TensorInfo) -> list[SourceTensor]:
+        if (fused := self.fused_pattern.search(name)) is not None:
+            return self.split_fused(int(fused["bid"]), fused["kind"], name, info)
+        m = self.expert_pattern.search(name)
+        if m is None:
+            return super().sources_for(name, info)
+        bid, xid = int(m["bid"]), int(m["xid"])
+        if xid >= self.n_expert:
+            raise CheckpointError(f"{name}: expert {xid}, but config.json says {self.n_expert} experts")
+        layer = self._waiting.setdefault(bid, {})
+        layer[xid, m["kind"]] = (name, info)
+        if len(layer) < self.n_expert * len(self.expert_kinds):
+            return []
+        del self._waiting[bid]
+        return [self.stack(bid, kind, [layer[x, kind] for x in range(self.n_expert)])
+                for kind in self.expert_kinds]
+
+    def stack(self, bid: int, kind: str, parts: list[tuple[str, TensorInfo]]) -> SourceTensor:
+        shapes = {info.shape for _, info in parts}
+        if len(shapes) != 1:
+            raise CheckpointError(f"layer {bid}'s {kind} experts differ in shape: {sorted(shapes)}")
+        first, info = parts[0]
+        return SourceTensor(self.stack_gguf_name(bid, kind), (self.n_expert, *info.shape), first, info.dtype,
+                            stack=tuple(name for name, _ in parts))
+
+    def stack_gguf_name(self, bid: int, kind: str) -> str:
+        return self.map_name(self.stack_name.format(bid=bid, kind=kind))
+
+    def split_fused(self, bid: int, kind: str, name: str, info: TensorInfo) -> list[SourceTensor]:
+        """A fused expert tensor: down_proj is already llama.cpp's stack; gate_up_proj gives the
+        gate stack (each expert's first half of rows), then the up stack (Qwen2MoeModel's order)."""
+        shape = info.shape
+        if len(shape) != 3 or shape[0] != self.n_expert or (kind == "gate_up_proj" and shape[1] % 2):
+            raise CheckpointError(f"{name} has shape {list(shape)}; expected [{self.n_expert} experts, "
+                                  f"{'2 * ffn' if kind == 'gate_up_proj' else 'rows'}, cols]")
+        gate, up, down = self.gate_up_down
+        if kind == "down_proj":
+            return [SourceTensor(self.stack_gguf_name(bid, down), shape, name, info.dtype)]
+        n_ff = shape[1] // 2
+        rows = np.arange(self.n_expert * 2 * n_ff).reshape(self.n_expert, 2, n_ff)
+        return [SourceTensor(self.stack_gguf_name(bid, kind), (self.n_expert, n_ff, shape[2]), name, info.dtype,
+                             row_order=rows[:, half].reshape(-1))
+                for half, kind in enumerate((gate, up))]
+
+
+class Mixtral(Experts, Llama):
+    """MixtralForCausalLM: Llama attention (Q/K permuted as LlamaModel does) and a sparse MoE FFN
+    (w1 = gate, w2 = down, w3 = up), converted by LlamaModel as arch `llama`."""
+
+    hf_architectures = ("MixtralForCausalLM",)
+    expert_pattern = re.compile(r"\.layers\.(?P<bid>\d+)\.block_sparse_moe\.experts\.(?P<xid>\d+)\."
+                                r"(?P<kind>w[123])\.weight$")
+    expert_kinds = ("w1", "w2", "w3")
+    stack_name = "layers.{bid}.feed_forward.experts.{kind}.weight"
+    gate_up_down = ("w1", "w3", "w2")
+
+    def metadata(self) -> Metadata:
+        md = super().metadata()
+        # MixtralConfig, unlike LlamaConfig, leaves head_dim None, so the converter (TextModel)
+        # writes no key_length/value_length unless config.json gives one.
+        if self.hp.get("head_dim") is None:
+            for template in (K.Attention.KEY_LENGTH, K.Attention.VALUE_LENGTH):
+                del md.items[self.key(template)]
+        self.add_expert_keys(md)
+        return md
