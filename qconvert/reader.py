@@ -1,7 +1,8 @@
 """Read a Hugging Face checkpoint directory without torch: config, safetensors headers, tensors.
 
 Every shard is validated when the checkpoint is opened (header parses, every tensor's bytes lie
-inside the file, dtypes are ones we decode), so a bad checkpoint fails before any output exists.
+inside the file, dtypes are floats we decode or integer buffers an adapter skips), so a bad
+checkpoint fails before any output exists.
 Tensor data is read on demand with positional reads (`read_rows`: just the rows asked for, into
 memory the caller owns) rather than through a memory map, whose touched pages would stay
 resident and make the process's memory grow with the model's size.
@@ -30,6 +31,13 @@ DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
+}
+# Integer tensors a checkpoint may hold besides its weights (BERT's `embeddings.position_ids`
+# buffer): accepted in a header so an adapter can skip them, never decoded (arch/base.py refuses
+# one that is not skipped).
+OTHER_DTYPES: dict[str, np.dtype] = {
+    "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
@@ -219,11 +227,11 @@ def scan_shard(file: Path) -> dict[str, TensorInfo]:
             dtype, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{file.name}: corrupt safetensors header entry for {name!r}") from None
-        if dtype not in DTYPES:
+        if dtype not in DTYPES and dtype not in OTHER_DTYPES:
             raise UnsupportedError(
                 f"{file.name}: tensor {name} has dtype {dtype}; supported dtypes are "
                 f"{', '.join(DTYPES)}")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * DTYPES[dtype].itemsize
+        nbytes = int(np.prod(shape, dtype=np.int64)) * (DTYPES.get(dtype) or OTHER_DTYPES[dtype]).itemsize
         if end - begin != nbytes or begin < 0:
             raise CheckpointError(
                 f"{file.name}: corrupt safetensors header: {name} {dtype}{list(shape)} needs {nbytes} "
