@@ -1,0 +1,62 @@
+"""GPT-2 (GPT2LMHeadModel): learned positions, LayerNorm with biases, fused QKV, Conv1D layers.
+
+Mirrors llama.cpp's converter (conversion/gpt2.py, GPT2Model) and what llama.cpp loads
+(src/models/gpt2.cpp):
+
+- GPT-2's Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) store their weight as
+  [in, out], the transpose of nn.Linear's; the converter transposes them, and so do we
+  (`SourceTensor.transpose`). c_attn stays one fused Q|K|V matrix, which llama.cpp's gpt2 takes
+  as attn_qkv.
+- wpe (learned positions) becomes position_embd, which llama.cpp needs with exactly
+  context_length rows and which stays F32 in every file (the planner's NEVER_QUANTIZED, as the
+  converter's POS_EMBD rule and llama-quantize).
+- no rope, no head_count_kv (llama.cpp defaults it to head_count), no vocab_size key.
+- the tied lm_head is not in the checkpoint; llama.cpp then uses token_embd as the output.
+- the causal-mask buffers `attn.bias` / `attn.masked_bias` that older checkpoints carry are
+  skipped; checkpoints name tensors with or without the `transformer.` prefix, and gguf's
+  TensorNameMap knows both.
+
+Two settings are read where the converter hard-codes them, identical on every GPT-2 release:
+context_length from n_positions (the rows of wpe, which llama.cpp checks; the converter reads
+n_ctx, which transformers 5's GPT2Config no longer has and which real configs set equal to it),
+and feed_forward_length from n_inner when set (the converter writes 4 * n_embd, which is
+transformers' default for n_inner = null, as in every GPT-2 config).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import gguf
+
+from ..reader import TensorInfo
+from .base import Architecture, Metadata, SourceTensor
+
+K = gguf.Keys
+
+# GPT-2's Conv1D layers: weight stored [in, out] (transformers pytorch_utils.Conv1D).
+CONV1D_WEIGHTS = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
+
+
+class GPT2(Architecture):
+    gguf_arch = gguf.MODEL_ARCH.GPT2
+    hf_architectures = ("GPT2LMHeadModel",)
+    skip_patterns = Architecture.skip_patterns + (r"\.attn\.bias$", r"\.attn\.masked_bias$")
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.n_embd = int(self.hp.require("n_embd", "hidden_size"))
+
+    def metadata(self) -> Metadata:
+        hp, md, key = self.hp, Metadata(), self.key
+        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
+        md.add(key(K.LLM.CONTEXT_LENGTH), int(hp.require("n_positions", "n_ctx", "max_position_embeddings")))
+        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
+        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.get("n_inner", default=4 * self.n_embd)))
+        md.add(key(K.Attention.HEAD_COUNT), int(hp.require("n_head", "num_attention_heads")))
+        md.add(key(K.Attention.LAYERNORM_EPS), float(hp.get("layer_norm_epsilon", default=1e-5)))
+        return md
+
+    def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
+        return [replace(t, shape=t.shape[::-1], transpose=True) if t.src and t.src.endswith(CONV1D_WEIGHTS) else t
+                for t in super().tensors(infos)]
