@@ -1,0 +1,228 @@
+"""Gemma 2 (Gemma2ForCausalLM) and Gemma 3 text (Gemma3ForCausalLM): Llama with Gemma's twists.
+
+Mirrors llama.cpp's converter (conversion/gemma.py: Gemma2Model, Gemma3Model) and what llama.cpp
+loads (src/models/gemma2.cpp, gemma3.cpp):
+
+- RMSNorm weights are stored as w and applied as (1 + w): the norm tensors get 1 added (every
+  `*norm.weight`, Gemma 3's q_norm/k_norm included), in float32 after decoding, as transformers
+  computes `1.0 + self.weight.float()`. The converter upcasts bf16 (and f32) tensors to float32
+  before adding, so for those checkpoints the bytes are the same; a float16 checkpoint it keeps
+  in float16 (conversion/base.py prepare_tensors), so its norms come out as 1 + w rounded to
+  float16, up to half a float16 step (2**-11 relative) from what transformers multiplies by.
+  Ours are exact; tests/test_converter_equality.py asserts that difference on exactly the norm
+  tensors of a float16 checkpoint.
+- NEOX rope (llama.cpp's llama_model_rope_type): no Q/K row permutation.
+- the embedding is scaled by sqrt(n_embd) and GELU is the tanh approximation in llama.cpp's
+  graph itself (`ggml_scale(inpL, sqrtf(n_embd))`, LLM_FFN_GELU): nothing to write. Only the
+  tanh GELU that Gemma uses (`gelu_pytorch_tanh`) is accepted.
+- the attention scale is not a key: llama.cpp uses 1/sqrt(head_dim), or 1/sqrt(n_embd/n_head)
+  for the 27B models (46 layers for Gemma 2, 62 for Gemma 3), where Hugging Face uses
+  query_pre_attn_scalar**-0.5. A config on which the two disagree is refused.
+- sliding-window layers: llama.cpp assumes every 2nd layer is global (Gemma 2) or every 6th
+  (Gemma 3) unless `attention.sliding_window_pattern` lists them. The converter writes no such
+  list; we write one (one bool per layer) only when the config's layer_types differ from that
+  assumption, which the converter would silently get wrong.
+- Gemma 2 ties the output to the embedding in llama.cpp (no output tensor): a stray lm_head is
+  skipped, as the converter's filter_tensors does. Gemma 3 may have one.
+- the vocabulary: the converter's set_vocab is the plain sentencepiece one (not LlamaModel's)
+  plus `add_space_prefix = False`. (Its Gemma 3 falls back to a gpt2 BPE without tokenizer.model;
+  Gemma's tokenizer.json is a byte-fallback BPE, which tokenizer.py asks tokenizer.model for.)
+
+Config defaults are transformers' Gemma2Config / Gemma3TextConfig's, which the converter sees
+through AutoConfig.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import ClassVar
+
+import gguf
+import numpy as np
+
+from ..errors import UnsupportedError
+from ..reader import TensorInfo
+from .base import Metadata, ModelFacts, SourceTensor, flatten_config
+from .llama import Llama
+
+K = gguf.Keys
+
+# GELU variants that are the tanh approximation llama.cpp computes (transformers' ACT2FN names).
+TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
+
+
+def add_one(x: np.ndarray) -> None:
+    """Gemma's RMSNorm offset, in float32 as transformers' `1.0 + self.weight.float()`."""
+    x += np.float32(1.0)
+
+
+class Gemma2(Llama):
+    gguf_arch = gguf.MODEL_ARCH.GEMMA2
+    hf_architectures = ("Gemma2ForCausalLM",)
+    llama_set_vocab = False
+    spm_add_space_prefix = False  # Gemma2Model.set_vocab: add_add_space_prefix(False)
+    # llama.cpp's gemma2 has no output tensor (it reuses token_embd): Gemma2Model.filter_tensors
+    skip_patterns = Llama.skip_patterns + (r"^lm_head\.weight$",)
+
+    # transformers' config defaults for the keys read below
+    defaults: ClassVar[dict] = dict(
+        max_position_embeddings=8192, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+        rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=256, sliding_window=4096,
+        final_logit_softcapping=30.0, attn_logit_softcapping=50.0, hidden_activation="gelu_pytorch_tanh")
+    # llama.cpp's assumed sliding-window layout (load_swa_pattern's n_pattern): every n-th layer
+    # is global, and the model size whose attention scale uses n_embd / n_head
+    swa_pattern: ClassVar[int] = 2
+    n_layer_27b: ClassVar[int] = 46
+
+    def __init__(self, config: dict):
+        flat = flatten_config(config)
+        for key, value in self.defaults.items():
+            flat.setdefault(key, value)  # absent only: an explicit null (no soft-cap) stays null
+        super().__init__(flat)
+        self.check_supported()
+
+    # -- what llama.cpp cannot express ---------------------------------------------------------
+
+    def check_supported(self) -> None:
+        hp = self.hp
+        act = hp.get("hidden_activation", "hidden_act")
+        if act not in TANH_GELU:
+            raise UnsupportedError(
+                f"{self.arch_name} with activation {act!r}: llama.cpp computes GELU's tanh approximation "
+                f"({', '.join(TANH_GELU)})")
+        # gemma2.cpp / gemma3.cpp: f_attention_scale (no key)
+        expected = self.n_embd / self.n_head if self.n_blocks == self.n_layer_27b else self.head_dim
+        scalar = float(hp.require("query_pre_attn_scalar"))
+        if not math.isclose(scalar, expected, rel_tol=1e-6):
+            raise UnsupportedError(
+                f"{self.arch_name} with query_pre_attn_scalar {scalar:g}: llama.cpp scales attention by "
+                f"1/sqrt({expected:g}) for a {self.n_blocks}-layer model and has no key to change it")
+
+    def sliding_layers(self) -> list[bool]:
+        """Which layers use the sliding window, as transformers builds them."""
+        types = self.hp.get("layer_types")
+        if types is not None:
+            if len(types) != self.n_blocks:
+                raise UnsupportedError(f"config.json has {len(types)} layer_types for {self.n_blocks} layers")
+            return [t == "sliding_attention" for t in types]
+        pattern = int(self.hp.get("sliding_window_pattern", default=self.swa_pattern))
+        return [bool((i + 1) % pattern) for i in range(self.n_blocks)]
+
+    def add_swa_layout(self, md: Metadata) -> None:
+        """The per-layer list, only where llama.cpp's assumption (llama_hparams::set_swa_pattern)
+        would differ from the config."""
+        sliding = self.sliding_layers()
+        p = self.swa_pattern
+        if sliding != [i % p < p - 1 for i in range(self.n_blocks)]:
+            md.add(self.key(K.Attention.SLIDING_WINDOW_PATTERN), sliding, gguf.GGUFValueType.ARRAY)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    def metadata(self) -> Metadata:
+        hp, md, key = self.hp, Metadata(), self.key
+        # Gemma2Model.set_gguf_parameters, in its order
+        md.add(key(K.LLM.CONTEXT_LENGTH), int(hp.require("max_position_embeddings")))
+        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
+        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
+        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.require("intermediate_size")))
+        md.add(key(K.Attention.HEAD_COUNT), self.n_head)
+        md.add(key(K.Attention.HEAD_COUNT_KV), self.n_head_kv)
+        md.add(key(K.Attention.LAYERNORM_RMS_EPS), float(hp.require("rms_norm_eps")))
+        md.add(key(K.Attention.KEY_LENGTH), self.head_dim)
+        md.add(key(K.Attention.VALUE_LENGTH), self.head_dim)
+        for name, template in (("attn_logit_softcapping", K.LLM.ATTN_LOGIT_SOFTCAPPING),
+                               ("final_logit_softcapping", K.LLM.FINAL_LOGIT_SOFTCAPPING)):
+            if hp.raw.get(name) is None:  # explicitly null: llama.cpp would cap anyway
+                raise UnsupportedError(f"gemma2 without {name}: llama.cpp's gemma2 always soft-caps")
+            md.add(key(template), float(hp.raw[name]))
+        md.add(key(K.Attention.SLIDING_WINDOW), int(hp.require("sliding_window")))
+        self.add_swa_layout(md)
+        # The converter writes no rope keys for Gemma 2; llama.cpp's defaults are theta 10000 and
+        # no scaling. Written only where the config says otherwise.
+        if float(self.rope["rope_theta"]) != 10000.0:
+            md.add(key(K.Rope.FREQ_BASE), float(self.rope["rope_theta"]))
+        self.add_rope_scaling(md)
+        return md
+
+    # -- tensors -------------------------------------------------------------------------------
+
+    def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        return None  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
+
+    def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
+        # Gemma2Model/Gemma3Model.modify_tensors: `if name.endswith("norm.weight"): data + 1`
+        return [replace(t, transform=add_one) if t.src is not None and t.src.endswith("norm.weight") else t
+                for t in super().tensors(infos)]
+
+    def model_facts(self) -> ModelFacts:
+        # no Llama 70B rule: llama.cpp types gemma models by their own layer counts
+        return ModelFacts(n_layer=self.n_blocks, n_gqa=self.n_head // self.n_head_kv)
+
+
+class Gemma3(Gemma2):
+    """Gemma 3's text model: Gemma 2 plus q_norm/k_norm, without attention soft-capping, with a
+    separate rope base (and no scaling) for the sliding-window layers, and an optional lm_head.
+
+    Gemma3ForConditionalGeneration (the 4B-27B checkpoints) holds the same language model under
+    `language_model.` beside a vision tower and projector: as the converter (TextModel's
+    filter_tensors), we write the language model and leave the vision part to an mmproj file."""
+
+    gguf_arch = gguf.MODEL_ARCH.GEMMA3
+    hf_architectures = ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
+    skip_patterns = Llama.skip_patterns + (r"(^|\.)vision_tower\.", r"(^|\.)multi_modal_projector\.")
+
+    defaults: ClassVar[dict] = dict(
+        max_position_embeddings=131072, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+        rms_norm_eps=1e-6, rope_theta=1_000_000.0, query_pre_attn_scalar=256, sliding_window=4096,
+        hidden_activation="gelu_pytorch_tanh")
+    swa_pattern = 6
+    n_layer_27b = 62
+    local_rope_theta: ClassVar[float] = 10000.0  # Gemma3TextConfig.default_theta["local"]
+
+    def check_supported(self) -> None:
+        super().check_supported()
+        if self.hp.raw.get("attn_logit_softcapping") is not None:
+            # the converter asserts it away too: llama.cpp's gemma3 graph has no attention cap
+            raise UnsupportedError("gemma3 with attn_logit_softcapping: llama.cpp's gemma3 does not soft-cap attention")
+        local = self.local_rope()
+        if local.get("rope_type", "default") != "default":
+            raise UnsupportedError(
+                f"gemma3 with {local['rope_type']} rope scaling on sliding-window layers: llama.cpp "
+                "scales only the global layers' rope")
+
+    def map_name(self, hf_name: str) -> str:
+        # language_model.model.layers.0... (transformers 4 and 5 saves) -> model.layers.0...
+        return super().map_name(hf_name.replace("language_model.", ""))
+
+    def local_rope(self) -> dict:
+        """The sliding-window layers' rope: transformers 5's rope_parameters.sliding_attention,
+        or transformers 4's rope_local_base_freq (with no scaling)."""
+        params = self.hp.get("rope_parameters", default={}) or {}
+        if "sliding_attention" in params:
+            return dict(params["sliding_attention"])
+        return {"rope_theta": self.hp.get("rope_local_base_freq", default=self.local_rope_theta)}
+
+    def metadata(self) -> Metadata:
+        hp, md, key = self.hp, Metadata(), self.key
+        # TextModel.set_gguf_parameters, then Gemma3Model's own (the same values where both write)
+        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
+        md.add(key(K.LLM.CONTEXT_LENGTH), int(hp.require("max_position_embeddings")))
+        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
+        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.require("intermediate_size")))
+        md.add(key(K.Attention.HEAD_COUNT), self.n_head)
+        md.add(key(K.Attention.HEAD_COUNT_KV), self.n_head_kv)
+        self.add_rope_scaling(md)  # the global layers' (rope_parameters.full_attention)
+        md.add(key(K.Rope.FREQ_BASE), float(self.rope["rope_theta"]))
+        md.add(key(K.Rope.FREQ_BASE_SWA), float(self.local_rope().get("rope_theta", self.local_rope_theta)))
+        md.add(key(K.Attention.LAYERNORM_RMS_EPS), float(hp.require("rms_norm_eps")))
+        md.add(key(K.Attention.KEY_LENGTH), self.head_dim)
+        md.add(key(K.Attention.VALUE_LENGTH), self.head_dim)
+        if final_cap := hp.get("final_logit_softcapping"):
+            md.add(key(K.LLM.FINAL_LOGIT_SOFTCAPPING), float(final_cap))
+        # gemma3.cpp: a sliding_window key switches the sliding-window layers on. The converter
+        # writes it unless sliding_window_pattern is 1; we write it when some layer slides.
+        if any(self.sliding_layers()):
+            md.add(key(K.Attention.SLIDING_WINDOW), int(hp.require("sliding_window")))
+            self.add_swa_layout(md)
+        return md
