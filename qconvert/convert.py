@@ -49,12 +49,12 @@ class Job:
     kv_overrides: tuple[KVOverride, ...] = ()
 
     def add_metadata(self, writer: gguf.GGUFWriter) -> None:
-        n_params = sum(r.n_elements for r in self.rows if r.src is not None)
+        n_params, shared, per_expert, n_expert = parameter_counts(self.rows)
         meta = gguf.Metadata.load(None, self.checkpoint.path, None, n_params)
         if meta.name is None:
             meta.name = self.checkpoint.path.resolve().name
         if meta.size_label is None and n_params > 0:
-            meta.size_label = gguf.size_label(n_params, 0, 0, 0)
+            meta.size_label = gguf.size_label(n_params, shared, per_expert, n_expert)
         writer.add_type(gguf.GGUFType.MODEL)
         meta.set_gguf_meta_model(writer)
         self.arch.metadata().write_to(writer)
@@ -83,6 +83,25 @@ class Job:
         return self.imatrix.for_tensor(row.gguf_name, row.shape[-1], n_expert)
 
 
+def parameter_counts(rows: list[PlanRow]) -> tuple[int, int, int, int]:
+    """(total, shared, one expert's, experts) parameters, as gguf's GGUFWriter
+    .get_total_parameter_count counts them for the size label ("8x90K" for an MoE model): a
+    3-D `_exps.` tensor counts once per expert in the total and once in the per-expert sum."""
+    total = shared = per_expert = expert_sum = n_expert_tensors = 0
+    for r in rows:
+        if r.src is None:
+            continue
+        if "_exps." in r.gguf_name and len(r.shape) >= 3:
+            n = r.shape[-2 if ".bias" in r.gguf_name else -3]
+            per_expert += r.n_elements // n
+            expert_sum += n
+            n_expert_tensors += 1
+        else:
+            shared += r.n_elements
+        total += r.n_elements
+    return total, shared, per_expert, expert_sum // n_expert_tensors if n_expert_tensors else 0
+
+
 @dataclass
 class Result:
     path: Path
@@ -95,9 +114,11 @@ def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = Non
             imatrix: str | Path | None = None, kv_overrides: tuple[KVOverride, ...] = ()) -> Job:
     recipe = recipe_for(qtype)
     ckpt = Checkpoint.open(model_dir)
-    adapter = arch_registry.for_config(ckpt.config)
+    adapter = arch_registry.for_config(ckpt.config, ckpt.path)
+    adapter.metadata()  # a setting llama.cpp cannot run (e.g. BERT's pooling) fails here, not mid-write
     sources = adapter.tensors(ckpt.tensors)
-    tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw, adapter.llama_set_vocab)
+    tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw, adapter.llama_set_vocab,
+                               spm_add_space_prefix=adapter.spm_add_space_prefix)
     matrix = load_imatrix(imatrix) if imatrix is not None else None
     overrides = overrides or Overrides()
     if matrix is not None:

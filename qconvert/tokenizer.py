@@ -1,6 +1,6 @@
 """Tokenizer files -> `tokenizer.*` GGUF metadata, as llama.cpp's converter writes them.
 
-Two kinds, chosen the way llama.cpp's `LlamaModel.set_vocab` chooses (conversion/llama.py):
+The kinds, chosen the way llama.cpp's `LlamaModel.set_vocab` chooses (conversion/llama.py):
 
 * ``tokenizer.model`` present -> SentencePiece, ``tokenizer.ggml.model = "llama"``: pieces, scores
   and types read straight from the protobuf (no sentencepiece import), then overridden by
@@ -8,6 +8,9 @@ Two kinds, chosen the way llama.cpp's `LlamaModel.set_vocab` chooses (conversion
   (``_create_vocab_sentencepiece`` in conversion/base.py).
 * otherwise ``tokenizer.json`` with a byte-level BPE -> ``tokenizer.ggml.model = "gpt2"``: tokens,
   types, merges and ``tokenizer.ggml.pre`` (``get_vocab_base`` / ``_set_vocab_gpt2``).
+* a WordPiece ``tokenizer.json`` (or a bare ``vocab.txt``) -> ``tokenizer.ggml.model = "bert"``,
+  as the converter's ``BertModel.set_vocab`` writes it (conversion/bert.py): word-start tokens
+  with a "▁" phantom space, "##" continuations without it (``_load_wordpiece``).
 
 Special token ids, add_bos/add_eos, merges and the chat template come from ``gguf.SpecialVocab``,
 the very class the converter uses, topped up with the rules newer gguf-py versions added.
@@ -16,7 +19,12 @@ One deliberate difference: llama.cpp names the pre-tokenizer by hashing the toke
 string (``get_vocab_base_pre``, needs the `tokenizers` runtime); we read what tokenizer.json's
 ``pre_tokenizer`` actually does and map it to the llama.cpp pre-tokenizer with the same regexes
 (llama-vocab.cpp, ``llm_tokenizer_bpe``). Same tokenization; for models that share a regex with
-another (e.g. DBRX and Llama 3) the name can differ from the one the hash table picks.
+another (e.g. DBRX and Llama 3) the name can differ from the one the hash table picks. The hash
+needs the tokenizer run (transformers, which qconvert does not depend on), so the table serves as
+a cross-check at test time: on the real Llama 3, Qwen2, GPT-2 and SmolLM vocabularies, the name
+read from the regexes is the one llama.cpp's table gives (tests/test_tokenizer_families.py).
+A pre-tokenizer that matches none is an error that shows its steps and regexes: guessing would
+make llama.cpp split text unlike Hugging Face.
 """
 
 from __future__ import annotations
@@ -63,7 +71,7 @@ ADD_TOKEN_KEYS = {
 NORMALIZER_LOWERCASE = "tokenizer.ggml.normalizer.lowercase"
 NORMALIZER_STRIP_ACCENTS = "tokenizer.ggml.normalizer.strip_accents"
 
-TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json")
+TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "vocab.txt")
 
 
 @dataclass
@@ -75,7 +83,7 @@ class GGUFTokenizer:
     converter pads them.
     """
 
-    kind: str  # "gpt2" (byte-level BPE) | "llama" (SentencePiece)
+    kind: str  # "gpt2" (byte-level BPE) | "llama" (SentencePiece) | "bert" (WordPiece)
     pre: str  # tokenizer.ggml.pre
     tokens: list[str]
     token_types: list[int]
@@ -127,18 +135,23 @@ class GGUFTokenizer:
                 writer.add_array(key, value)  # tokens/merges: strings; token_type: int32
 
 
-def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True) -> GGUFTokenizer:
+def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True,
+                   spm_add_space_prefix: bool | None = None) -> GGUFTokenizer:
     """Read the tokenizer files of the checkpoint in `model_dir`.
 
     `config` is the parsed config.json; its ``vocab_size`` (the embedding rows) fixes the length
     of the token list. `llama_rules` adds what the converter's LlamaModel.set_vocab adds to the
     plain vocab (architectures converted by other classes, e.g. Qwen2Model, do not get it).
+    `spm_add_space_prefix`, when not None, is written as tokenizer.ggml.add_space_prefix for a
+    SentencePiece vocab (Gemma2Model/Gemma3Model.set_vocab write False).
     Raises TokenizerError when the files are missing or cannot be exported.
     """
     model_dir = Path(model_dir)
     vocab_size = config.get("vocab_size")
     if (model_dir / "tokenizer.model").is_file():
         tok = _load_sentencepiece(model_dir, vocab_size)
+    elif _is_wordpiece(model_dir):
+        tok = _load_wordpiece(model_dir, vocab_size)
     elif (model_dir / "tokenizer.json").is_file():
         tok = _load_bpe(model_dir, vocab_size)
     else:
@@ -147,6 +160,8 @@ def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True) -> G
             "copy the tokenizer files of the original checkpoint next to config.json"
         )
 
+    if spm_add_space_prefix is not None and tok.kind == "llama":
+        tok.add_space_prefix = spm_add_space_prefix
     if not llama_rules:
         return tok
     tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
@@ -279,9 +294,12 @@ def _load_bpe(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
     path = model_dir / "tokenizer.json"
     tj = _read_json(path)
     model = tj.get("model") or {}
-    if model.get("type") != "BPE":
+    # Files written before tokenizers tagged the model (GPT-2's own, 2020) have no "type"; the
+    # library then reads a model with vocab and merges as a BPE, and so do we.
+    kind = model.get("type") or ("BPE" if "vocab" in model and "merges" in model else None)
+    if kind != "BPE":
         raise TokenizerError(
-            f"{path}: model type {model.get('type')!r} is not supported without tokenizer.model; "
+            f"{path}: model type {kind!r} is not supported without tokenizer.model; "
             "qconvert exports byte-level BPE (tokenizer.json) and SentencePiece (tokenizer.model)"
         )
     if model.get("byte_fallback"):
@@ -291,7 +309,10 @@ def _load_bpe(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
             f"{path} is a SentencePiece-style BPE (byte_fallback) but tokenizer.model is missing; "
             "put the checkpoint's tokenizer.model next to it"
         )
-    pre = identify_pre_tokenizer(tj)
+    try:
+        pre = identify_pre_tokenizer(tj)
+    except TokenizerError as e:
+        raise TokenizerError(f"{path}: {e}") from e
 
     # id -> text: the model's vocab, then added tokens (transformers' get_vocab() merges both).
     id_to_token: dict[int, str] = {tid: text for text, tid in model.get("vocab", {}).items()}
@@ -370,9 +391,9 @@ def identify_pre_tokenizer(tokenizer_json: dict) -> str:
         return KNOWN_PRE_TOKENIZERS[steps]
     described = " + ".join(_describe_step(s) for s in steps) if steps else "none"
     raise TokenizerError(
-        f"tokenizer.json's pre-tokenizer matches none of llama.cpp's "
+        f"the pre-tokenizer matches none of llama.cpp's "
         f"({', '.join(sorted(set(KNOWN_PRE_TOKENIZERS.values())))}): "
-        f"{described}"
+        f"{described}; naming another would make llama.cpp split text unlike Hugging Face, so nothing was written"
     )
 
 
@@ -403,6 +424,114 @@ def _describe_step(step: tuple) -> str:
     if step[0] == "Digits":
         return f"Digits(individual_digits={step[1]})"
     return f"{step[0]}({', '.join(f'{k}={v}' for k, v in step[1:])})"
+
+
+# --------------------------------------------------------------------------------------------
+# WordPiece (BERT: tokenizer.json with a WordPiece model, or a bare vocab.txt)
+
+# llama.cpp ignores tokenizer.ggml.pre for a "bert" (WPM) vocab: its WPM tokenizer always splits
+# as BertPreTokenizer does (llama-vocab.cpp, llm_tokenizer_wpm_session::preprocess; the WPM branch
+# of llama_vocab::impl::load sets LLAMA_VOCAB_PRE_TYPE_DEFAULT whatever the name). The converter
+# names it by hashing token ids; on the uncased English BERT vocabulary (BERT, bge-small/base,
+# MiniLM, jina-v2-en) that hash is listed twice, as "bert-bge" and "jina-v2-en", and the later
+# entry wins, so it writes "jina-v2-en". We write that name for every WordPiece vocabulary.
+WORDPIECE_PRE = "jina-v2-en"
+# What BertTokenizer (transformers) calls its special tokens when tokenizer_config does not say.
+_BERT_SPECIALS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
+
+
+def _is_wordpiece(model_dir: Path) -> bool:
+    if (model_dir / "tokenizer.json").is_file():
+        tj = _read_json(model_dir / "tokenizer.json") or {}
+        return (tj.get("model") or {}).get("type") == "WordPiece"
+    return (model_dir / "vocab.txt").is_file()
+
+
+def _load_wordpiece(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
+    """A "bert" vocab as the converter's BertModel.set_vocab writes it (conversion/bert.py).
+
+    llama.cpp's WPM tokenizer puts a phantom space "▁" before each word and matches pieces
+    greedily, so every token that can start a word is stored with "▁" in front and every
+    continuation piece without its "##"; control tokens stay as they are. Normalization
+    (lowercase, strip accents) is llama.cpp's own, switched by tokenizer.ggml.normalizer.*.
+    """
+    tj = _read_json(model_dir / "tokenizer.json")
+    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
+    if tj is not None:
+        pre = (tj.get("pre_tokenizer") or {}).get("type")
+        if pre != "BertPreTokenizer":
+            # llama.cpp's WPM tokenizer can only split words as BertPreTokenizer does.
+            raise TokenizerError(
+                f"{model_dir / 'tokenizer.json'}: a WordPiece model with pre-tokenizer {pre!r}; "
+                "llama.cpp's BERT tokenizer splits as BertPreTokenizer only")
+        model = tj["model"]
+        vocab: dict[str, int] = model.get("vocab") or {}
+        prefix = model.get("continuing_subword_prefix") or "##"
+        added = {a["id"]: (a["content"], bool(a.get("special"))) for a in tj.get("added_tokens", [])}
+    else:
+        # BertTokenizer's vocab.txt: one token a line, the id is the line number.
+        with open(model_dir / "vocab.txt", encoding="utf-8") as f:  # as transformers' load_vocab
+            vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+        prefix = "##"
+        # transformers turns BertTokenizer's special tokens into added, special ones
+        added = {}
+        for kind, default in _BERT_SPECIALS.items():
+            text = _token_content(tokenizer_config.get(f"{kind}_token", default))
+            if text in vocab:
+                added[vocab[text]] = (text, True)
+        for tid, data in tokenizer_config.get("added_tokens_decoder", {}).items():
+            added[int(tid)] = (data["content"], bool(data.get("special")))
+    id_to_token = {tid: text for text, tid in vocab.items()}
+    id_to_token.update({tid: text for tid, (text, _) in added.items()})
+    if not id_to_token:
+        raise TokenizerError(f"{model_dir}: the WordPiece vocabulary is empty")
+    n_vocab = vocab_size or max(id_to_token) + 1
+    if max(id_to_token) >= n_vocab:
+        raise TokenizerError(
+            f"{model_dir}: token id {max(id_to_token)} but config.json's vocab_size is {n_vocab}; "
+            "the embedding must have a row for every token")
+
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(n_vocab):
+        if i not in id_to_token:
+            text, ttype = f"[PAD{i}]", UNUSED
+        elif i in added:
+            text, ttype = _added_token_text_and_type(*added[i])
+        else:
+            text, ttype = id_to_token[i], NORMAL
+        if ttype != CONTROL:  # BertModel.set_vocab's phantom(): every non-control token
+            text = text[len(prefix):] if text.startswith(prefix) else "\u2581" + text
+        tokens.append(text)
+        types.append(ttype)
+
+    tok = GGUFTokenizer(kind="bert", pre=WORDPIECE_PRE, tokens=tokens, token_types=types)
+    if tj is not None:
+        _take_special_vocab(tok, _special_vocab(model_dir, n_vocab=len(tokens)), model_dir, tj)
+        if tj.get("normalizer") is None:
+            # llama.cpp lowercases and strips accents unless told not to; this tokenizer does neither
+            tok.normalizer = {"lowercase": False, "strip_accents": False}
+    else:
+        # gguf.SpecialVocab resolves special tokens through tokenizer.json only, and would leave
+        # llama.cpp's defaults for bert-base-uncased's ids (101, 102, ...): look them up instead.
+        # No add_* keys: llama.cpp's WPM defaults (add [CLS] first, [SEP] last) are BERT's.
+        for kind in ("unk", "sep", "pad", "mask"):
+            text = _token_content(tokenizer_config.get(f"{kind}_token", _BERT_SPECIALS[kind]))
+            if text in vocab:
+                tok.special_ids[kind] = vocab[text]
+        cls = _token_content(tokenizer_config.get("cls_token", _BERT_SPECIALS["cls"]))
+        if cls in vocab:
+            tok.special_ids = {"bos": vocab[cls], **tok.special_ids}
+        lowercase = bool(tokenizer_config.get("do_lower_case", True))  # BertTokenizer's default
+        tok.normalizer = {"lowercase": lowercase}
+        if (strip := tokenizer_config.get("strip_accents")) is not None:
+            tok.normalizer["strip_accents"] = bool(strip)
+    return tok
+
+
+def _token_content(entry: Any) -> str | None:
+    """A tokenizer_config token entry: a string or an AddedToken dict."""
+    return entry.get("content") if isinstance(entry, dict) else entry
 
 
 # --------------------------------------------------------------------------------------------
@@ -445,6 +574,11 @@ def _take_special_vocab(tok: GGUFTokenizer, special: gguf.SpecialVocab, model_di
     # add_*_token cannot say otherwise; only a Template/Roberta processor beside it can.
     for kind, value in _byte_level_post_processor_defaults(tokenizer_json.get("post_processor")).items():
         tok.add_special[kind] = value
+    # gguf-py >= 0.18: what a Template/Roberta post-processor says about BOS/EOS also wins over
+    # tokenizer_config's add_*_token (Phi-3's config says add_bos_token false, its template <s> A).
+    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
+    for kind, value in _post_processor_decisions(tokenizer_json.get("post_processor"), tokenizer_config).items():
+        tok.add_special[kind] = value
     tok.chat_template = special.chat_template
     tok.normalizer = _normalizer_flags(tokenizer_json.get("normalizer"))
 
@@ -467,6 +601,30 @@ def _byte_level_post_processor_defaults(pp: dict | None) -> dict[str, bool]:
                 if single[-1].get("SpecialToken", {}).get("id"):
                     decided.add("eos")
     return {k: False for k in ("bos", "eos") if k not in decided}
+
+
+def _post_processor_decisions(pp: dict | None, config: dict) -> dict[str, bool]:
+    """add_bos/add_eos where the post-processor and tokenizer_config's add_*_token disagree, as
+    gguf-py >= 0.18's SpecialVocab settles them (_try_load_from_tokenizer_json): RobertaProcessing
+    adds both; a TemplateProcessing whose single sequence starts with a special token adds BOS if
+    that token is the BOS or CLS token (or either is unset: it then becomes them), and one that
+    ends with the EOS token adds EOS. (Ending with another token, gguf-py renames EOS: not
+    mirrored, so tokenizer_config decides there as before.)"""
+    if not pp:
+        return {}
+    bos, cls = _token_content(config.get("bos_token")), _token_content(config.get("cls_token"))
+    eos = _token_content(config.get("eos_token")) or _token_content(config.get("sep_token"))
+    decided: dict[str, bool] = {}
+    for p in pp.get("processors", [pp]):
+        if p.get("type") == "RobertaProcessing":
+            decided.update(bos=True, eos=True)
+        elif p.get("type") == "TemplateProcessing" and len(single := p.get("single", [])) > 1:
+            if first := single[0].get("SpecialToken", {}).get("id"):
+                decided["bos"] = first in (bos, cls) or not (bos and cls)
+            if (last := single[-1].get("SpecialToken", {}).get("id")) and last == eos:
+                decided["eos"] = True
+    return {k: v for k, v in decided.items()
+            if isinstance(config.get(f"add_{k}_token"), bool) and config[f"add_{k}_token"] != v}
 
 
 def _normalizer_flags(normalizer: dict | None) -> dict[str, bool]:

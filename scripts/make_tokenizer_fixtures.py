@@ -16,6 +16,14 @@ Fixtures:
             cross-checked against llama.cpp's tokenization of that original GGUF.
   tiny-bpe  a ~400-token byte-level BPE with SmolLM2's pre-tokenizer (pre "smollm").
   tiny-spm  a ~400-token SentencePiece BPE with Llama 2's settings (byte fallback, dummy prefix).
+  tiny-gpt2 a ~500-token byte-level BPE with GPT-2's own pre-tokenizer (pre "gpt-2") and its one
+            special token, <|endoftext|>, last, as in GPT-2.
+  tiny-phi3 tiny-spm's SentencePiece model with Phi-3's added tokens after it (<|endoftext|>, chat
+            markers) and its added_tokens_decoder (</s> not special, rstrip flags).
+  tiny-gemma a ~500-token SentencePiece BPE with Gemma's settings (byte fallback, no dummy prefix,
+            <pad> <eos> <bos> <unk> first, <start_of_turn>/<end_of_turn> as user-defined pieces).
+  tiny-wpm  a ~370-token WordPiece vocab with BERT's normalizer, pre-tokenizer and [CLS]/[SEP]
+            template (bert-base-uncased's settings), special tokens at ids 0-4.
 """
 
 from __future__ import annotations
@@ -195,6 +203,60 @@ def make_tiny_bpe() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# tiny-gpt2
+
+# The perplexity text (public-domain prose) besides TRAINING_TEXT: GPT-2's merges came from web
+# prose, and this gives the tiny vocab more of it.
+TEXT_FIXTURES = ROOT / "tests" / "fixtures" / "text"
+
+
+def make_tiny_gpt2() -> None:
+    """GPT-2's tokenizer in miniature: ByteLevel(add_prefix_space=False) with its built-in regex
+    is the whole pre-tokenizer (llama.cpp's "gpt-2"), no BOS/EOS added, and <|endoftext|> (BOS,
+    EOS and UNK at once) added after the merges, so it has the last id as 50256 has in GPT-2."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    out = OUT / "tiny-gpt2"
+    out.mkdir(parents=True, exist_ok=True)
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=500,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    text = TRAINING_TEXT + (TEXT_FIXTURES / "kjv-ruth-jonah.txt").read_text(encoding="utf-8")
+    tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
+    tok.save(str(out / "tokenizer.json"))
+
+    added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+    assert [a["id"] for a in added] == [tok.get_vocab_size() - 1], added
+    # What transformers 5 writes for openai-community/gpt2's tokenizer.
+    config = {
+        "add_bos_token": False,
+        "add_prefix_space": False,
+        "added_tokens_decoder": {
+            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+            for a in added
+        },
+        "bos_token": "<|endoftext|>",
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<|endoftext|>",
+        "model_max_length": 1024,
+        "pad_token": None,
+        "tokenizer_class": "GPT2Tokenizer",
+        "unk_token": "<|endoftext|>",
+    }
+    write_json(out / "tokenizer_config.json", config)
+    write_expected(out, "tokenizers on tiny-gpt2/tokenizer.json, add_special_tokens=False")
+    print(f"tiny-gpt2: {tok.get_vocab_size()} tokens -> {out}")
+
+
+# --------------------------------------------------------------------------------------------
 # tiny-spm
 
 
@@ -304,6 +366,253 @@ def make_tiny_spm() -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# tiny-phi3
+
+# Phi-3-mini's added tokens (ids 32000..32010 there), in its order, with its flags: (content,
+# rstrip). All are special; <|endoftext|> is EOS and padding.
+PHI3_ADDED = [("<|endoftext|>", False), ("<|assistant|>", True), ("<|placeholder1|>", True),
+              ("<|system|>", True), ("<|end|>", True), ("<|user|>", True)]
+PHI3_TEMPLATE = (
+    "{% for message in messages %}{% if message['role'] == 'system' and message['content'] %}"
+    "{{'<|system|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'user' %}"
+    "{{'<|user|>\n' + message['content'] + '<|end|>\n'}}{% elif message['role'] == 'assistant' %}"
+    "{{'<|assistant|>\n' + message['content'] + '<|end|>\n'}}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}"
+)
+
+
+def make_tiny_phi3() -> None:
+    """Phi-3-mini's tokenizer is Llama 2's SentencePiece model plus tokens added after it; its
+    </s> is not special (so llama.cpp gets it as user-defined) and its chat markers strip the
+    whitespace on their right. llama.cpp also needs <unk>, <s>, </s> and <|endoftext|> in any
+    vocab of a model whose general.name says phi3 (llama-vocab.cpp sets their rstrip flags)."""
+    from tokenizers import AddedToken, Tokenizer
+
+    src, out = OUT / "tiny-spm", OUT / "tiny-phi3"
+    if not (src / "tokenizer.model").is_file():
+        sys.exit("tiny-phi3 is built on tiny-spm: make tiny-spm first")
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src / "tokenizer.model", out / "tokenizer.model")
+
+    tokenizer_json = json.loads((src / "tokenizer.json").read_text(encoding="utf-8"))
+    for a in tokenizer_json["added_tokens"]:
+        if a["content"] == "</s>":
+            a.update(special=False, rstrip=True)
+    tok = Tokenizer.from_str(json.dumps(tokenizer_json))
+    tok.add_special_tokens([AddedToken(text, special=True, rstrip=rstrip, normalized=False)
+                            for text, rstrip in PHI3_ADDED])
+    tok.save(str(out / "tokenizer.json"))
+
+    added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+    config = json.loads((src / "tokenizer_config.json").read_text(encoding="utf-8"))
+    config.update(
+        {
+            "add_bos_token": False,
+            "added_tokens_decoder": {
+                str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+                for a in added
+            },
+            "chat_template": PHI3_TEMPLATE,
+            "eos_token": "<|endoftext|>",
+            "model_max_length": 4096,
+            "pad_token": "<|endoftext|>",
+            "padding_side": "left",
+        }
+    )
+    write_json(out / "tokenizer_config.json", dict(sorted(config.items())))
+    write_expected(out, "tokenizers on tiny-phi3/tokenizer.json, add_special_tokens=False")
+    print(f"tiny-phi3: {tok.get_vocab_size()} tokens ({len(added)} added) -> {out}")
+
+
+# --------------------------------------------------------------------------------------------
+# tiny-gemma
+
+
+# Gemma's chat template (as in gemma-2-*-it's tokenizer_config.json).
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}{% for message in messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+    "{% if (message['role'] == 'assistant') %}{% set role = 'model' %}{% else %}{% set role = message['role'] %}"
+    "{% endif %}{{ '<start_of_turn>' + role + '\\n' + message['content'] | trim + '<end_of_turn>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{'<start_of_turn>model\\n'}}{% endif %}"
+)
+# Gemma marks these two user-defined pieces special (transformers' GemmaConverter.special_tokens).
+GEMMA_TURN_TOKENS = ("<start_of_turn>", "<end_of_turn>")
+
+
+def make_tiny_gemma() -> None:
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+    from transformers import GemmaTokenizer
+
+    out = OUT / "tiny-gemma"
+    out.mkdir(parents=True, exist_ok=True)
+
+    model = io.BytesIO()
+    # Gemma's trainer settings (its tokenizer.model's trainer_spec and normalizer_spec, as listed
+    # in transformers' GemmaConverter), scaled down: BPE, byte fallback, digits split, whitespace-
+    # only pieces allowed, no dummy prefix, whitespace kept as is, identity normalization, and the
+    # ids <pad>=0 <eos>=1 <bos>=2 <unk>=3 with <mask> and the turn markers as user-defined pieces.
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(TRAINING_TEXT.splitlines()),
+        model_writer=model,
+        model_type="bpe",
+        vocab_size=SPM_VOCAB_SIZE,
+        character_coverage=0.98,  # as tiny-spm: CJK and emoji go to byte fallback
+        byte_fallback=True,
+        split_digits=True,
+        split_by_unicode_script=True,
+        split_by_number=True,
+        split_by_whitespace=True,
+        treat_whitespace_as_suffix=False,
+        allow_whitespace_only_pieces=True,
+        remove_extra_whitespaces=False,
+        add_dummy_prefix=False,
+        normalization_rule_name="identity",
+        pad_id=0, eos_id=1, bos_id=2, unk_id=3,
+        pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
+        user_defined_symbols=["<mask>", *GEMMA_TURN_TOKENS],
+        hard_vocab_limit=False,
+        num_threads=1,
+        minloglevel=2,
+    )
+    (out / "tokenizer.model").write_bytes(model.getvalue())
+
+    # tokenizer.json as transformers derives it from tokenizer.model (GemmaTokenizer, fast).
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "src", Path(tmp) / "dst"
+        src.mkdir()
+        shutil.copy(out / "tokenizer.model", src / "tokenizer.model")
+        hf = GemmaTokenizer.from_pretrained(str(src), add_bos_token=True, add_eos_token=False)
+        hf.save_pretrained(str(dst))
+        tokenizer_json = json.loads((dst / "tokenizer.json").read_text(encoding="utf-8"))
+    # transformers 5 leaves the turn markers non-special; Gemma's own files (and transformers'
+    # GemmaConverter) mark them special, so llama.cpp gets them as control tokens.
+    for a in tokenizer_json["added_tokens"]:
+        if a["content"] in GEMMA_TURN_TOKENS:
+            a["special"] = True
+    write_json(out / "tokenizer.json", tokenizer_json)
+    added = tokenizer_json["added_tokens"]
+    # tokenizer_config.json with the keys Gemma 2's carries (transformers 5 drops several).
+    config = {
+        "add_bos_token": True,
+        "add_eos_token": False,
+        "added_tokens_decoder": {
+            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+            for a in added
+        },
+        "additional_special_tokens": list(GEMMA_TURN_TOKENS),
+        "bos_token": "<bos>",
+        "chat_template": GEMMA_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "<eos>",
+        "mask_token": "<mask>",
+        "model_max_length": 8192,
+        "pad_token": "<pad>",
+        "spaces_between_special_tokens": False,
+        "tokenizer_class": "GemmaTokenizer",
+        "unk_token": "<unk>",
+        "use_default_system_prompt": False,
+    }
+    write_json(out / "tokenizer_config.json", config)
+
+    ids = write_expected(out, "tokenizers on tiny-gemma/tokenizer.json, add_special_tokens=False")
+
+    # sentencepiece (the slow tokenizer) on tokenizer.model is the ground truth, as for tiny-spm.
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    for text, fast_ids in zip(CORPUS, ids):
+        slow_ids = sp.encode(text)
+        assert slow_ids == fast_ids, f"sentencepiece and tokenizers disagree on {text!r}:\n{slow_ids}\n{fast_ids}"
+    n = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
+    print(f"tiny-gemma: {sp.vocab_size()} pieces ({n} in tokenizer.json), slow == fast on {len(CORPUS)} strings -> {out}")
+
+
+# --------------------------------------------------------------------------------------------
+# tiny-wpm
+
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def wordpiece_vocab(text: str, n_words: int = 150, n_pieces: int = 120) -> list[str]:
+    """A small WordPiece vocabulary built by counting, not trained: tokenizers' WordPieceTrainer
+    breaks ties differently on every run, and a fixture must come out the same.
+
+    After BERT's normalizer and pre-tokenizer: the special tokens, every character both as a word
+    start and as a "##" continuation, the most frequent words, then the most frequent 2-4
+    character word starts and "##" endings of the other words (ties broken alphabetically)."""
+    from collections import Counter
+
+    from tokenizers import normalizers, pre_tokenizers
+
+    norm, pre = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+    words = Counter(w for line in text.splitlines() for w, _ in pre.pre_tokenize_str(norm.normalize_str(line)))
+    chars = sorted({c for w in words for c in w})
+    frequent = [w for w, _ in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])) if len(w) > 1][:n_words]
+    pieces: Counter = Counter()
+    for w, n in words.items():
+        if w in frequent or len(w) < 4:
+            continue
+        for k in range(2, 5):
+            if k < len(w):
+                pieces[w[:k]] += n
+                pieces["##" + w[-k:]] += n
+    taken = set(frequent)
+    extra = [p for p, _ in sorted(pieces.items(), key=lambda kv: (-kv[1], kv[0])) if p not in taken][:n_pieces]
+    return BERT_SPECIALS + chars + ["##" + c for c in chars] + frequent + extra
+
+
+def make_tiny_wpm() -> None:
+    """BERT's tokenizer (bert-base-uncased / all-MiniLM-L6-v2) in miniature: BertNormalizer
+    (lowercase, accents stripped with it), BertPreTokenizer, WordPiece with "##" continuations,
+    [CLS] text [SEP] added. The special tokens have ids 0-4, not BERT's 0/100-103, so an export
+    that leaned on llama.cpp's default ids for "bert" vocabularies would fail."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    out = OUT / "tiny-wpm"
+    out.mkdir(parents=True, exist_ok=True)
+    vocab = wordpiece_vocab(TRAINING_TEXT)
+    assert len(set(vocab)) == len(vocab), "duplicate WordPiece tokens"
+    ids = {t: i for i, t in enumerate(vocab)}
+    tok = Tokenizer(models.WordPiece(vocab=ids, unk_token="[UNK]", continuing_subword_prefix="##",
+                                     max_input_chars_per_word=100))
+    tok.add_special_tokens(BERT_SPECIALS)
+    # What transformers writes for bert-base-uncased.
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True, strip_accents=None,
+                                                lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", ids["[CLS]"]), ("[SEP]", ids["[SEP]"])])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "vocab.txt").write_text("".join(t + "\n" for t in vocab), encoding="utf-8")
+
+    added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
+    assert [a["id"] for a in added] == list(range(len(BERT_SPECIALS))), added
+    specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
+                "mask_token": "[MASK]"}
+    # BertTokenizer's tokenizer_config.json, as transformers writes it for bert-base-uncased
+    config = {
+        "added_tokens_decoder": {
+            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+            for a in added
+        },
+        "clean_up_tokenization_spaces": True,
+        "do_lower_case": True,
+        **specials,
+        "model_max_length": 512,
+        "strip_accents": None,
+        "tokenize_chinese_chars": True,
+        "tokenizer_class": "BertTokenizer",
+    }
+    write_json(out / "tokenizer_config.json", config)
+    write_json(out / "special_tokens_map.json", specials)
+    write_expected(out, "tokenizers on tiny-wpm/tokenizer.json, add_special_tokens=False")
+    print(f"tiny-wpm: {len(vocab)} tokens -> {out}")
+
+
+# --------------------------------------------------------------------------------------------
 # smollm2
 
 
@@ -406,7 +715,9 @@ def cross_check_smollm2(gguf_path: Path, ids: list[list[int]]) -> None:
     print(f"smollm2: llama.cpp on the original GGUF == tokenizers on tokenizer.json for {len(CORPUS)} strings")
 
 
-FIXTURES = {"tiny-bpe": make_tiny_bpe, "tiny-spm": make_tiny_spm, "smollm2": make_smollm2}
+FIXTURES = {"tiny-bpe": make_tiny_bpe, "tiny-spm": make_tiny_spm, "tiny-gpt2": make_tiny_gpt2,
+            "tiny-phi3": make_tiny_phi3,
+            "tiny-gemma": make_tiny_gemma, "tiny-wpm": make_tiny_wpm, "smollm2": make_smollm2}
 
 
 def main(argv: list[str]) -> None:

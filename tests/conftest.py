@@ -33,7 +33,8 @@ def tiny_llama_config(vocab_size: int, **over) -> dict:
 
 
 def tiny_llama_tensors(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random float32 weights with Hugging Face Llama names for `cfg`."""
+    """Random float32 weights with Hugging Face Llama names for `cfg` (Mixtral's per-expert
+    names when it has num_local_experts)."""
     rng = np.random.default_rng(seed)
     h, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     hd = cfg.get("head_dim", h // cfg["num_attention_heads"])
@@ -50,10 +51,16 @@ def tiny_llama_tensors(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
         t.update({
             p + "self_attn.q_proj.weight": w(nq, h), p + "self_attn.k_proj.weight": w(nkv, h),
             p + "self_attn.v_proj.weight": w(nkv, h), p + "self_attn.o_proj.weight": w(h, nq),
-            p + "mlp.gate_proj.weight": w(f, h), p + "mlp.up_proj.weight": w(f, h),
-            p + "mlp.down_proj.weight": w(h, f),
-            p + "input_layernorm.weight": 1 + w(h), p + "post_attention_layernorm.weight": 1 + w(h),
         })
+        if n_expert := cfg.get("num_local_experts"):  # Mixtral: a router, w1 = gate, w2 = down, w3 = up
+            t[p + "block_sparse_moe.gate.weight"] = w(n_expert, h)
+            for e in range(n_expert):
+                q = f"{p}block_sparse_moe.experts.{e}."
+                t.update({q + "w1.weight": w(f, h), q + "w2.weight": w(h, f), q + "w3.weight": w(f, h)})
+        else:
+            t.update({p + "mlp.gate_proj.weight": w(f, h), p + "mlp.up_proj.weight": w(f, h),
+                      p + "mlp.down_proj.weight": w(h, f)})
+        t.update({p + "input_layernorm.weight": 1 + w(h), p + "post_attention_layernorm.weight": 1 + w(h)})
     return t
 
 
@@ -149,8 +156,59 @@ def llama_logits(gguf_path: Path, tokens: list[int] | np.ndarray) -> np.ndarray:
         llm.close()
 
 
+def llama_embeddings(gguf_path: Path, tokens: list[int] | np.ndarray, pooled: bool = False) -> np.ndarray:
+    """llama.cpp's output embeddings of `tokens` as one sequence, special tokens as given: each
+    token's hidden state [n, n_embd] (pooling forced to none), or with `pooled` the one vector of
+    the pooling type the GGUF names [n_embd]. An encoder attends over the whole sequence at once,
+    so it is decoded in one batch (as Llama.embed does; Llama.embed itself takes text only)."""
+    import llama_cpp
+
+    tokens = [int(t) for t in tokens]
+    pooling = llama_cpp.LLAMA_POOLING_TYPE_UNSPECIFIED if pooled else llama_cpp.LLAMA_POOLING_TYPE_NONE
+    llm = llama_cpp.Llama(model_path=str(gguf_path), embedding=True, pooling_type=pooling,
+                          n_ctx=max(64, len(tokens) + 8), n_batch=512, n_ubatch=512, n_threads=2, verbose=False)
+    try:
+        llm._batch.reset()
+        llm._batch.add_sequence(tokens, 0, True)
+        llm._ctx.decode(llm._batch)
+        n = llm.n_embd()
+        if pooled:
+            return np.ctypeslib.as_array(llama_cpp.llama_get_embeddings_seq(llm._ctx.ctx, 0), shape=(n,)).copy()
+        return np.ctypeslib.as_array(llama_cpp.llama_get_embeddings(llm._ctx.ctx), shape=(len(tokens), n)).copy()
+    finally:
+        llm.close()
+
+
+def reference_kind(model_dir: Path) -> str:
+    """What a fixture's reference.npz holds: "embeddings" (an encoder's last hidden states) or
+    "logits" (a causal LM's; also the answer for a checkpoint without a reference)."""
+    ref = model_dir / "reference.npz"
+    return "embeddings" if ref.is_file() and "embeddings" in np.load(ref).files else "logits"
+
+
+def llama_outputs(gguf_path: Path, tokens: list[int] | np.ndarray, kind: str = "logits") -> np.ndarray:
+    """llama.cpp's logits, or per-token embeddings for an encoder (`kind` from reference_kind)."""
+    return llama_embeddings(gguf_path, tokens) if kind == "embeddings" else llama_logits(gguf_path, tokens)
+
+
+def oracle_vocab_pre(model_dir: Path) -> str | None:
+    """scripts/oracle_convert.py's --vocab-pre for a fixture checkpoint: llama.cpp's converter names
+    a BPE or WordPiece pre-tokenizer from a hash table that has no entry for the tiny fixture
+    vocabularies. None for SentencePiece (no name needed); for WordPiece "jina-v2-en", the name the
+    converter gives BERT's uncased vocabulary (test_bert.py checks it on all-MiniLM-L6-v2); for
+    byte-level BPE the name of what its pre_tokenizer does (qconvert's identify_pre_tokenizer,
+    checked against llama.cpp's tokenization in test_tokenizer.py): "smollm" for tiny-bpe,
+    "gpt-2" for tiny-gpt2."""
+    from qconvert.tokenizer import identify_pre_tokenizer
+
+    if (model_dir / "tokenizer.model").is_file():
+        return None
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    return "jina-v2-en" if tokenizer["model"]["type"] == "WordPiece" else identify_pre_tokenizer(tokenizer)
+
+
 def relative_error(got: np.ndarray, want: np.ndarray) -> float:
-    """max |got - want| relative to the logit scale (max |want|)."""
+    """max |got - want| relative to the scale of the reference (max |want|: logits or embeddings)."""
     return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
 
 

@@ -9,14 +9,20 @@ the "qconvert figures" section of the log.
 
 from __future__ import annotations
 
+import json
+import shutil
 import sys
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
-from conftest import MODELS, ROOT, memoized, report
+from conftest import MODELS, ROOT, memoized, oracle_vocab_pre, report
+from qconvert.arch import for_config
 from qconvert.convert import convert
+from qconvert.reader import Checkpoint
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from oracle_convert import oracle_convert  # noqa: E402
@@ -29,10 +35,8 @@ def pair(tmp_path_factory):
     """model -> (qconvert's F16 file, convert_hf_to_gguf.py's F16 file)."""
     def make(model: str) -> tuple[Path, Path]:
         src, out = MODELS / model, tmp_path_factory.mktemp(model)
-        # The tiny BPE tokenizer is SmolLM's pre-tokenizer over a small vocab, which the converter
-        # has no hash for (see scripts/oracle_convert.py); a SentencePiece vocab needs no name.
-        vocab_pre = None if (src / "tokenizer.model").is_file() else "smollm"
-        oracle_convert(src, out / "theirs.gguf", "f16", vocab_pre=vocab_pre)
+        # The converter has no hash for the tiny BPE vocabularies (see scripts/oracle_convert.py).
+        oracle_convert(src, out / "theirs.gguf", "f16", vocab_pre=oracle_vocab_pre(src))
         convert(src, out / "ours.gguf", "F16")
         return out / "ours.gguf", out / "theirs.gguf"
 
@@ -46,6 +50,8 @@ def fields(reader: gguf.GGUFReader) -> dict[str, gguf.ReaderField]:
 
 def test_every_fixture_is_compared():
     assert {"qwen2-bpe-bf16", "qwen3-bpe-bf16", "mistral-bpe-bf16"} <= set(FIXTURE_MODELS)
+    assert {"phi3-spm-bf16", "phi4mini-longrope-bf16", "gpt2-bpe-f32"} <= set(FIXTURE_MODELS)
+    assert {"gemma2-spm-bf16", "gemma3-spm-bf16"} <= set(FIXTURE_MODELS)
 
 
 @pytest.mark.parametrize("model", FIXTURE_MODELS)
@@ -71,3 +77,47 @@ def test_tensors_match_converter(model: str, pair):
         if got.data.tobytes() != want.data.tobytes():
             bad = (got.data.reshape(-1) != want.data.reshape(-1)).sum()
             pytest.fail(f"{model}: {got.name} differs in {bad} of {want.data.size} values")
+
+
+def test_gemma_norm_offset_of_an_f16_checkpoint(tmp_path: Path):
+    """The one documented difference (qconvert/arch/gemma.py): Gemma's norm offset. The converter
+    adds 1 in the checkpoint's dtype when that is float16 (it upcasts only other dtypes, bf16
+    included, to float32 first), so its norms are 1 + w rounded to float16; transformers
+    computes 1 + w in float32, and so do we. On the gemma2 fixture stored as float16, every other
+    tensor and key is the same, and the norms differ by exactly that rounding."""
+    src, ckpt = MODELS / "gemma2-spm-bf16", tmp_path / "gemma2-f16"
+    ckpt.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.suffix != ".safetensors" and f.name != "reference.npz":
+            shutil.copy(f, ckpt / f.name)
+    config = json.loads((src / "config.json").read_text())
+    config["dtype"] = "float16"
+    (ckpt / "config.json").write_text(json.dumps(config))
+    stored = Checkpoint.open(src)
+    save_file({name: stored.load(name).astype(np.float16) for name in stored.tensors}, str(ckpt / "model.safetensors"))
+    stored.close()
+    oracle_convert(ckpt, tmp_path / "theirs.gguf", "f16", vocab_pre=None)
+    convert(ckpt, tmp_path / "ours.gguf", "F16")
+
+    ours, theirs = (gguf.GGUFReader(tmp_path / f) for f in ("ours.gguf", "theirs.gguf"))
+    assert {k: f.contents() for k, f in fields(ours).items()} == {k: f.contents() for k, f in fields(theirs).items()}
+    assert [t.name for t in ours.tensors] == [t.name for t in theirs.tensors]
+    f16 = Checkpoint.open(ckpt)
+    source = {t.gguf_name: t.src for t in for_config(f16.config).tensors(f16.tensors)}
+    norms = rounded = 0
+    for got, want in zip(ours.tensors, theirs.tensors):
+        assert (got.tensor_type, list(got.shape)) == (want.tensor_type, list(want.shape)), got.name
+        if not got.name.endswith("norm.weight"):
+            assert got.data.tobytes() == want.data.tobytes(), got.name
+            continue
+        norms += 1
+        assert got.tensor_type == gguf.GGMLQuantizationType.F32, got.name
+        # ours: transformers' 1.0 + weight.float(); theirs: that, rounded to float16
+        assert np.array_equal(got.data, f16.load(source[got.name]) + np.float32(1)), got.name
+        assert np.array_equal(want.data, got.data.astype(np.float16).astype(np.float32)), got.name
+        rounded += int((want.data != got.data).sum())
+    f16.close()
+    assert norms == 2 * 4 + 1  # four norms a layer, two layers, and the output norm
+    # These w came from bf16 (8 bits), so 1 + w mostly fits float16's 11; not where |w| is small
+    # (63 of the 576 values): the difference is real, not vacuous.
+    assert rounded > 0, "the float16 rounding changed no norm value"

@@ -17,10 +17,10 @@ from pathlib import Path
 import gguf
 import pytest
 
-from conftest import ROOT, TOKENIZERS, write_checkpoint, tiny_llama_tensors
+from conftest import MODELS, ROOT, TOKENIZERS, write_checkpoint, tiny_llama_tensors
 from conftest import tiny_llama_config as llama_config
 from conftest import tokenizer_vocab_size as fixture_vocab_size
-from qconvert.convert import convert
+from qconvert.convert import convert, prepare
 from qconvert.errors import TokenizerError
 from qconvert.tokenizer import (
     BYTE,
@@ -34,7 +34,10 @@ from qconvert.tokenizer import (
     read_sentencepiece_model,
 )
 
-FIXTURE_NAMES = ["tiny-bpe", "tiny-spm", "smollm2"]
+FIXTURE_NAMES = ["tiny-bpe", "tiny-spm", "tiny-gpt2", "tiny-phi3", "tiny-gemma", "smollm2"]
+# Vocabularies that come out right only under their own family's set_vocab (Gemma's writes
+# add_space_prefix = False): checked on a fixture model of that family, not on a Llama.
+FAMILY_CHECKPOINTS = {"tiny-gemma": MODELS / "gemma2-spm-bf16"}
 
 # --------------------------------------------------------------------------------------------
 # helpers
@@ -142,8 +145,14 @@ def test_smollm2_plain_data():
 @pytest.mark.slow  # runs llama.cpp's converter (torch + transformers), ~10 s per fixture
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
 def test_every_key_equals_llama_cpp_converter(tmp_path, name):
-    ckpt = make_checkpoint(tmp_path / "ckpt", fixture_files(name), fixture_vocab_size(name))
-    tok = load_tokenizer(ckpt, json.loads((ckpt / "config.json").read_text()))
+    if name in FAMILY_CHECKPOINTS:
+        ckpt = FAMILY_CHECKPOINTS[name]
+        job = prepare(ckpt, "F32")  # the tokenizer as the pipeline loads it for that family
+        job.checkpoint.close()
+        tok = job.tokenizer
+    else:
+        ckpt = make_checkpoint(tmp_path / "ckpt", fixture_files(name), fixture_vocab_size(name))
+        tok = load_tokenizer(ckpt, json.loads((ckpt / "config.json").read_text()))
     ref = tmp_path / "ref.gguf"
     # SmolLM2 is in llama.cpp's hash table: there the converter names the pre-tokenizer itself;
     # our tiny fixtures are in no such table, so the oracle is told the name (--vocab-pre).
@@ -173,7 +182,8 @@ def converted(tmp_path_factory):
     def get(name: str) -> tuple[Path, Path]:
         if name not in cache:
             root = tmp_path_factory.mktemp(name)
-            ckpt = make_checkpoint(root / "ckpt", fixture_files(name), fixture_vocab_size(name))
+            ckpt = FAMILY_CHECKPOINTS.get(name) or make_checkpoint(root / "ckpt", fixture_files(name),
+                                                                   fixture_vocab_size(name))
             cache[name] = ckpt, convert_with_qconvert(ckpt, root / "model.gguf")
         return cache[name]
 
@@ -204,6 +214,11 @@ def test_expected_ids_still_match_tokenizers():
     ("tiny-bpe", "<|im_start|>user\nHello there<|im_end|>\n"),
     ("smollm2", "<|im_start|>user\nHello there<|im_end|>\n<|endoftext|>"),
     ("tiny-spm", "<s>Hello there</s> again"),
+    ("tiny-gemma", "<bos><start_of_turn>user\nHello there<end_of_turn>\n<start_of_turn>model\n"),
+    ("tiny-gpt2", "Hello there<|endoftext|>The end"),
+    # (no whitespace after Phi-3's markers: their rstrip flag is not in GGUF; llama.cpp sets it
+    # only for models whose general.name says phi3, llama-vocab.cpp)
+    ("tiny-phi3", "<|user|>Hello there<|end|><|assistant|>"),
 ])
 def test_special_tokens_in_text(converted, name, text):
     ckpt, path = converted(name)
@@ -239,6 +254,17 @@ def test_add_bos_behaviour(converted):
         llm = llama_vocab(converted(name)[1])
         assert llm.token_bos() == 1  # <|im_start|>
         assert llm.tokenize(b"Hello", add_bos=True) == llm.tokenize(b"Hello", add_bos=False)
+    # GPT-2: <|endoftext|> is BOS, EOS and UNK, and is never added.
+    llm = llama_vocab(converted("tiny-gpt2")[1])
+    assert llm.token_bos() == llm.token_eos() == fixture_vocab_size("tiny-gpt2") - 1
+    assert llm.tokenize(b"Hello", add_bos=True) == llm.tokenize(b"Hello", add_bos=False)
+    # Gemma: <bos> (id 2) is added, and no space before the first word (add_space_prefix False:
+    # " Hello" is not "Hello").
+    llm = llama_vocab(converted("tiny-gemma")[1])
+    assert llm.token_bos() == 2 and llm.token_eos() == 1
+    plain = llm.tokenize(b"Hello", add_bos=False)
+    assert llm.tokenize(b"Hello", add_bos=True) == [2] + plain
+    assert plain != llm.tokenize(b" Hello", add_bos=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,6 +340,8 @@ def test_identify_pre_tokenizer_names():
         assert identify_pre_tokenizer({"pre_tokenizer": pt}) == name
     smollm = json.loads((TOKENIZERS / "tiny-bpe" / "tokenizer.json").read_text(encoding="utf-8"))
     assert identify_pre_tokenizer(smollm) == "smollm"
+    gpt2 = json.loads((TOKENIZERS / "tiny-gpt2" / "tokenizer.json").read_text(encoding="utf-8"))
+    assert identify_pre_tokenizer(gpt2) == "gpt-2"
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..errors import CheckpointError, UnsupportedError
 from .base import Architecture, ModelFacts, SourceTensor
+from .bert import Bert
+from .gemma import Gemma2, Gemma3
+from .gpt2 import GPT2
 from .llama import Llama
-from .qwen import Qwen2, Qwen3
+from .moe import Mixtral
+from .phi3 import Phi3
+from .qwen import Qwen2, Qwen3, Qwen3Moe
 
 ADAPTERS: tuple[type[Architecture], ...] = (
     Llama,
     Qwen2,
     Qwen3,
+    Mixtral,
+    Qwen3Moe,
+    Phi3,
+    GPT2,
+    Bert,
+    Gemma2, Gemma3,
 )
 
 REGISTRY: dict[str, type[Architecture]] = {hf: cls for cls in ADAPTERS for hf in cls.hf_architectures}
 
 
-def for_config(config: dict) -> Architecture:
-    """The adapter for a checkpoint's config, or an error that lists what is supported."""
+def for_config(config: dict, model_dir: Path | None = None) -> Architecture:
+    """The adapter for a checkpoint's config, or an error that lists what is supported.
+    `model_dir`, the checkpoint folder, is for adapters that read other files of it."""
     names = config.get("architectures") or []
     if not names:
         raise CheckpointError("config.json has no 'architectures' entry; cannot tell the model family")
@@ -25,7 +39,9 @@ def for_config(config: dict) -> Architecture:
     if cls is None:
         raise UnsupportedError(
             f"architecture {names[0]} is not supported; supported: {', '.join(sorted(REGISTRY))}")
-    return cls(config)
+    adapter = cls(config)
+    adapter.model_dir = model_dir
+    return adapter
 
 
 __all__ = ["Architecture", "ModelFacts", "SourceTensor", "REGISTRY", "for_config"]

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import gguf
 import numpy as np
 
 from ..errors import CheckpointError, UnsupportedError
-from ..reader import TensorInfo
+from ..reader import DTYPES, TensorInfo
 
 @dataclass(frozen=True)
 class SourceTensor:
@@ -144,6 +145,12 @@ class Architecture:
     # Whether llama.cpp converts the family with LlamaModel.set_vocab, which adds tokenizer_config's
     # add_prefix_space and a no-BOS rule for 49152-token vocabularies (see tokenizer.py).
     llama_set_vocab: ClassVar[bool] = False
+    # tokenizer.ggml.add_space_prefix that the family's set_vocab writes for a SentencePiece vocab
+    # (Gemma's: False), or None to leave it to the tokenizer files.
+    spm_add_space_prefix: ClassVar[bool | None] = None
+    # The checkpoint folder, for adapters that read files besides config.json (BERT reads
+    # sentence-transformers' modules.json for the pooling type); set by `arch.for_config`.
+    model_dir: Path | None = None
 
     def __init__(self, config: dict):
         self.hp = Hparams(flatten_config(config))
@@ -183,15 +190,22 @@ class Architecture:
         """Tensors that the checkpoint does not have but llama.cpp needs (e.g. rope_freqs)."""
         return []
 
+    def sources_for(self, name: str, info: TensorInfo) -> list[SourceTensor]:
+        """The GGUF tensors that the checkpoint tensor `name` gives, written where it is read:
+        usually one; none while it waits for the rest of a stack (MoE experts, see moe.py)."""
+        return [SourceTensor(self.map_name(name), info.shape, name, info.dtype,
+                             row_order=self.row_order_for(name, info.shape))]
+
     def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
         """GGUF tensors in write order (the reader yields shards in name order, names sorted)."""
         out = list(self.extra_tensors())
         for name, info in infos.items():
             if any(re.search(p, name) for p in self.skip_patterns):
                 continue
-            gguf_name = self.map_name(name)
-            out.append(SourceTensor(gguf_name, info.shape, name, info.dtype,
-                                    row_order=self.row_order_for(name, info.shape)))
+            if info.dtype not in DTYPES:  # integer buffers are fine only where skipped above
+                raise UnsupportedError(
+                    f"tensor {name} has dtype {info.dtype}; supported dtypes are {', '.join(DTYPES)}")
+            out.extend(self.sources_for(name, info))
         seen: set[str] = set()
         for t in out:
             if t.gguf_name in seen:
