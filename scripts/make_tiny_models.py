@@ -256,6 +256,24 @@ VARIANTS: dict[str, Variant] = {
                     type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu", pad_token_id=0,
                     bos_token_id=None, eos_token_id=None),
     ),
+    # Linear rope scaling (positions divided by the factor), transformers-5 rope_parameters.
+    "llama-linear-rope-bf16": Variant(
+        LlamaConfig, "tiny-bpe", torch.bfloat16, seed=71,
+        config=dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                    rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0},
+                    tie_word_embeddings=False),
+    ),
+    # YaRN as Qwen2.5's long-context configs state it: transformers-4 `rope_scaling` with "type",
+    # factor 4 over an original context of 32 (so the frequency ramp cuts through head_dim 16).
+    "qwen2-yarn-bf16": Variant(
+        Qwen2Config, "tiny-bpe", torch.bfloat16, seed=72, transformers4_config=True,
+        config=dict(hidden_size=64, intermediate_size=160, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                    rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                                     "original_max_position_embeddings": 32},
+                    use_sliding_window=False, tie_word_embeddings=False),
+    ),
 }
 
 
