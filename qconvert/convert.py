@@ -22,12 +22,13 @@ import numpy as np
 from . import arch as arch_registry
 from . import quants
 from .arch import Architecture, SourceTensor
-from .errors import UsageError
+from .arch.base import Metadata
+from .errors import CheckpointError, UsageError
 from .imatrix import Imatrix, load_imatrix
 from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
 from .reader import DTYPES, Checkpoint, decode_to_f32
-from .tokenizer import load_tokenizer
+from .tokenizer import GGUFTokenizer, load_tokenizer
 from .writer import write_gguf
 
 # Weights handed to one worker at a time: big enough to amortize dispatch, small enough that
@@ -41,10 +42,11 @@ class Job:
 
     checkpoint: Checkpoint
     arch: Architecture
+    metadata: Metadata  # the adapter's keys for the model's settings
     recipe: Recipe
     sources: list[SourceTensor]
     rows: list[PlanRow]
-    tokenizer: object
+    tokenizer: GGUFTokenizer
     imatrix: Imatrix | None = None
     kv_overrides: tuple[KVOverride, ...] = ()
 
@@ -57,7 +59,7 @@ class Job:
             meta.size_label = gguf.size_label(n_params, shared, per_expert, n_expert)
         writer.add_type(gguf.GGUFType.MODEL)
         meta.set_gguf_meta_model(writer)
-        self.arch.metadata().write_to(writer)
+        self.metadata.write_to(writer)
         writer.add_file_type(self.recipe.file_type)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         self.tokenizer.write_to(writer)
@@ -115,20 +117,40 @@ def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = Non
     recipe = recipe_for(qtype)
     ckpt = Checkpoint.open(model_dir)
     adapter = arch_registry.for_config(ckpt.config, ckpt.path)
-    adapter.metadata()  # a setting llama.cpp cannot run (e.g. BERT's pooling) fails here, not mid-write
+    metadata = adapter.metadata()  # a setting llama.cpp cannot run (e.g. BERT's pooling) fails here
     sources = adapter.tensors(ckpt.tensors)
+    # the config with the adapter's defaults: its vocab_size fixes the token count
     tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw, adapter.llama_set_vocab,
                                spm_add_space_prefix=adapter.spm_add_space_prefix)
+    check_vocab(tokenizer, sources, adapter.hp.get("vocab_size"))
     matrix = load_imatrix(imatrix) if imatrix is not None else None
     overrides = overrides or Overrides()
     if matrix is not None:
         overrides = replace(overrides, has_imatrix=True)
     rows = plan(sources, recipe, adapter.model_facts(), overrides)
     check_writable(rows, recipe)
-    job = Job(ckpt, adapter, recipe, sources, rows, tokenizer, matrix, tuple(kv_overrides))
+    job = Job(ckpt, adapter, metadata, recipe, sources, rows, tokenizer, matrix, tuple(kv_overrides))
     for row in rows:  # size mismatches fail now, before any output exists
         job.quant_weights(row)
     return job
+
+
+# The tensors whose rows are the vocabulary: llama.cpp loads them with shape {n_embd, n_vocab},
+# n_vocab being the tokenizer's token count (llama_model's load_arch_tensors), and refuses the file
+# when the rows differ.
+VOCAB_TENSORS = ("token_embd.weight", "output.weight")
+
+
+def check_vocab(tokenizer: GGUFTokenizer, sources: list[SourceTensor], vocab_size: int | None) -> None:
+    """The token list (padded to config.json's vocab_size with [PAD{i}] tokens, as the converter
+    pads it) must have one token per row of the embedding and of the output matrix."""
+    n_tokens = len(tokenizer.tokens)
+    for s in sources:
+        if s.gguf_name in VOCAB_TENSORS and s.shape[0] != n_tokens:
+            padded = f"padded to vocab_size {vocab_size}" if vocab_size is not None else "config.json has no vocab_size"
+            raise CheckpointError(
+                f"{s.src} has {s.shape[0]} rows but the vocabulary has {n_tokens} tokens (the tokenizer's, "
+                f"{padded}); llama.cpp needs one row per token")
 
 
 def check_output(out: Path, overwrite: bool) -> None:

@@ -19,11 +19,11 @@ import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from .errors import CheckpointError, UnsupportedError
+from .errors import CheckpointError, QConvertError, UnsupportedError
 
 # safetensors dtype -> (numpy storage dtype, bytes per element). BF16 is stored as uint16 and
 # widened by a shift: a bfloat16 is the top half of a float32.
@@ -174,17 +174,41 @@ class Checkpoint:
         self._fds.clear()
 
 
+def read_json(path: Path, expect: type | tuple[type, ...] = dict, *, missing_ok: bool = False,
+              error: type[QConvertError] = CheckpointError) -> Any:
+    """A JSON file of the checkpoint, parsed, or one line saying what is wrong with it: `error`
+    for a missing file (None instead with `missing_ok`), one that does not parse, or a top-level
+    value that is not an `expect` (a JSON object by default).
+
+    >>> read_json(Path("no-such-file.json"), missing_ok=True) is None
+    True
+    """
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if missing_ok:
+            return None
+        raise error(f"{path} is missing") from None
+    except OSError as e:
+        raise error(f"{path} cannot be read ({e.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise error(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, expect):
+        kinds = expect if isinstance(expect, tuple) else (expect,)
+        wanted = " or ".join(_JSON_KINDS.get(t, t.__name__) for t in kinds)
+        raise error(f"{path}: expected {wanted}, found {_JSON_KINDS.get(type(value), type(value).__name__)}")
+    return value
+
+
+_JSON_KINDS = {dict: "a JSON object", list: "a JSON array", str: "a string", int: "a number", float: "a number",
+               bool: "a boolean", type(None): "null"}
+
+
 def load_config(path: Path) -> dict:
     cfg = path / "config.json"
     if not cfg.is_file():
         raise CheckpointError(f"{path}: no config.json (is this a Hugging Face checkpoint folder?)")
-    try:
-        config = json.loads(cfg.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{cfg}: not valid JSON ({e})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{cfg}: expected a JSON object")
-    return config
+    return read_json(cfg)
 
 
 def shard_files(path: Path) -> list[Path]:

@@ -26,7 +26,7 @@ from safetensors.numpy import load_file, save_file
 
 from conftest import FIXTURES, MODELS, ROOT, TOKENIZERS, llama_embeddings, memoized, relative_error, report
 from qconvert.convert import convert, prepare
-from qconvert.errors import TokenizerError, UnsupportedError
+from qconvert.errors import CheckpointError, TokenizerError, UnsupportedError
 from qconvert.tokenizer import CONTROL, NORMAL, load_tokenizer
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -242,6 +242,24 @@ def test_unsupported_pooling_is_refused(tmp_path):
     (ckpt / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UnsupportedError, match="pooling_mode_max_tokens"):
         prepare(ckpt, "F16")
+
+
+@pytest.mark.parametrize("modules,message", [
+    ({"1": {"type": "sentence_transformers.models.Pooling", "path": "1_Pooling"}}, "expected a JSON array"),
+    (["1_Pooling"], "expected a list of modules"),
+    ([{"type": "sentence_transformers.models.Pooling", "path": 1}], "expected a list of modules"),
+    ("[{", "not valid JSON"),
+    ([{"type": "sentence_transformers.models.Pooling", "path": "2_Pooling"}], "2_Pooling/config.json is missing"),
+])
+def test_malformed_modules_json(tmp_path, modules, message):
+    """modules.json that is not sentence-transformers' list of module objects: one line naming
+    the file, before any output exists."""
+    ckpt = copy_model(TINY, tmp_path / "ckpt")
+    (ckpt / "modules.json").write_text(modules if isinstance(modules, str) else json.dumps(modules))
+    with pytest.raises(CheckpointError, match=message) as e:
+        prepare(ckpt, "F16")
+    assert "\n" not in str(e.value)
+    assert "modules.json" in str(e.value)  # the file at fault, or the one that names it
 
 
 def test_bert_for_masked_lm(tmp_path, converted):

@@ -20,7 +20,7 @@ import pytest
 from safetensors.numpy import save_file
 
 from conftest import MODELS, ROOT, memoized, oracle_vocab_pre, report
-from qconvert.arch import for_config
+from qconvert.arch import ADAPTERS, for_config
 from qconvert.convert import convert
 from qconvert.reader import Checkpoint
 
@@ -49,9 +49,11 @@ def fields(reader: gguf.GGUFReader) -> dict[str, gguf.ReaderField]:
 
 
 def test_every_fixture_is_compared():
-    assert {"qwen2-bpe-bf16", "qwen3-bpe-bf16", "mistral-bpe-bf16"} <= set(FIXTURE_MODELS)
-    assert {"phi3-spm-bf16", "phi4mini-longrope-bf16", "gpt2-bpe-f32"} <= set(FIXTURE_MODELS)
-    assert {"gemma2-spm-bf16", "gemma3-spm-bf16"} <= set(FIXTURE_MODELS)
+    """Every fixture folder is compared, and every architecture adapter has a fixture."""
+    folders = sorted(p.name for p in MODELS.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert FIXTURE_MODELS == folders
+    adapters = {type(for_config(json.loads((MODELS / m / "config.json").read_text()))) for m in FIXTURE_MODELS}
+    assert adapters == set(ADAPTERS), sorted(c.__name__ for c in set(ADAPTERS) - adapters)
 
 
 @pytest.mark.parametrize("model", FIXTURE_MODELS)

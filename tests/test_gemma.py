@@ -20,7 +20,7 @@ from conftest import MODELS, ROOT, llama_logits, relative_error, report
 from qconvert.arch import for_config
 from qconvert.convert import convert
 from qconvert.errors import UnsupportedError
-from qconvert.reader import Checkpoint, TensorInfo
+from qconvert.reader import TensorInfo
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from oracle_convert import oracle_convert  # noqa: E402
@@ -148,34 +148,86 @@ def test_gemma2_lm_head_is_skipped():
 
 # -- Gemma3ForConditionalGeneration ----------------------------------------------------------------
 
+# google/gemma-3-4b-it's text_config as the hub has it (transformers 4.50): the sizes, the global
+# layers' rope scaling and the window, nothing else. Gemma3TextConfig fills in the rest, for the
+# converter (AutoConfig) and transformers alike: vocab_size 262208 (the embedding's rows; the
+# tokenizer has 262144 pieces), 8 heads, 4 KV heads, head_dim 256, query_pre_attn_scalar 256,
+# rope theta 1e6 (global) and 10000 (local), 131072 positions, rms_norm_eps 1e-6.
+HUB_4B_TEXT_CONFIG = {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text",
+                      "num_hidden_layers": 34, "rope_scaling": {"factor": 8.0, "rope_type": "linear"},
+                      "sliding_window": 1024}
+# The same keys with tiny sizes (and the gemma3 fixture's window of 4, so that it matters); the
+# defaulted shapes, 262208 x 64 embedding and 8 x 256 query rows, make it some 20M parameters.
+TINY_TEXT_CONFIG = {**HUB_4B_TEXT_CONFIG, "hidden_size": 64, "intermediate_size": 96, "num_hidden_layers": 6,
+                    "sliding_window": 4}
+N_VOCAB, N_HEAD, N_HEAD_KV, HEAD_DIM = 262208, 8, 4, 256
+
+
 def multimodal_checkpoint(path: Path) -> Path:
-    """The gemma3 fixture as Gemma3ForConditionalGeneration saves it: the language model under
-    language_model., a (random, tiny) SigLIP tower and projector beside it, text_config nested."""
+    """A random Gemma3ForConditionalGeneration as the hub's 4B is saved: config.json with the
+    sparse text_config, the language model under language_model., a (partial, tiny) SigLIP
+    tower and projector beside it, float32 weights; gemma3 fixture's tokenizer."""
     path.mkdir()
-    for f in GEMMA3.iterdir():
-        if f.is_file() and f.suffix not in (".safetensors", ".npz") and f.name != "config.json":
-            shutil.copy(f, path / f.name)
-    text = config_of(GEMMA3)
-    for key in ("architectures", "dtype", "transformers_version"):
-        text.pop(key, None)
-    vision = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64,
-              "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 28, "patch_size": 14}
+    for name in ("tokenizer.model", "tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(GEMMA3 / name, path / name)
+    vision = {"model_type": "siglip_vision_model", "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+              "num_attention_heads": 2, "image_size": 28, "patch_size": 14, "vision_use_head": False}
     (path / "config.json").write_text(json.dumps({
-        "architectures": ["Gemma3ForConditionalGeneration"], "model_type": "gemma3", "dtype": "bfloat16",
-        "text_config": text, "vision_config": vision, "mm_tokens_per_image": 1, "boi_token_index": 5,
-        "eoi_token_index": 6, "image_token_index": 4, "tie_word_embeddings": True}))
-    src = Checkpoint.open(GEMMA3)
-    tensors = {"language_model." + name: src.load(name) for name in src.tensors}
-    src.close()
-    rng = np.random.default_rng(0)
-    for name, shape in {"vision_tower.vision_model.embeddings.patch_embedding.weight": (32, 3, 14, 14),
-                        "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight": (32, 32),
-                        "vision_tower.vision_model.post_layernorm.weight": (32,),
-                        "multi_modal_projector.mm_input_projection_weight": (32, 64),
-                        "multi_modal_projector.mm_soft_emb_norm.weight": (32,)}.items():
-        tensors[name] = rng.standard_normal(shape).astype(np.float32)
+        "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
+        "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02, "mm_tokens_per_image": 1,
+        "model_type": "gemma3", "text_config": TINY_TEXT_CONFIG, "torch_dtype": "bfloat16",
+        "transformers_version": "4.50.0.dev0", "vision_config": vision}, indent=2))
+    rng = np.random.default_rng(3)
+
+    def w(*shape):
+        return (rng.standard_normal(shape) * 0.05).astype(np.float32)
+
+    def norm(n, lo=0.5, hi=1.5):  # applied gains in [lo, hi), stored as gain - 1 (Gemma applies 1 + w)
+        return rng.uniform(lo - 1, hi - 1, n).astype(np.float32)
+
+    h, ff = TINY_TEXT_CONFIG["hidden_size"], TINY_TEXT_CONFIG["intermediate_size"]
+    q, kv = N_HEAD * HEAD_DIM, N_HEAD_KV * HEAD_DIM
+    lm = "language_model.model."
+    tensors = {lm + "embed_tokens.weight": w(N_VOCAB, h), lm + "norm.weight": norm(h)}
+    for i in range(TINY_TEXT_CONFIG["num_hidden_layers"]):
+        p = f"{lm}layers.{i}."
+        tensors.update({p + "self_attn.q_proj.weight": w(q, h), p + "self_attn.k_proj.weight": w(kv, h),
+                        p + "self_attn.v_proj.weight": w(kv, h), p + "self_attn.o_proj.weight": w(h, q),
+                        p + "self_attn.q_norm.weight": norm(HEAD_DIM), p + "self_attn.k_norm.weight": norm(HEAD_DIM),
+                        p + "mlp.gate_proj.weight": w(ff, h), p + "mlp.up_proj.weight": w(ff, h),
+                        p + "mlp.down_proj.weight": w(h, ff)})
+        for name in ("input_layernorm", "post_attention_layernorm", "pre_feedforward_layernorm"):
+            tensors[f"{p}{name}.weight"] = norm(h)
+        # small, as in the fixtures (scripts/make_tiny_models.py GEMMA_FFN_POST_NORM): the FFN's
+        # share keeps llama.cpp's F16-table GELU error far below the F32 bound
+        tensors[f"{p}post_feedforward_layernorm.weight"] = norm(h, 0.02, 0.08)
+    tensors.update({"vision_tower.vision_model.embeddings.patch_embedding.weight": w(32, 3, 14, 14),
+                    "vision_tower.vision_model.encoder.layers.0.self_attn.q_proj.weight": w(32, 32),
+                    "vision_tower.vision_model.post_layernorm.weight": norm(32),
+                    "multi_modal_projector.mm_input_projection_weight": w(32, h),
+                    "multi_modal_projector.mm_soft_emb_norm.weight": norm(32)})
     save_file(tensors, str(path / "model.safetensors"))
     return path
+
+
+# transformers' logits for the multimodal checkpoint (text only), in a subprocess: tests never
+# import torch themselves.
+MM_LOGITS = """
+import sys, numpy as np, torch
+from transformers import AutoModelForImageTextToText
+model = AutoModelForImageTextToText.from_pretrained(sys.argv[1], dtype=torch.float32, attn_implementation="eager")
+tokens = torch.from_numpy(np.load(sys.argv[2]).astype(np.int64))[None]
+with torch.no_grad():
+    np.save(sys.argv[3], model.eval()(input_ids=tokens).logits[0].float().numpy())
+"""
+
+
+def transformers_logits(ckpt: Path, tokens: np.ndarray, work: Path) -> np.ndarray:
+    np.save(work / "tokens.npy", tokens)
+    proc = subprocess.run([sys.executable, "-c", MM_LOGITS, str(ckpt), str(work / "tokens.npy"),
+                           str(work / "logits.npy")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return np.load(work / "logits.npy")
 
 
 def keys(reader: gguf.GGUFReader) -> dict:
@@ -185,16 +237,29 @@ def keys(reader: gguf.GGUFReader) -> dict:
 
 
 def test_gemma3_for_conditional_generation(tmp_path: Path):
+    """The hub's sparse text_config: transformers' defaults apply (the vocabulary padded to the
+    embedding's 262208 rows, 8 heads of 256, ...); llama.cpp computes transformers' logits, and
+    the file equals the converter's, which reads the config through transformers."""
+    assert TINY_TEXT_CONFIG.keys() == HUB_4B_TEXT_CONFIG.keys()
     ckpt = multimodal_checkpoint(tmp_path / "gemma3-mm")
+    tokens = np.load(GEMMA3 / "reference.npz")["tokens"]
+    want = transformers_logits(ckpt, tokens, tmp_path)
+    assert want.shape == (len(tokens), N_VOCAB)
+
     convert(ckpt, tmp_path / "mm.gguf", "F32")
-    convert(GEMMA3, tmp_path / "text.gguf", "F32")
-    mm, text = gguf.GGUFReader(tmp_path / "mm.gguf"), gguf.GGUFReader(tmp_path / "text.gguf")
-    # the same language model: tensors, bytes, and every key but the name
-    assert [(t.name, t.data.tobytes()) for t in mm.tensors] == [(t.name, t.data.tobytes()) for t in text.tensors]
-    assert keys(mm) == keys(text)
-    ref = np.load(GEMMA3 / "reference.npz")
-    assert relative_error(llama_logits(tmp_path / "mm.gguf", ref["tokens"]), ref["logits"]) <= 1e-4
-    # and what llama.cpp's converter makes of the same checkpoint (its text model, F16)
+    reader = gguf.GGUFReader(tmp_path / "mm.gguf")
+    md = keys(reader)
+    assert (md["gemma3.attention.head_count"], md["gemma3.attention.head_count_kv"],
+            md["gemma3.attention.key_length"], md["gemma3.context_length"]) == (N_HEAD, N_HEAD_KV, HEAD_DIM, 131072)
+    assert (md["gemma3.rope.freq_base"], md["gemma3.rope.freq_base_swa"]) == (1e6, 1e4)
+    assert len(md["tokenizer.ggml.tokens"]) == N_VOCAB  # tokenizer.model's pieces, padded with [PAD{i}]
+    tensors = {t.name: t for t in reader.tensors}
+    assert list(tensors["token_embd.weight"].shape) == [64, N_VOCAB]
+    assert len(tensors) == 1 + 1 + 6 * 13  # embedding, output norm, 13 a layer: no vision tensor
+    err = relative_error(llama_logits(tmp_path / "mm.gguf", tokens), want)
+    report(f"gemma3 ConditionalGeneration (hub's sparse config), F32: {err:.2e}")
+    assert err <= 1e-4, err
+
     oracle_convert(ckpt, tmp_path / "theirs.gguf", "f16")
     convert(ckpt, tmp_path / "ours.gguf", "F16")
     ours, theirs = gguf.GGUFReader(tmp_path / "ours.gguf"), gguf.GGUFReader(tmp_path / "theirs.gguf")

@@ -70,6 +70,11 @@ GENERATED = {
     # llama-quantize then raises attn_v from Q3_K/Q4_K to Q5_K (rows of 256, so no fallback).
     "gen-70b-shape": dict(hidden_size=256, intermediate_size=256, num_hidden_layers=80,
                           num_attention_heads=4, num_key_value_heads=1),
+    # Qwen1.5-72B's shape: 80 layers without GQA. llama.cpp's qwen2 loader calls any 80-layer
+    # model LLM_TYPE_70B (llama's would call it 65B), so attn_v is raised to Q5_K here too.
+    "gen-qwen2-80layers": dict(architectures=["Qwen2ForCausalLM"], model_type="qwen2",
+                               hidden_size=256, intermediate_size=256, num_hidden_layers=80,
+                               num_attention_heads=4, num_key_value_heads=4),
     # Mixtral with 8 experts and rows of 256: llama-quantize's 8-expert rules with nothing falling
     # back (the mixtral fixture's 64-wide rows turn attn_output's Q5_K into Q5_1): attn_v/attn_k
     # Q8_0 in every mix (over Q2_K's GQA >= 4 rule too), attn_output Q5_K in Q2_K, Q3_K_S/M and

@@ -293,3 +293,20 @@ def test_llama_adapter_recognizes_the_70b_shape():
            "num_attention_heads": 64, "num_key_value_heads": 8, "vocab_size": 32000}
     assert for_config(cfg).model_facts().is_70b
     assert not for_config({**cfg, "num_key_value_heads": 64}).model_facts().is_70b  # 65B
+
+
+def test_70b_is_decided_per_architecture():
+    """llama.cpp's loaders decide LLM_TYPE_70B each their own way (arch/base.py LLM_TYPE_70B):
+    qwen2's calls any 80-layer model 70B (Qwen1.5-72B has no GQA), qwen3's and the others never."""
+    from qconvert.arch import for_config
+    qwen15_72b = {"architectures": ["Qwen2ForCausalLM"], "num_hidden_layers": 80, "hidden_size": 8192,
+                  "intermediate_size": 24576, "num_attention_heads": 64, "num_key_value_heads": 64,
+                  "vocab_size": 152064}
+    assert for_config(qwen15_72b).model_facts().is_70b
+    big = {"num_hidden_layers": 80, "hidden_size": 8192, "intermediate_size": 28672, "num_attention_heads": 64,
+           "num_key_value_heads": 8}
+    assert not for_config({**big, "architectures": ["Qwen3ForCausalLM"]}).model_facts().is_70b
+    for arch in ("Phi3ForCausalLM", "Gemma2ForCausalLM"):
+        assert not for_config({**big, "architectures": [arch], "head_dim": 128,
+                               "query_pre_attn_scalar": 128}).model_facts().is_70b, arch
+    assert for_config({**big, "architectures": ["MistralForCausalLM"]}).model_facts().is_70b  # llama's loader

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from qconvert.errors import CheckpointError
-from qconvert.reader import Checkpoint, decode_to_f32
+from qconvert.errors import CheckpointError, TokenizerError
+from qconvert.reader import Checkpoint, decode_to_f32, read_json
 
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -86,3 +86,19 @@ def test_invalid_config_json(tmp_path: Path):
     (tmp_path / "config.json").write_text("{oops")
     with pytest.raises(CheckpointError, match="not valid JSON"):
         Checkpoint.open(tmp_path)
+
+
+def test_read_json(tmp_path: Path):
+    """One JSON reader for every file of a checkpoint: one-line errors of the caller's class."""
+    f = tmp_path / "x.json"
+    assert read_json(f, missing_ok=True) is None
+    with pytest.raises(CheckpointError, match="x.json is missing"):
+        read_json(f)
+    f.write_text('[{"a": 1}]')
+    assert read_json(f, list) == [{"a": 1}]
+    with pytest.raises(TokenizerError, match="expected a JSON object, found a JSON array"):
+        read_json(f, error=TokenizerError)
+    f.write_text("{oops")
+    with pytest.raises(CheckpointError, match="x.json: not valid JSON") as e:
+        read_json(f, (dict, list))
+    assert "\n" not in str(e.value)

@@ -9,13 +9,14 @@ from .base import Architecture, ModelFacts, SourceTensor
 from .bert import Bert
 from .gemma import Gemma2, Gemma3
 from .gpt2 import GPT2
-from .llama import Llama
+from .llama import Llama, Mistral
 from .moe import Mixtral
 from .phi3 import Phi3
 from .qwen import Qwen2, Qwen3, Qwen3Moe
 
 ADAPTERS: tuple[type[Architecture], ...] = (
     Llama,
+    Mistral,
     Qwen2,
     Qwen3,
     Mixtral,
@@ -39,9 +40,7 @@ def for_config(config: dict, model_dir: Path | None = None) -> Architecture:
     if cls is None:
         raise UnsupportedError(
             f"architecture {names[0]} is not supported; supported: {', '.join(sorted(REGISTRY))}")
-    adapter = cls(config)
-    adapter.model_dir = model_dir
-    return adapter
+    return cls(config, model_dir)
 
 
 __all__ = ["Architecture", "ModelFacts", "SourceTensor", "REGISTRY", "for_config"]

@@ -5,7 +5,10 @@ list of `SourceTensor`s: which GGUF tensor comes from which checkpoint tensor, w
 which order. It decides nothing about types (that is the planner) and does no I/O of its own.
 
 Configs in the wild come from transformers 4 (`rope_theta`, `rope_scaling`, `torch_dtype`) and
-transformers 5 (`rope_parameters`, `dtype`); `Hparams` reads both.
+transformers 5 (`rope_parameters`, `dtype`); `Hparams` reads both. Many leave out settings whose
+value is their transformers config class's default (Gemma 3's hub configs give hardly more than
+the sizes); llama.cpp's converter reads configs through transformers, which fills them in, and
+each adapter's `defaults` does the same here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ import numpy as np
 from ..errors import CheckpointError, UnsupportedError
 from ..reader import DTYPES, TensorInfo
 
+K = gguf.Keys
+
+
 @dataclass(frozen=True)
 class SourceTensor:
     """One GGUF tensor to write. `src` names the checkpoint tensor it is read from; generated
@@ -34,7 +40,10 @@ class SourceTensor:
     - `stack` lists several checkpoint tensors of one shape stacked on a new first axis (the
       experts of a MoE layer: llama.cpp wants one 3-D tensor per layer); `src` is the first.
     - `transpose`: the checkpoint stores the 2-D matrix transposed (GPT-2's Conv1D layers keep
-      [in, out]); such a tensor is read whole.
+      [in, out]). Such a tensor is read and decoded whole, outside the pipeline's chunk bound
+      (convert.py CHUNK_ELEMENTS), so for it memory is bounded by the largest tensor (times the
+      worker threads) rather than by the chunk size: fine for GPT-2, whose largest Conv1D
+      weight, GPT-2 XL's mlp.c_fc (1600 x 6400), is 41 MB in float32.
     - `transform` changes the float32 values in place after decoding (Gemma's norm offset)."""
 
     gguf_name: str
@@ -71,6 +80,32 @@ class ModelFacts:
     is_70b: bool = False      # llama.cpp's LLM_TYPE_70B
 
 
+@dataclass(frozen=True)
+class SizeRule:
+    """When an architecture's llama.cpp loader calls a model LLM_TYPE_70B."""
+
+    n_layer: int
+    gqa: bool = False                # only with grouped-query attention (n_head_kv != n_head)
+    not_n_expert: int | None = None  # never with this many experts
+
+    def matches(self, n_layer: int, n_head: int, n_head_kv: int, n_expert: int) -> bool:
+        return (n_layer == self.n_layer and (not self.gqa or n_head_kv != n_head)
+                and n_expert != self.not_n_expert)
+
+
+# llama.cpp's LLM_TYPE_70B: the one model type llama-quantize's rules look at (llama-quant.cpp
+# llama_tensor_get_type_impl: attn_v Q3_K/Q4_K -> Q5_K; the rest test n_expert and n_gqa, and the
+# architecture only for falcon, glm5-next and bailingmoe3). Each architecture's loader decides it
+# (load_arch_hparams in src/models/<arch>.cpp); one not listed here is never 70B: qwen3, qwen3moe,
+# phi3, gemma2, gemma3, gpt2 and bert name their sizes without it.
+LLM_TYPE_70B: dict[gguf.MODEL_ARCH, SizeRule] = {
+    # models/llama.cpp: 80 layers are 70B with GQA (65B without); 8 experts are sized 8x7B / 8x22B
+    gguf.MODEL_ARCH.LLAMA: SizeRule(n_layer=80, gqa=True, not_n_expert=8),
+    # models/qwen2.cpp: any 80-layer model (Qwen1.5-72B, without GQA, and Qwen2-72B, with it)
+    gguf.MODEL_ARCH.QWEN2: SizeRule(n_layer=80),
+}
+
+
 @dataclass
 class Hparams:
     """config.json, flattened (`text_config` merged in) and readable by several key spellings."""
@@ -101,10 +136,25 @@ class Hparams:
             params["rope_theta"] = theta
         if "rope_type" not in params and "type" in params:
             params["rope_type"] = params["type"]
-        if ("original_max_position_embeddings" not in params
-                and (ctx := self.get("original_max_position_embeddings")) is not None):
-            params["original_max_position_embeddings"] = ctx
+        # the converter's TextModel.__init__ mirrors these top-level settings into its rope dict
+        for name, spellings in (("original_max_position_embeddings", ("original_max_position_embeddings",)),
+                                ("partial_rotary_factor", ("partial_rotary_factor", "rope_pct", "rope_percent"))):
+            if name not in params and (value := self.get(*spellings)) is not None:
+                params[name] = value
         return params
+
+    def local_rope(self) -> dict:
+        """The sliding-window layers' own rope, if the config gives them one (Gemma 3):
+        transformers 5's rope_parameters.sliding_attention, or a transformers-4 local base
+        frequency (the spellings the converter's TextModel.__init__ looks for)."""
+        params = self.get("rope_parameters", "rope_scaling", default={}) or {}
+        if "sliding_attention" in params:
+            return dict(params["sliding_attention"])
+        if "full_attention" in params:
+            return {}
+        theta = self.get("local_rope_theta", "rope_local_theta", "rope_theta_local", "swa_rope_theta",
+                         "rope_local_base_freq")
+        return {} if theta is None else {"rope_theta": theta}
 
 
 def flatten_config(config: dict) -> dict:
@@ -133,6 +183,24 @@ class Metadata:
             writer.add_key_value(key, value, vtype)
 
 
+# TextModel.set_gguf_parameters' integer settings: GGUF key, config names it tries in order.
+# (Its context-length list goes on to generation settings such as max_length, which configs of
+# transformers 4 carry with a default of 20; none of the families here needs them.)
+TEXT_MODEL_COUNTS = (
+    (K.LLM.CONTEXT_LENGTH, ("max_position_embeddings", "n_ctx", "n_positions")),
+    (K.LLM.EMBEDDING_LENGTH, ("hidden_size", "n_embd", "dim")),
+    (K.LLM.FEED_FORWARD_LENGTH, ("intermediate_size", "n_inner", "hidden_dim")),
+    (K.Attention.HEAD_COUNT, ("num_attention_heads", "n_head", "n_heads")),
+    (K.Attention.HEAD_COUNT_KV, ("num_key_value_heads", "n_kv_heads")),
+    (K.LLM.EXPERT_COUNT, ("num_local_experts", "num_experts", "n_routed_experts")),
+    (K.LLM.EXPERT_USED_COUNT, ("num_experts_per_tok", "num_experts_per_token", "top_k_experts")),
+)
+TEXT_MODEL_EPS = (
+    (K.Attention.LAYERNORM_RMS_EPS, ("rms_norm_eps", "norm_eps")),
+    (K.Attention.LAYERNORM_EPS, ("layer_norm_eps", "layer_norm_epsilon", "norm_epsilon")),
+)
+
+
 class Architecture:
     """Base adapter. Subclasses set `gguf_arch` and `hf_architectures` and override only what
     differs (see llama.py, the base of most decoder-only models)."""
@@ -148,14 +216,33 @@ class Architecture:
     # tokenizer.ggml.add_space_prefix that the family's set_vocab writes for a SentencePiece vocab
     # (Gemma's: False), or None to leave it to the tokenizer files.
     spm_add_space_prefix: ClassVar[bool | None] = None
-    # The checkpoint folder, for adapters that read files besides config.json (BERT reads
-    # sentence-transformers' modules.json for the pooling type); set by `arch.for_config`.
-    model_dir: Path | None = None
+    # Whether Q/K rows go from Hugging Face's rotate-half layout to the interleaved pairs of
+    # llama.cpp's normal rope (the converter's LlamaModel.undo_permute; see llama.py). Families
+    # llama.cpp runs with NEOX rope, which rotates halves as Hugging Face does, keep their rows.
+    rope_permute: ClassVar[bool] = False
+    # The config-class defaults of transformers for the settings the adapter reads, applied to
+    # config.json's settings (text_config merged in) once, in __init__: the converter reads the
+    # config through transformers (AutoConfig), which fills them in. A value applies to a key the
+    # file does not have; an explicit null stays null. A function of the Hparams (the other
+    # defaults applied) is what the config class's __post_init__ computes, and applies to an
+    # absent or a null key alike (LlamaConfig's head_dim: hidden_size / num_attention_heads).
+    defaults: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, config: dict):
-        self.hp = Hparams(flatten_config(config))
+    def __init__(self, config: dict, model_dir: Path | None = None):
+        """`model_dir`, the checkpoint folder, is for adapters that read files besides
+        config.json (BERT reads sentence-transformers' modules.json for the pooling type)."""
+        flat = flatten_config(config)
+        for key, value in self.defaults.items():
+            if key not in flat and not callable(value):
+                flat[key] = value
+        self.hp = Hparams(flat)
+        for key, value in self.defaults.items():
+            if callable(value) and flat.get(key) is None:
+                flat[key] = value(self.hp)
+        self.model_dir = model_dir
         self.n_blocks = int(self.hp.require("num_hidden_layers", "n_layer", "num_layers"))
         self.name_map = gguf.get_tensor_name_map(self.gguf_arch, self.n_blocks)
+        self.rope = self.hp.rope()
 
     @property
     def arch_name(self) -> str:
@@ -167,7 +254,62 @@ class Architecture:
     # -- metadata -------------------------------------------------------------------------------
 
     def metadata(self) -> Metadata:
-        raise NotImplementedError
+        """The GGUF keys of the model's settings; by default `text_model_metadata`'s."""
+        return self.text_model_metadata()
+
+    def text_model_metadata(self) -> Metadata:
+        """The keys the converter's TextModel.set_gguf_parameters (conversion/base.py) writes:
+        each where the config (with `defaults`) has the setting, under the same names. Adapters
+        add, drop or change theirs (key order does not matter: llama.cpp looks keys up by name)."""
+        hp, md, key = self.hp, Metadata(), self.key
+        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
+        for template, names in TEXT_MODEL_COUNTS:
+            if (value := hp.get(*names)) is not None:
+                md.add(key(template), int(value))
+        if hp.raw.get("is_causal") is False:
+            md.add(key(K.Attention.CAUSAL), False)
+        self.add_rope_scaling(md)
+        if (theta := self.rope.get("rope_theta")) is not None:
+            md.add(key(K.Rope.FREQ_BASE), float(theta))
+        if (local_theta := hp.local_rope().get("rope_theta")) is not None:
+            md.add(key(K.Rope.FREQ_BASE_SWA), float(local_theta))
+        for template, names in TEXT_MODEL_EPS:
+            if (value := hp.get(*names)) is not None:
+                md.add(key(template), float(value))
+        if (head_dim := hp.get("head_dim")) is not None:
+            md.add(key(K.Attention.KEY_LENGTH), int(head_dim))
+            md.add(key(K.Attention.VALUE_LENGTH), int(head_dim))
+        return md
+
+    def add_rope_scaling(self, md: Metadata) -> None:
+        """TextModel's rope scaling keys: linear and yarn. (llama3's is a rope_freqs tensor, see
+        llama.py; Phi-3's LongRoPE has its own keys, see phi3.py.)"""
+        rope, key = self.rope, self.key
+        rope_type, factor = rope.get("rope_type"), rope.get("factor")
+        if rope_type == "linear" and factor is not None:
+            md.add(key(K.Rope.SCALING_TYPE), gguf.RopeScalingType.LINEAR.value)
+            md.add(key(K.Rope.SCALING_FACTOR), float(factor))
+        elif rope_type == "yarn" and factor is not None:
+            md.add(key(K.Rope.SCALING_TYPE), gguf.RopeScalingType.YARN.value)
+            md.add(key(K.Rope.SCALING_FACTOR), float(factor))
+            md.add(key(K.Rope.SCALING_ORIG_CTX_LEN), int(rope["original_max_position_embeddings"]))
+            for names, dst in ((("extrapolation_factor",), K.Rope.SCALING_YARN_EXT_FACTOR),
+                               (("attention_factor", "attn_factor"), K.Rope.SCALING_YARN_ATTN_FACTOR),
+                               (("beta_fast",), K.Rope.SCALING_YARN_BETA_FAST),
+                               (("beta_slow",), K.Rope.SCALING_YARN_BETA_SLOW)):
+                if (value := next((rope[n] for n in names if rope.get(n) is not None), None)) is not None:
+                    md.add(key(dst), float(value))
+
+    def model_facts(self) -> ModelFacts:
+        """What llama-quantize's type rules read about the model besides each tensor."""
+        hp = self.hp
+        n_head = int(hp.require("num_attention_heads", "n_head", "n_heads"))
+        # llama.cpp's defaults: as many KV heads as heads, no experts
+        n_head_kv = int(hp.get("num_key_value_heads", "n_kv_heads", default=n_head))
+        n_expert = int(hp.get("num_local_experts", "num_experts", "n_routed_experts", default=0))
+        rule = LLM_TYPE_70B.get(self.gguf_arch)
+        return ModelFacts(n_layer=self.n_blocks, n_gqa=n_head // n_head_kv, n_expert=n_expert,
+                          is_70b=rule is not None and rule.matches(self.n_blocks, n_head, n_head_kv, n_expert))
 
     # -- tensors --------------------------------------------------------------------------------
 
@@ -178,9 +320,6 @@ class Architecture:
                 f"tensor {hf_name} has no GGUF name for architecture {self.arch_name}; "
                 "is the checkpoint a variant qconvert does not know?")
         return mapped
-
-    def model_facts(self) -> ModelFacts:
-        return ModelFacts(n_layer=self.n_blocks)
 
     def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
         """How the tensor's first axis is reordered for llama.cpp, or None to keep it."""

@@ -23,11 +23,13 @@ through transformers, which fills them in.
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
+from typing import ClassVar
 
 import gguf
 
 from ..errors import CheckpointError, UnsupportedError
+from ..reader import read_json
 from .base import Architecture, Metadata
 
 K = gguf.Keys
@@ -55,45 +57,46 @@ class Bert(Architecture):
         r"^cls\.(predictions|seq_relationship)\.",  # BertForMaskedLM's / pre-training heads
     )
 
-    def __init__(self, config: dict):
-        super().__init__(config)
-        hp = self.hp
-        self.n_embd = int(hp.require("hidden_size"))
-        self.n_head = int(hp.require("num_attention_heads"))
-        act = hp.get("hidden_act", default="gelu")
+    # BertConfig's (and transformers 4's position_embedding_type; 5 has absolute positions only)
+    defaults: ClassVar[dict] = dict(
+        vocab_size=30522, num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
+        type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu", position_embedding_type="absolute")
+
+    def __init__(self, config: dict, model_dir: Path | None = None):
+        super().__init__(config, model_dir)
+        act = self.hp.get("hidden_act")
         if act not in GELU_ACTS:
             raise UnsupportedError(f"BERT with hidden_act {act!r}: llama.cpp's BERT runs GELU only")
-        position = hp.get("position_embedding_type", default="absolute")
-        if position != "absolute":
+        position = self.hp.get("position_embedding_type")
+        if position not in (None, "absolute"):  # transformers 4's BertModel reads null as absolute
             raise UnsupportedError(
                 f"BERT with position_embedding_type {position!r}: llama.cpp's BERT has absolute positions only")
 
     def metadata(self) -> Metadata:
-        hp, md, key = self.hp, Metadata(), self.key
-        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
-        md.add(key(K.LLM.CONTEXT_LENGTH), int(hp.get("max_position_embeddings", default=512)))
-        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
-        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.get("intermediate_size", default=3072)))
-        md.add(key(K.Attention.HEAD_COUNT), self.n_head)
-        if (n_head_kv := hp.get("num_key_value_heads")) is not None:
-            md.add(key(K.Attention.HEAD_COUNT_KV), int(n_head_kv))
-        md.add(key(K.Attention.LAYERNORM_EPS), float(hp.get("layer_norm_eps", default=1e-12)))
+        # BertModel.set_gguf_parameters: TextModel's keys, then its own
+        md, key = super().metadata(), self.key
         md.add(key(K.Attention.CAUSAL), False)
         if (pooling := self.pooling_type()) is not None:
             md.add(key(K.LLM.POOLING_TYPE), int(pooling.value))
         # BertModel.set_vocab: llama.cpp checks token_types' rows against it
-        md.add(K.Tokenizer.TOKEN_TYPE_COUNT, int(hp.get("type_vocab_size", default=2)))
+        md.add(K.Tokenizer.TOKEN_TYPE_COUNT, int(self.hp.require("type_vocab_size")))
         return md
 
     def pooling_type(self) -> gguf.PoolingType | None:
         """The Pooling module of sentence-transformers' modules.json, as llama.cpp's type."""
         if self.model_dir is None or not (self.model_dir / "modules.json").is_file():
             return None
-        modules = _read_json(self.model_dir / "modules.json")
+        listing = self.model_dir / "modules.json"
+        modules = read_json(listing, list)
+        if not all(isinstance(m, dict) and isinstance(m.get("path", ""), str) for m in modules):
+            raise CheckpointError(f"{listing}: expected a list of modules, objects with a 'type' and a 'path'")
         path = next((m.get("path") for m in modules if str(m.get("type", "")).endswith("Pooling")), None)
         if path is None:
             return None
-        pooling = _read_json(self.model_dir / path / "config.json")
+        config = self.model_dir / path / "config.json"
+        if not config.is_file():
+            raise CheckpointError(f"{config} is missing (modules.json names it)")
+        pooling = read_json(config)
         for flag, kind in POOLING_FLAGS:
             if pooling.get(flag):
                 return kind
@@ -113,11 +116,3 @@ class Bert(Architecture):
             name = name[: -len(".beta")] + ".bias"
         return super().map_name(name)
 
-
-def _read_json(path) -> dict | list:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} is missing (modules.json names it)") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not valid JSON ({e})") from None

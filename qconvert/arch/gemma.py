@@ -29,13 +29,15 @@ loads (src/models/gemma2.cpp, gemma3.cpp):
   Gemma's tokenizer.json is a byte-fallback BPE, which tokenizer.py asks tokenizer.model for.)
 
 Config defaults are transformers' Gemma2Config / Gemma3TextConfig's, which the converter sees
-through AutoConfig.
+through AutoConfig: Gemma 3's hub configs (4B-27B) leave the vocabulary size, head counts, head
+size and attention scale out of their text_config.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
 import gguf
@@ -43,7 +45,7 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..reader import TensorInfo
-from .base import Metadata, ModelFacts, SourceTensor, flatten_config
+from .base import Metadata, SourceTensor
 from .llama import Llama
 
 K = gguf.Keys
@@ -62,24 +64,22 @@ class Gemma2(Llama):
     hf_architectures = ("Gemma2ForCausalLM",)
     llama_set_vocab = False
     spm_add_space_prefix = False  # Gemma2Model.set_vocab: add_add_space_prefix(False)
+    rope_permute = False  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
     # llama.cpp's gemma2 has no output tensor (it reuses token_embd): Gemma2Model.filter_tensors
     skip_patterns = Llama.skip_patterns + (r"^lm_head\.weight$",)
 
-    # transformers' config defaults for the keys read below
+    # Gemma2Config's
     defaults: ClassVar[dict] = dict(
-        max_position_embeddings=8192, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
-        rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=256, sliding_window=4096,
+        vocab_size=256000, max_position_embeddings=8192, num_attention_heads=8, num_key_value_heads=4,
+        head_dim=256, rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=256, sliding_window=4096,
         final_logit_softcapping=30.0, attn_logit_softcapping=50.0, hidden_activation="gelu_pytorch_tanh")
     # llama.cpp's assumed sliding-window layout (load_swa_pattern's n_pattern): every n-th layer
     # is global, and the model size whose attention scale uses n_embd / n_head
     swa_pattern: ClassVar[int] = 2
     n_layer_27b: ClassVar[int] = 46
 
-    def __init__(self, config: dict):
-        flat = flatten_config(config)
-        for key, value in self.defaults.items():
-            flat.setdefault(key, value)  # absent only: an explicit null (no soft-cap) stays null
-        super().__init__(flat)
+    def __init__(self, config: dict, model_dir: Path | None = None):
+        super().__init__(config, model_dir)
         self.check_supported()
 
     # -- what llama.cpp cannot express ---------------------------------------------------------
@@ -120,44 +120,27 @@ class Gemma2(Llama):
     # -- metadata ------------------------------------------------------------------------------
 
     def metadata(self) -> Metadata:
-        hp, md, key = self.hp, Metadata(), self.key
-        # Gemma2Model.set_gguf_parameters, in its order
-        md.add(key(K.LLM.CONTEXT_LENGTH), int(hp.require("max_position_embeddings")))
-        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
-        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
-        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.require("intermediate_size")))
-        md.add(key(K.Attention.HEAD_COUNT), self.n_head)
-        md.add(key(K.Attention.HEAD_COUNT_KV), self.n_head_kv)
-        md.add(key(K.Attention.LAYERNORM_RMS_EPS), float(hp.require("rms_norm_eps")))
-        md.add(key(K.Attention.KEY_LENGTH), self.head_dim)
-        md.add(key(K.Attention.VALUE_LENGTH), self.head_dim)
+        # Gemma2Model.set_gguf_parameters: TextModel's keys but the rope ones, and its own
+        md, key = self.text_model_metadata(), self.key
         for name, template in (("attn_logit_softcapping", K.LLM.ATTN_LOGIT_SOFTCAPPING),
                                ("final_logit_softcapping", K.LLM.FINAL_LOGIT_SOFTCAPPING)):
-            if hp.raw.get(name) is None:  # explicitly null: llama.cpp would cap anyway
+            if self.hp.raw.get(name) is None:  # explicitly null: llama.cpp would cap anyway
                 raise UnsupportedError(f"gemma2 without {name}: llama.cpp's gemma2 always soft-caps")
-            md.add(key(template), float(hp.raw[name]))
-        md.add(key(K.Attention.SLIDING_WINDOW), int(hp.require("sliding_window")))
+            md.add(key(template), float(self.hp.raw[name]))
+        md.add(key(K.Attention.SLIDING_WINDOW), int(self.hp.require("sliding_window")))
         self.add_swa_layout(md)
         # The converter writes no rope keys for Gemma 2; llama.cpp's defaults are theta 10000 and
         # no scaling. Written only where the config says otherwise.
-        if float(self.rope["rope_theta"]) != 10000.0:
-            md.add(key(K.Rope.FREQ_BASE), float(self.rope["rope_theta"]))
-        self.add_rope_scaling(md)
+        if float(self.rope["rope_theta"]) == 10000.0:
+            del md.items[key(K.Rope.FREQ_BASE)]
         return md
 
     # -- tensors -------------------------------------------------------------------------------
-
-    def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        return None  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
 
     def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
         # Gemma2Model/Gemma3Model.modify_tensors: `if name.endswith("norm.weight"): data + 1`
         return [replace(t, transform=add_one) if t.src is not None and t.src.endswith("norm.weight") else t
                 for t in super().tensors(infos)]
-
-    def model_facts(self) -> ModelFacts:
-        # no Llama 70B rule: llama.cpp types gemma models by their own layer counts
-        return ModelFacts(n_layer=self.n_blocks, n_gqa=self.n_head // self.n_head_kv)
 
 
 class Gemma3(Gemma2):
@@ -172,20 +155,20 @@ class Gemma3(Gemma2):
     hf_architectures = ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
     skip_patterns = Llama.skip_patterns + (r"(^|\.)vision_tower\.", r"(^|\.)multi_modal_projector\.")
 
+    # Gemma3TextConfig's (no soft-capping by default; default_theta: global 1e6, local 10000)
     defaults: ClassVar[dict] = dict(
-        max_position_embeddings=131072, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
-        rms_norm_eps=1e-6, rope_theta=1_000_000.0, query_pre_attn_scalar=256, sliding_window=4096,
-        hidden_activation="gelu_pytorch_tanh")
+        vocab_size=262_208, max_position_embeddings=131072, num_attention_heads=8, num_key_value_heads=4,
+        head_dim=256, rms_norm_eps=1e-6, rope_theta=1_000_000.0, rope_local_base_freq=10000.0,
+        query_pre_attn_scalar=256, sliding_window=4096, hidden_activation="gelu_pytorch_tanh")
     swa_pattern = 6
     n_layer_27b = 62
-    local_rope_theta: ClassVar[float] = 10000.0  # Gemma3TextConfig.default_theta["local"]
 
     def check_supported(self) -> None:
         super().check_supported()
         if self.hp.raw.get("attn_logit_softcapping") is not None:
             # the converter asserts it away too: llama.cpp's gemma3 graph has no attention cap
             raise UnsupportedError("gemma3 with attn_logit_softcapping: llama.cpp's gemma3 does not soft-cap attention")
-        local = self.local_rope()
+        local = self.hp.local_rope()
         if local.get("rope_type", "default") != "default":
             raise UnsupportedError(
                 f"gemma3 with {local['rope_type']} rope scaling on sliding-window layers: llama.cpp "
@@ -195,34 +178,16 @@ class Gemma3(Gemma2):
         # language_model.model.layers.0... (transformers 4 and 5 saves) -> model.layers.0...
         return super().map_name(hf_name.replace("language_model.", ""))
 
-    def local_rope(self) -> dict:
-        """The sliding-window layers' rope: transformers 5's rope_parameters.sliding_attention,
-        or transformers 4's rope_local_base_freq (with no scaling)."""
-        params = self.hp.get("rope_parameters", default={}) or {}
-        if "sliding_attention" in params:
-            return dict(params["sliding_attention"])
-        return {"rope_theta": self.hp.get("rope_local_base_freq", default=self.local_rope_theta)}
-
     def metadata(self) -> Metadata:
-        hp, md, key = self.hp, Metadata(), self.key
-        # TextModel.set_gguf_parameters, then Gemma3Model's own (the same values where both write)
-        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
-        md.add(key(K.LLM.CONTEXT_LENGTH), int(hp.require("max_position_embeddings")))
-        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
-        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.require("intermediate_size")))
-        md.add(key(K.Attention.HEAD_COUNT), self.n_head)
-        md.add(key(K.Attention.HEAD_COUNT_KV), self.n_head_kv)
-        self.add_rope_scaling(md)  # the global layers' (rope_parameters.full_attention)
-        md.add(key(K.Rope.FREQ_BASE), float(self.rope["rope_theta"]))
-        md.add(key(K.Rope.FREQ_BASE_SWA), float(self.local_rope().get("rope_theta", self.local_rope_theta)))
-        md.add(key(K.Attention.LAYERNORM_RMS_EPS), float(hp.require("rms_norm_eps")))
-        md.add(key(K.Attention.KEY_LENGTH), self.head_dim)
-        md.add(key(K.Attention.VALUE_LENGTH), self.head_dim)
-        if final_cap := hp.get("final_logit_softcapping"):
+        # Gemma3Model.set_gguf_parameters: TextModel's keys (the global layers' rope in
+        # rope.freq_base and scaling, the sliding-window layers' in rope.freq_base_swa), then
+        # its own, the same values where both write
+        md, key = self.text_model_metadata(), self.key
+        if final_cap := self.hp.get("final_logit_softcapping"):
             md.add(key(K.LLM.FINAL_LOGIT_SOFTCAPPING), float(final_cap))
         # gemma3.cpp: a sliding_window key switches the sliding-window layers on. The converter
         # writes it unless sliding_window_pattern is 1; we write it when some layer slides.
         if any(self.sliding_layers()):
-            md.add(key(K.Attention.SLIDING_WINDOW), int(hp.require("sliding_window")))
+            md.add(key(K.Attention.SLIDING_WINDOW), int(self.hp.require("sliding_window")))
             self.add_swa_layout(md)
         return md

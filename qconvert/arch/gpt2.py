@@ -26,6 +26,8 @@ transformers' default for n_inner = null, as in every GPT-2 config).
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
 
 import gguf
 
@@ -42,19 +44,19 @@ class GPT2(Architecture):
     gguf_arch = gguf.MODEL_ARCH.GPT2
     hf_architectures = ("GPT2LMHeadModel",)
     skip_patterns = Architecture.skip_patterns + (r"\.attn\.bias$", r"\.attn\.masked_bias$")
+    # GPT2Config's (n_inner None: the model's FFN is 4 * n_embd wide)
+    defaults: ClassVar[dict] = dict(vocab_size=50257, n_positions=1024, n_head=12, layer_norm_epsilon=1e-5)
 
-    def __init__(self, config: dict):
-        super().__init__(config)
+    def __init__(self, config: dict, model_dir: Path | None = None):
+        super().__init__(config, model_dir)
         self.n_embd = int(self.hp.require("n_embd", "hidden_size"))
 
     def metadata(self) -> Metadata:
-        hp, md, key = self.hp, Metadata(), self.key
-        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
-        md.add(key(K.LLM.CONTEXT_LENGTH), int(hp.require("n_positions", "n_ctx", "max_position_embeddings")))
-        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
-        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.get("n_inner", default=4 * self.n_embd)))
-        md.add(key(K.Attention.HEAD_COUNT), int(hp.require("n_head", "num_attention_heads")))
-        md.add(key(K.Attention.LAYERNORM_EPS), float(hp.get("layer_norm_epsilon", default=1e-5)))
+        # GPT2Model.set_gguf_parameters: TextModel's keys, but the context length from n_positions
+        # and the feed-forward length n_inner or, when null, 4 * n_embd (see the module docstring)
+        md, key = super().metadata(), self.key
+        md.add(key(K.LLM.CONTEXT_LENGTH), int(self.hp.require("n_positions", "n_ctx", "max_position_embeddings")))
+        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(self.hp.get("n_inner") or 4 * self.n_embd))
         return md
 
     def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:

@@ -1,19 +1,21 @@
 """LLaMA family (LlamaForCausalLM, MistralForCausalLM): the base of most decoder-only models.
 
-Mirrors llama.cpp's converter (conversion/llama.py, conversion/base.py TextModel): the same
-GGUF keys and values, the Q/K rotary permutation, and llama3's rope_freqs tensor. Where the
-config lacks a key llama.cpp requires, we write transformers' LlamaConfig default instead of
-leaving llama.cpp to fail at load time.
+Mirrors llama.cpp's converter (conversion/llama.py LlamaModel, over conversion/base.py
+TextModel): the same GGUF keys and values, the Q/K rotary permutation, and llama3's rope_freqs
+tensor. Where the config lacks a setting, the value is transformers' config class default
+(`defaults`), which the converter, reading the config through transformers, writes too.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import ClassVar
 
 import gguf
 import numpy as np
 
-from .base import Architecture, Metadata, ModelFacts, SourceTensor
+from .base import Architecture, Hparams, Metadata, SourceTensor
 
 K = gguf.Keys
 
@@ -55,66 +57,48 @@ def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
+def all_heads(hp: Hparams) -> int:
+    """num_key_value_heads where the config has none (or null), as the config classes'
+    __post_init__ set it: the head count, i.e. no grouped-query attention."""
+    return int(hp.require("num_attention_heads", "n_head", "n_heads"))
+
+
+def per_head(hp: Hparams) -> int:
+    """LlamaConfig's (and MistralConfig's) head_dim when the config has none: hidden_size / heads."""
+    return int(hp.require("hidden_size", "n_embd", "dim")) // all_heads(hp)
+
+
 class Llama(Architecture):
     gguf_arch = gguf.MODEL_ARCH.LLAMA
-    hf_architectures = ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM")
+    hf_architectures = ("LlamaForCausalLM", "LLaMAForCausalLM")
     llama_set_vocab = True
+    rope_permute = True
+    # LlamaConfig's; its __post_init__ fills in num_key_value_heads and head_dim
+    defaults: ClassVar[dict] = dict(
+        vocab_size=32000, max_position_embeddings=2048, num_attention_heads=32, rms_norm_eps=1e-6,
+        rope_theta=10000.0, num_key_value_heads=all_heads, head_dim=per_head)
 
-    def __init__(self, config: dict):
-        super().__init__(config)
+    def __init__(self, config: dict, model_dir: Path | None = None):
+        super().__init__(config, model_dir)
         hp = self.hp
         self.n_embd = int(hp.require("hidden_size", "n_embd", "dim"))
         self.n_head = int(hp.require("num_attention_heads", "n_head", "n_heads"))
+        # llama.cpp's values where the config (after `defaults`) has none: as many KV heads as
+        # heads, heads of n_embd / n_head
         self.n_head_kv = int(hp.get("num_key_value_heads", "n_kv_heads", default=self.n_head))
         self.head_dim = int(hp.get("head_dim", default=self.n_embd // self.n_head))
-        self.rope = hp.rope()
 
     def metadata(self) -> Metadata:
-        hp, md, key = self.hp, Metadata(), self.key
-        md.add(key(K.LLM.VOCAB_SIZE), int(hp.require("vocab_size")))
-        md.add(key(K.LLM.CONTEXT_LENGTH), int(hp.get("max_position_embeddings", "n_ctx", default=2048)))
-        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
-        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
-        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.require("intermediate_size", "n_inner", "hidden_dim")))
-        md.add(key(K.Attention.HEAD_COUNT), self.n_head)
-        md.add(key(K.Attention.HEAD_COUNT_KV), self.n_head_kv)
-        md.add(key(K.Attention.LAYERNORM_RMS_EPS), float(hp.get("rms_norm_eps", "norm_eps", default=1e-6)))
-        md.add(key(K.Rope.FREQ_BASE), float(self.rope.get("rope_theta", 10000.0)))
-        md.add(key(K.Rope.DIMENSION_COUNT), self.head_dim)
-        # Always written: the converter reads config.json through transformers, whose LlamaConfig
-        # fills head_dim in (hidden_size / heads) when the file lacks it.
-        md.add(key(K.Attention.KEY_LENGTH), self.head_dim)
-        md.add(key(K.Attention.VALUE_LENGTH), self.head_dim)
-        self.add_rope_scaling(md)
+        # LlamaModel.set_gguf_parameters: TextModel's keys, the vocabulary size and the rope
+        # dimension count (head_dim, or hidden_size / heads)
+        md = super().metadata()
+        md.add(self.key(K.LLM.VOCAB_SIZE), int(self.hp.require("vocab_size")))
+        md.add(self.key(K.Rope.DIMENSION_COUNT), self.head_dim)
         return md
 
-    def add_rope_scaling(self, md: Metadata) -> None:
-        """linear and yarn go in metadata; llama3 is a rope_freqs tensor (extra_tensors)."""
-        rope, key = self.rope, self.key
-        rope_type, factor = rope.get("rope_type"), rope.get("factor")
-        if rope_type == "linear" and factor is not None:
-            md.add(key(K.Rope.SCALING_TYPE), gguf.RopeScalingType.LINEAR.value)
-            md.add(key(K.Rope.SCALING_FACTOR), float(factor))
-        elif rope_type == "yarn" and factor is not None:
-            md.add(key(K.Rope.SCALING_TYPE), gguf.RopeScalingType.YARN.value)
-            md.add(key(K.Rope.SCALING_FACTOR), float(factor))
-            md.add(key(K.Rope.SCALING_ORIG_CTX_LEN), int(rope["original_max_position_embeddings"]))
-            for src, dst in (("extrapolation_factor", K.Rope.SCALING_YARN_EXT_FACTOR),
-                             ("attention_factor", K.Rope.SCALING_YARN_ATTN_FACTOR),
-                             ("beta_fast", K.Rope.SCALING_YARN_BETA_FAST),
-                             ("beta_slow", K.Rope.SCALING_YARN_BETA_SLOW)):
-                if rope.get(src) is not None:
-                    md.add(key(dst), float(rope[src]))
-
-    def model_facts(self) -> ModelFacts:
-        # llama.cpp calls an 80-layer llama with grouped-query attention LLM_TYPE_70B, and
-        # llama-quantize gives that model's attn_v more bits; an 8-expert one it sizes by layer
-        # count as 8x7B/8x22B instead (llama_model_llama::load_arch_hparams).
-        n_expert = int(self.hp.get("num_local_experts", default=0))
-        return ModelFacts(n_layer=self.n_blocks, n_gqa=self.n_head // self.n_head_kv, n_expert=n_expert,
-                          is_70b=n_expert != 8 and self.n_blocks == 80 and self.n_head != self.n_head_kv)
-
     def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        if not self.rope_permute:
+            return None
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
             return rotary_row_order(shape[0], self.n_head)
         if hf_name.endswith(("k_proj.weight", "k_proj.bias")):
@@ -127,3 +111,11 @@ class Llama(Architecture):
         factors = llama3_rope_factors(self.rope, self.head_dim)
         name = gguf.TENSOR_NAMES[gguf.MODEL_TENSOR.ROPE_FREQS] + ".weight"
         return [SourceTensor(name, factors.shape, None, "F32", generate=lambda: factors)]
+
+
+class Mistral(Llama):
+    """MistralForCausalLM: Llama as llama.cpp converts and runs it (arch `llama`), with
+    MistralConfig's defaults."""
+
+    hf_architectures = ("MistralForCausalLM",)
+    defaults: ClassVar[dict] = {**Llama.defaults, "max_position_embeddings": 131072, "num_key_value_heads": 8}

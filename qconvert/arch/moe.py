@@ -22,18 +22,15 @@ map names it, and the planner keeps it F32 as llama-quantize does (NEVER_QUANTIZ
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from pathlib import Path
 from typing import ClassVar
 
-import gguf
 import numpy as np
 
 from ..errors import CheckpointError
 from ..reader import TensorInfo
-from .base import Architecture, Metadata, ModelFacts, SourceTensor
+from .base import Architecture, SourceTensor
 from .llama import Llama
-
-K = gguf.Keys
 
 
 class Experts(Architecture):
@@ -51,19 +48,11 @@ class Experts(Architecture):
     fused_pattern: ClassVar[re.Pattern] = re.compile(
         r"\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<kind>gate_up_proj|down_proj)(?:\.weight)?$")
 
-    def __init__(self, config: dict):
-        super().__init__(config)
+    def __init__(self, config: dict, model_dir: Path | None = None):
+        super().__init__(config, model_dir)
+        # (expert_count and expert_used_count are TextModel keys: Architecture.text_model_metadata)
         self.n_expert = int(self.hp.require("num_local_experts", "num_experts"))
-        self.n_expert_used = int(self.hp.require("num_experts_per_tok"))
         self._waiting: dict[int, dict[tuple[int, str], tuple[str, TensorInfo]]] = {}
-
-    def add_expert_keys(self, md: Metadata) -> None:
-        # TextModel.set_gguf_parameters: expert_count, expert_used_count
-        md.add(self.key(K.LLM.EXPERT_COUNT), self.n_expert)
-        md.add(self.key(K.LLM.EXPERT_USED_COUNT), self.n_expert_used)
-
-    def model_facts(self) -> ModelFacts:
-        return replace(super().model_facts(), n_expert=self.n_expert)
 
     def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
         self._waiting = {}
@@ -115,9 +104,9 @@ class Experts(Architecture):
             return [SourceTensor(self.stack_gguf_name(bid, down), shape, name, info.dtype)]
         n_ff = shape[1] // 2
         rows = np.arange(self.n_expert * 2 * n_ff).reshape(self.n_expert, 2, n_ff)
-        return [SourceTensor(self.stack_gguf_name(bid, kind), (self.n_expert, n_ff, shape[2]), name, info.dtype,
+        return [SourceTensor(self.stack_gguf_name(bid, part), (self.n_expert, n_ff, shape[2]), name, info.dtype,
                              row_order=rows[:, half].reshape(-1))
-                for half, kind in enumerate((gate, up))]
+                for half, part in enumerate((gate, up))]
 
 
 class Mixtral(Experts, Llama):
@@ -131,12 +120,9 @@ class Mixtral(Experts, Llama):
     stack_name = "layers.{bid}.feed_forward.experts.{kind}.weight"
     gate_up_down = ("w1", "w3", "w2")
 
-    def metadata(self) -> Metadata:
-        md = super().metadata()
-        # MixtralConfig, unlike LlamaConfig, leaves head_dim None, so the converter (TextModel)
-        # writes no key_length/value_length unless config.json gives one.
-        if self.hp.get("head_dim") is None:
-            for template in (K.Attention.KEY_LENGTH, K.Attention.VALUE_LENGTH):
-                del md.items[self.key(template)]
-        self.add_expert_keys(md)
-        return md
+    # MixtralConfig's; it has no head_dim (so the converter writes no key_length unless
+    # config.json gives one) and its __post_init__ replaces a null num_key_value_heads by the
+    # head count
+    defaults: ClassVar[dict] = dict(
+        vocab_size=32000, max_position_embeddings=131072, num_attention_heads=32, num_key_value_heads=8,
+        rms_norm_eps=1e-5, rope_theta=1_000_000.0, num_local_experts=8, num_experts_per_tok=2)

@@ -9,7 +9,8 @@ Mirrors llama.cpp's converter (conversion/phi.py, Phi3MiniModel) and what llama.
   is transformers' `gate, up = gate_up.chunk(2)`. No Q/K row permutation: llama.cpp runs phi3
   with NEOX rope, Hugging Face's rotate-half layout (and rows of a fused matrix could not be
   permuted by head anyway).
-- partial rotary (`partial_rotary_factor`, Phi-4-mini's 0.75): rope.dimension_count is
+- partial rotary (`partial_rotary_factor`, Phi-4-mini's 0.75; at top level in transformers-4
+  configs, in rope_parameters in transformers 5's, see Hparams.rope): rope.dimension_count is
   int(factor * n_embd) // n_head, the converter's formula; NEOX rotates only those dimensions.
 - LongRoPE (`rope_type` "longrope", or its old name "su"): llama.cpp takes the per-frequency
   divisors as two generated tensors, rope_factors_long and rope_factors_short, and picks the
@@ -27,51 +28,52 @@ Config defaults are transformers' Phi3Config's, which the converter sees through
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from typing import ClassVar
 
 import gguf
 import numpy as np
 
 from ..errors import CheckpointError, UnsupportedError
-from .base import Metadata, ModelFacts, SourceTensor
-from .llama import Llama
+from .base import Metadata, SourceTensor
+from .llama import Llama, all_heads
 
 K = gguf.Keys
-
-# Phi3Config defaults (transformers models/phi3/configuration_phi3.py)
-DEFAULT_ORIGINAL_CONTEXT = 4096
-DEFAULT_RMS_EPS = 1e-5
 
 
 class Phi3(Llama):
     gguf_arch = gguf.MODEL_ARCH.PHI3
     hf_architectures = ("Phi3ForCausalLM",)
     llama_set_vocab = False  # Phi3MiniModel.set_vocab: sentencepiece, or gpt2 BPE for GPT2Tokenizer
+    rope_permute = False  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
+    # Phi3Config's (no head_dim); its __post_init__ fills num_key_value_heads in, and the rope
+    # standardization partial_rotary_factor and rope_theta
+    defaults: ClassVar[dict] = dict(
+        vocab_size=32064, max_position_embeddings=4096, original_max_position_embeddings=4096,
+        num_attention_heads=32, num_key_value_heads=all_heads, rms_norm_eps=1e-5, rope_theta=10000.0,
+        partial_rotary_factor=1.0)
 
-    def __init__(self, config: dict):
-        super().__init__(config)
-        hp = self.hp
-        self.n_ctx = int(hp.require("n_positions", "max_position_embeddings"))
-        self.n_ctx_orig = int(self.rope.get("original_max_position_embeddings", DEFAULT_ORIGINAL_CONTEXT))
-        # transformers 5 keeps the factor in rope_parameters, transformers 4 configs at top level
-        rot_pct = float(self.rope.get("partial_rotary_factor", hp.get("partial_rotary_factor", default=1.0)))
-        self.n_rot = int(rot_pct * self.n_embd) // self.n_head
+    def __init__(self, config: dict, model_dir: Path | None = None):
+        super().__init__(config, model_dir)
+        self.n_ctx = int(self.hp.require("n_positions", "max_position_embeddings"))
+        self.n_ctx_orig = int(self.rope["original_max_position_embeddings"])
+        self.n_rot = int(float(self.rope["partial_rotary_factor"]) * self.n_embd) // self.n_head
 
     def metadata(self) -> Metadata:
-        hp, md, key = self.hp, Metadata(), self.key
+        # Phi3MiniModel.set_gguf_parameters (not TextModel's, but the same where both write)
+        md, key = self.text_model_metadata(), self.key
         md.add(key(K.LLM.CONTEXT_LENGTH), self.n_ctx)
         md.add(key(K.Rope.SCALING_ORIG_CTX_LEN), self.n_ctx_orig)
-        md.add(key(K.LLM.EMBEDDING_LENGTH), self.n_embd)
-        md.add(key(K.LLM.FEED_FORWARD_LENGTH), int(hp.require("intermediate_size")))
-        md.add(key(K.LLM.BLOCK_COUNT), self.n_blocks)
-        md.add(key(K.Attention.HEAD_COUNT), self.n_head)
-        md.add(key(K.Attention.HEAD_COUNT_KV), self.n_head_kv)
-        md.add(key(K.Attention.LAYERNORM_RMS_EPS), float(hp.get("rms_norm_eps", default=DEFAULT_RMS_EPS)))
         md.add(key(K.Rope.DIMENSION_COUNT), self.n_rot)
-        md.add(key(K.Rope.FREQ_BASE), float(self.rope.get("rope_theta", 10000.0)))
-        md.add(key(K.Attention.SLIDING_WINDOW), int(hp.get("sliding_window", default=0)))
-        if self.longrope_factors() is not None:
-            md.add(key(K.Rope.SCALING_ATTN_FACTOR), self.longrope_attn_factor())
+        md.add(key(K.Attention.SLIDING_WINDOW), int(self.hp.get("sliding_window") or 0))  # 0: none
+        for template in (K.Attention.KEY_LENGTH, K.Attention.VALUE_LENGTH):  # never written for phi3
+            md.items.pop(key(template), None)
         return md
+
+    def add_rope_scaling(self, md: Metadata) -> None:
+        """Phi3MiniModel's only rope scaling key: LongRoPE's attention factor (no scaling type)."""
+        if self.longrope_factors() is not None:
+            md.add(self.key(K.Rope.SCALING_ATTN_FACTOR), self.longrope_attn_factor())
 
     def longrope_factors(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(long, short) divisors per rotary frequency, or None without LongRoPE."""
@@ -97,13 +99,6 @@ class Phi3(Llama):
         the converter ignores it)."""
         scale = self.n_ctx / self.n_ctx_orig
         return math.sqrt(1 + math.log(scale) / math.log(self.n_ctx_orig)) if scale > 1.0 else 1.0
-
-    def model_facts(self) -> ModelFacts:
-        # llama.cpp names phi3 sizes 1B/3B/14B only (load_arch_hparams): never LLM_TYPE_70B
-        return ModelFacts(n_layer=self.n_blocks, n_gqa=self.n_head // self.n_head_kv)
-
-    def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        return None  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
 
     def extra_tensors(self) -> list[SourceTensor]:
         factors = self.longrope_factors()

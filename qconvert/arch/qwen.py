@@ -8,7 +8,8 @@ its TextModel, not LlamaModel, so they differ from the Llama adapter in three wa
 - no `vocab_size` and no `rope.dimension_count` keys (llama.cpp takes them from the tokenizer
   and the head size);
 - `key_length`/`value_length` only when the config has a head_dim (TextModel writes them only
-  then); transformers' Qwen3Config always has one (default 128), Qwen2Config never fills it in;
+  then); transformers' Qwen3Config always has one (default 128), Qwen2Config and Qwen3MoeConfig
+  never fill it in (their `defaults` have none);
 - the tokenizer gets none of LlamaModel.set_vocab's additions (add_space_prefix from
   tokenizer_config, the 49152-vocab no-BOS rule).
 
@@ -18,13 +19,13 @@ The biases and q_norm/k_norm need nothing here: gguf's TensorNameMap names them 
 from __future__ import annotations
 
 import re
-from dataclasses import replace
+from pathlib import Path
+from typing import ClassVar
 
 import gguf
-import numpy as np
 
 from ..errors import UnsupportedError
-from .base import Metadata, ModelFacts
+from .base import Metadata
 from .llama import Llama
 from .moe import Experts
 
@@ -35,31 +36,23 @@ class Qwen2(Llama):
     gguf_arch = gguf.MODEL_ARCH.QWEN2
     hf_architectures = ("Qwen2ForCausalLM",)
     llama_set_vocab = False  # Qwen2Model.set_vocab: sentencepiece, else plain gpt2 BPE
+    rope_permute = False  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
+    # Qwen2Config's; its __post_init__ replaces a null num_key_value_heads by the head count
+    defaults: ClassVar[dict] = dict(
+        vocab_size=151936, max_position_embeddings=32768, num_attention_heads=32, num_key_value_heads=32,
+        rms_norm_eps=1e-6, rope_theta=10000.0)
 
     def metadata(self) -> Metadata:
         md = super().metadata()
-        dropped = [K.LLM.VOCAB_SIZE, K.Rope.DIMENSION_COUNT]
-        if self.hp.get("head_dim") is None:
-            dropped += [K.Attention.KEY_LENGTH, K.Attention.VALUE_LENGTH]
-        for template in dropped:
+        for template in (K.LLM.VOCAB_SIZE, K.Rope.DIMENSION_COUNT):  # LlamaModel's, not TextModel's
             del md.items[self.key(template)]
         return md
-
-    def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        return None  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
 
 
 class Qwen3(Qwen2):
     gguf_arch = gguf.MODEL_ARCH.QWEN3
     hf_architectures = ("Qwen3ForCausalLM",)
-
-    def __init__(self, config: dict):
-        super().__init__(config)
-        # Qwen3Config's default, which both transformers and the converter (reading the config
-        # through transformers) use when config.json has no head_dim.
-        if self.hp.get("head_dim") is None:
-            self.hp.raw["head_dim"] = 128
-            self.head_dim = 128
+    defaults: ClassVar[dict] = {**Qwen2.defaults, "head_dim": 128}  # Qwen3Config's
 
 
 class Qwen3Moe(Experts, Qwen2):
@@ -78,30 +71,31 @@ class Qwen3Moe(Experts, Qwen2):
     stack_name = "model.layers.{bid}.mlp.experts.{kind}.weight"
     gate_up_down = ("gate_proj", "up_proj", "down_proj")
 
-    def __init__(self, config: dict):
-        super().__init__(config)
+    # Qwen3MoeConfig's (no head_dim: transformers uses hidden_size / heads); its __post_init__
+    # turns a null mlp_only_layers into []
+    defaults: ClassVar[dict] = {
+        **Qwen2.defaults, "num_key_value_heads": 4, "num_experts": 128, "num_experts_per_tok": 8,
+        "norm_topk_prob": False, "decoder_sparse_step": 1, "mlp_only_layers": lambda hp: []}
+
+    def __init__(self, config: dict, model_dir: Path | None = None):
+        super().__init__(config, model_dir)
         hp = self.hp
         # llama.cpp's qwen3moe graph puts experts in every layer and always renormalizes the
         # top-k router weights (qwen3moe.cpp: build_moe_ffn(..., norm_w = true)); the converter
         # writes other checkpoints without complaint, and llama.cpp then computes another model.
         # (On the qwen3moe fixture, top-2 of 4 experts, norm_topk_prob false moves transformers'
         # logits 1.0e-2 of their scale away from llama.cpp's.)
-        if hp.get("mlp_only_layers", default=[]) or int(hp.get("decoder_sparse_step", default=1)) != 1:
+        if hp.raw["mlp_only_layers"] or hp.get("decoder_sparse_step") != 1:
             raise UnsupportedError(
                 "Qwen3-MoE with dense layers (mlp_only_layers / decoder_sparse_step) is not supported: "
                 "llama.cpp's qwen3moe expects experts in every layer")
-        if not hp.get("norm_topk_prob", default=False):
+        if not hp.get("norm_topk_prob"):
             raise UnsupportedError(
                 "Qwen3-MoE with norm_topk_prob false (transformers' default when config.json has none) "
                 "is not supported: llama.cpp's qwen3moe always renormalizes the top-k expert weights, "
                 "so the GGUF would compute a different model")
 
     def metadata(self) -> Metadata:
-        md = super().metadata()
-        self.add_expert_keys(md)
+        md = super().metadata()  # TextModel's, expert_count and expert_used_count included
         md.add(self.key(K.LLM.EXPERT_FEED_FORWARD_LENGTH), int(self.hp.require("moe_intermediate_size")))
         return md
-
-    def model_facts(self) -> ModelFacts:
-        # llama.cpp names qwen3moe sizes 30B_A3B / 235B_A22B, never LLM_TYPE_70B
-        return replace(super().model_facts(), is_70b=False)
