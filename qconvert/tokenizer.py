@@ -40,6 +40,7 @@ from typing import Any
 import gguf
 
 from .errors import TokenizerError
+from .reader import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +69,10 @@ ADD_TOKEN_KEYS = {
     "sep": gguf.Keys.Tokenizer.ADD_SEP,
 }
 # Written by gguf-py >= 0.18's SpecialVocab; spelled out because older gguf has no constant.
-NORMALIZER_LOWERCASE = "tokenizer.ggml.normalizer.lowercase"
-NORMALIZER_STRIP_ACCENTS = "tokenizer.ggml.normalizer.strip_accents"
+NORMALIZER_KEYS = {
+    "lowercase": "tokenizer.ggml.normalizer.lowercase",
+    "strip_accents": "tokenizer.ggml.normalizer.strip_accents",
+}
 
 TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "vocab.txt")
 
@@ -115,7 +118,7 @@ class GGUFTokenizer:
         if self.chat_template is not None:
             md[gguf.Keys.Tokenizer.CHAT_TEMPLATE] = self.chat_template
         for name, value in self.normalizer.items():
-            md[{"lowercase": NORMALIZER_LOWERCASE, "strip_accents": NORMALIZER_STRIP_ACCENTS}[name]] = value
+            md[NORMALIZER_KEYS[name]] = value
         return md
 
     def write_to(self, writer: gguf.GGUFWriter) -> None:
@@ -148,12 +151,21 @@ def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True,
     """
     model_dir = Path(model_dir)
     vocab_size = config.get("vocab_size")
+    # Each file is parsed once, here, and handed down (Llama 3's tokenizer.json is 9 MB).
+    # gguf.SpecialVocab still reads both for itself, as it does in the converter.
+    tokenizer_json = read_json(model_dir / "tokenizer.json", missing_ok=True, error=TokenizerError)
+    tokenizer_config = read_json(model_dir / "tokenizer_config.json", missing_ok=True, error=TokenizerError) or {}
+    model_type = ((tokenizer_json or {}).get("model") or {}).get("type")
     if (model_dir / "tokenizer.model").is_file():
-        tok = _load_sentencepiece(model_dir, vocab_size)
-    elif _is_wordpiece(model_dir):
-        tok = _load_wordpiece(model_dir, vocab_size)
-    elif (model_dir / "tokenizer.json").is_file():
-        tok = _load_bpe(model_dir, vocab_size)
+        tok = _load_sentencepiece(model_dir, vocab_size, tokenizer_json or {}, tokenizer_config)
+    elif model_type == "WordPiece":
+        wordpiece = _wordpiece_from_json(model_dir / "tokenizer.json", tokenizer_json)
+        tok = _load_wordpiece(model_dir, vocab_size, wordpiece, tokenizer_json, tokenizer_config)
+    elif tokenizer_json is not None:  # a BPE, or an error naming the model type
+        tok = _load_bpe(model_dir, vocab_size, tokenizer_json, tokenizer_config)
+    elif (model_dir / "vocab.txt").is_file():
+        wordpiece = _wordpiece_from_vocab_txt(model_dir / "vocab.txt", tokenizer_config)
+        tok = _load_wordpiece(model_dir, vocab_size, wordpiece, {}, tokenizer_config)
     else:
         raise TokenizerError(
             f"no tokenizer in {model_dir}: looked for {' and '.join(TOKENIZER_FILES)}; "
@@ -164,7 +176,6 @@ def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True,
         tok.add_space_prefix = spm_add_space_prefix
     if not llama_rules:
         return tok
-    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
     # LlamaModel.set_vocab: tokenizer_config's add_prefix_space, whatever the tokenizer kind.
     if (add_prefix_space := tokenizer_config.get("add_prefix_space")) is not None:
         tok.add_space_prefix = bool(add_prefix_space)
@@ -179,7 +190,8 @@ def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True,
 # SentencePiece (tokenizer.model)
 
 
-def _load_sentencepiece(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
+def _load_sentencepiece(model_dir: Path, vocab_size: int | None, tokenizer_json: dict,
+                        tokenizer_config: dict) -> GGUFTokenizer:
     pieces = read_sentencepiece_model(model_dir / "tokenizer.model")
     n_vocab = vocab_size or len(pieces)
 
@@ -197,14 +209,14 @@ def _load_sentencepiece(model_dir: Path, vocab_size: int | None) -> GGUFTokenize
         types[i] = _SP_TYPE_TO_GGUF.get(sp_type, NORMAL)
 
     # added_tokens.json: tokens added on top of the sentencepiece model.
-    for text, tid in (_read_json(model_dir / "added_tokens.json") or {}).items():
+    added_tokens = read_json(model_dir / "added_tokens.json", missing_ok=True, error=TokenizerError) or {}
+    for text, tid in added_tokens.items():
         if tid >= n_vocab:
             logger.warning("added token %r has id %d, beyond vocab_size %d: ignored", text, tid, n_vocab)
             continue
         tokens[tid], scores[tid], types[tid] = text, -1000.0, USER_DEFINED
 
     # tokenizer_config.json's added_tokens_decoder has the last word on added tokens' types.
-    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
     for tid_str, data in tokenizer_config.get("added_tokens_decoder", {}).items():
         tid = int(tid_str)
         if tid >= n_vocab:
@@ -215,7 +227,7 @@ def _load_sentencepiece(model_dir: Path, vocab_size: int | None) -> GGUFTokenize
 
     special = _special_vocab(model_dir, load_merges=False, n_vocab=len(tokens))
     tok = GGUFTokenizer(kind="llama", pre="default", tokens=tokens, token_types=types, scores=scores)
-    _take_special_vocab(tok, special, model_dir)
+    _take_special_vocab(tok, special, tokenizer_json, tokenizer_config)
     return tok
 
 
@@ -290,9 +302,8 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 # Byte-level BPE (tokenizer.json)
 
 
-def _load_bpe(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
+def _load_bpe(model_dir: Path, vocab_size: int | None, tj: dict, tokenizer_config: dict) -> GGUFTokenizer:
     path = model_dir / "tokenizer.json"
-    tj = _read_json(path)
     model = tj.get("model") or {}
     # Files written before tokenizers tagged the model (GPT-2's own, 2020) have no "type"; the
     # library then reads a model with vocab and merges as a BPE, and so do we.
@@ -300,7 +311,7 @@ def _load_bpe(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
     if kind != "BPE":
         raise TokenizerError(
             f"{path}: model type {kind!r} is not supported without tokenizer.model; "
-            "qconvert exports byte-level BPE (tokenizer.json) and SentencePiece (tokenizer.model)"
+            "qconvert exports byte-level BPE or WordPiece (tokenizer.json) and SentencePiece (tokenizer.model)"
         )
     if model.get("byte_fallback"):
         # llama.cpp's converter would go through LlamaHfVocab here, which writes every score as
@@ -314,40 +325,10 @@ def _load_bpe(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
     except TokenizerError as e:
         raise TokenizerError(f"{path}: {e}") from e
 
-    # id -> text: the model's vocab, then added tokens (transformers' get_vocab() merges both).
-    id_to_token: dict[int, str] = {tid: text for text, tid in model.get("vocab", {}).items()}
-    added = {a["id"]: a for a in tj.get("added_tokens", [])}
-    for tid, a in added.items():
-        id_to_token[tid] = a["content"]
-    if not id_to_token:
-        raise TokenizerError(f"{path} has an empty vocabulary")
-    n_vocab = vocab_size or max(len(id_to_token), max(id_to_token) + 1)
-    if max(id_to_token) >= n_vocab:
-        raise TokenizerError(
-            f"{path} has token id {max(id_to_token)} but config.json's vocab_size is {n_vocab}; "
-            "the embedding must have a row for every token"
-        )
-
-    tokens: list[str] = []
-    types: list[int] = []
-    for i in range(n_vocab):
-        if i not in id_to_token:
-            tokens.append(f"[PAD{i}]")
-            types.append(UNUSED)
-        elif i in added:
-            # llama.cpp matches control and user-defined tokens on raw text, so they are stored
-            # as their content, not byte-level encoded. (The converter round-trips unnormalized
-            # added tokens through encode/decode; for byte-level BPE that is the identity.)
-            text, ttype = _added_token_text_and_type(added[i]["content"], bool(added[i].get("special")))
-            tokens.append(text)
-            types.append(ttype)
-        else:
-            tokens.append(id_to_token[i])
-            types.append(NORMAL)
-
+    tokens, types = _vocab_base(path, model.get("vocab") or {}, _added_tokens(tj), vocab_size)
     special = _special_vocab(model_dir, load_merges=True)
     tok = GGUFTokenizer(kind="gpt2", pre=pre, tokens=tokens, token_types=types)
-    _take_special_vocab(tok, special, model_dir, tj)
+    _take_special_vocab(tok, special, tj, tokenizer_config)
     return tok
 
 
@@ -440,14 +421,62 @@ WORDPIECE_PRE = "jina-v2-en"
 _BERT_SPECIALS = {"unk": "[UNK]", "sep": "[SEP]", "pad": "[PAD]", "cls": "[CLS]", "mask": "[MASK]"}
 
 
-def _is_wordpiece(model_dir: Path) -> bool:
-    if (model_dir / "tokenizer.json").is_file():
-        tj = _read_json(model_dir / "tokenizer.json") or {}
-        return (tj.get("model") or {}).get("type") == "WordPiece"
-    return (model_dir / "vocab.txt").is_file()
+@dataclass
+class _WordPiece:
+    """A WordPiece vocabulary as tokenizer.json or a bare vocab.txt gives it."""
+
+    source: Path  # the file it came from, for messages
+    vocab: dict[str, int]  # the model's own tokens: text -> id
+    prefix: str  # continuing_subword_prefix: marks a piece that continues a word ("##")
+    added: dict[int, tuple[str, bool]]  # id -> (content, special), as transformers adds them
+    special_ids: dict[str, int] | None  # None: gguf.SpecialVocab reads them from tokenizer.json
+    normalizer: dict[str, bool]  # {"lowercase": ..., "strip_accents": ...}
 
 
-def _load_wordpiece(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
+def _wordpiece_from_json(path: Path, tj: dict) -> _WordPiece:
+    pre = (tj.get("pre_tokenizer") or {}).get("type")
+    if pre != "BertPreTokenizer":
+        # llama.cpp's WPM tokenizer can only split words as BertPreTokenizer does.
+        raise TokenizerError(
+            f"{path}: a WordPiece model with pre-tokenizer {pre!r}; "
+            "llama.cpp's BERT tokenizer splits as BertPreTokenizer only")
+    model = tj["model"]
+    if tj.get("normalizer") is None:
+        # llama.cpp lowercases and strips accents unless told not to; this tokenizer does neither
+        normalizer = {"lowercase": False, "strip_accents": False}
+    else:
+        normalizer = _normalizer_flags(tj["normalizer"])
+    return _WordPiece(source=path, vocab=model.get("vocab") or {},
+                      prefix=model.get("continuing_subword_prefix") or "##",
+                      added=_added_tokens(tj), special_ids=None, normalizer=normalizer)
+
+
+def _wordpiece_from_vocab_txt(path: Path, tokenizer_config: dict) -> _WordPiece:
+    # BertTokenizer's vocab.txt: one token a line, the id is the line number.
+    with open(path, encoding="utf-8") as f:  # as transformers' load_vocab
+        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    named = {kind: _token_content(tokenizer_config.get(f"{kind}_token", default))
+             for kind, default in _BERT_SPECIALS.items()}
+    ids = {kind: vocab[text] for kind, text in named.items() if text in vocab}
+    # transformers turns BertTokenizer's special tokens into added, special ones
+    added = {tid: (named[kind], True) for kind, tid in ids.items()}
+    for tid, data in tokenizer_config.get("added_tokens_decoder", {}).items():
+        added[int(tid)] = (data["content"], bool(data.get("special")))
+    # gguf.SpecialVocab resolves special tokens through tokenizer.json only, and would leave
+    # llama.cpp's defaults for bert-base-uncased's ids (101, 102, ...): look them up instead,
+    # [CLS] as the BOS. No add_* keys: llama.cpp's WPM defaults (add [CLS] first, [SEP] last)
+    # are BERT's.
+    special_ids = {"bos": ids["cls"]} if "cls" in ids else {}
+    special_ids.update((kind, ids[kind]) for kind in ("unk", "sep", "pad", "mask") if kind in ids)
+    normalizer = {"lowercase": bool(tokenizer_config.get("do_lower_case", True))}  # BertTokenizer's default
+    if (strip := tokenizer_config.get("strip_accents")) is not None:
+        normalizer["strip_accents"] = bool(strip)
+    return _WordPiece(source=path, vocab=vocab, prefix="##", added=added, special_ids=special_ids,
+                      normalizer=normalizer)
+
+
+def _load_wordpiece(model_dir: Path, vocab_size: int | None, wp: _WordPiece, tokenizer_json: dict,
+                    tokenizer_config: dict) -> GGUFTokenizer:
     """A "bert" vocab as the converter's BertModel.set_vocab writes it (conversion/bert.py).
 
     llama.cpp's WPM tokenizer puts a phantom space "▁" before each word and matches pieces
@@ -455,77 +484,21 @@ def _load_wordpiece(model_dir: Path, vocab_size: int | None) -> GGUFTokenizer:
     continuation piece without its "##"; control tokens stay as they are. Normalization
     (lowercase, strip accents) is llama.cpp's own, switched by tokenizer.ggml.normalizer.*.
     """
-    tj = _read_json(model_dir / "tokenizer.json")
-    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
-    if tj is not None:
-        pre = (tj.get("pre_tokenizer") or {}).get("type")
-        if pre != "BertPreTokenizer":
-            # llama.cpp's WPM tokenizer can only split words as BertPreTokenizer does.
-            raise TokenizerError(
-                f"{model_dir / 'tokenizer.json'}: a WordPiece model with pre-tokenizer {pre!r}; "
-                "llama.cpp's BERT tokenizer splits as BertPreTokenizer only")
-        model = tj["model"]
-        vocab: dict[str, int] = model.get("vocab") or {}
-        prefix = model.get("continuing_subword_prefix") or "##"
-        added = {a["id"]: (a["content"], bool(a.get("special"))) for a in tj.get("added_tokens", [])}
-    else:
-        # BertTokenizer's vocab.txt: one token a line, the id is the line number.
-        with open(model_dir / "vocab.txt", encoding="utf-8") as f:  # as transformers' load_vocab
-            vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
-        prefix = "##"
-        # transformers turns BertTokenizer's special tokens into added, special ones
-        added = {}
-        for kind, default in _BERT_SPECIALS.items():
-            text = _token_content(tokenizer_config.get(f"{kind}_token", default))
-            if text in vocab:
-                added[vocab[text]] = (text, True)
-        for tid, data in tokenizer_config.get("added_tokens_decoder", {}).items():
-            added[int(tid)] = (data["content"], bool(data.get("special")))
-    id_to_token = {tid: text for text, tid in vocab.items()}
-    id_to_token.update({tid: text for tid, (text, _) in added.items()})
-    if not id_to_token:
-        raise TokenizerError(f"{model_dir}: the WordPiece vocabulary is empty")
-    n_vocab = vocab_size or max(id_to_token) + 1
-    if max(id_to_token) >= n_vocab:
-        raise TokenizerError(
-            f"{model_dir}: token id {max(id_to_token)} but config.json's vocab_size is {n_vocab}; "
-            "the embedding must have a row for every token")
+    def phantom(text: str, ttype: int) -> str:
+        """BertModel.set_vocab's phantom(), with the tokenizer's own prefix where it says "##"."""
+        if ttype == CONTROL:
+            return text
+        return text[len(wp.prefix):] if text.startswith(wp.prefix) else "\u2581" + text
 
-    tokens: list[str] = []
-    types: list[int] = []
-    for i in range(n_vocab):
-        if i not in id_to_token:
-            text, ttype = f"[PAD{i}]", UNUSED
-        elif i in added:
-            text, ttype = _added_token_text_and_type(*added[i])
-        else:
-            text, ttype = id_to_token[i], NORMAL
-        if ttype != CONTROL:  # BertModel.set_vocab's phantom(): every non-control token
-            text = text[len(prefix):] if text.startswith(prefix) else "\u2581" + text
-        tokens.append(text)
-        types.append(ttype)
-
+    # as the converter: get_vocab_base's tokens ("[PAD{i}]" fillers too), then phantom()
+    tokens, types = _vocab_base(wp.source, wp.vocab, wp.added, vocab_size)
+    tokens = list(map(phantom, tokens, types))
     tok = GGUFTokenizer(kind="bert", pre=WORDPIECE_PRE, tokens=tokens, token_types=types)
-    if tj is not None:
-        _take_special_vocab(tok, _special_vocab(model_dir, n_vocab=len(tokens)), model_dir, tj)
-        if tj.get("normalizer") is None:
-            # llama.cpp lowercases and strips accents unless told not to; this tokenizer does neither
-            tok.normalizer = {"lowercase": False, "strip_accents": False}
+    if wp.special_ids is None:
+        _take_special_vocab(tok, _special_vocab(model_dir, n_vocab=len(tokens)), tokenizer_json, tokenizer_config)
     else:
-        # gguf.SpecialVocab resolves special tokens through tokenizer.json only, and would leave
-        # llama.cpp's defaults for bert-base-uncased's ids (101, 102, ...): look them up instead.
-        # No add_* keys: llama.cpp's WPM defaults (add [CLS] first, [SEP] last) are BERT's.
-        for kind in ("unk", "sep", "pad", "mask"):
-            text = _token_content(tokenizer_config.get(f"{kind}_token", _BERT_SPECIALS[kind]))
-            if text in vocab:
-                tok.special_ids[kind] = vocab[text]
-        cls = _token_content(tokenizer_config.get("cls_token", _BERT_SPECIALS["cls"]))
-        if cls in vocab:
-            tok.special_ids = {"bos": vocab[cls], **tok.special_ids}
-        lowercase = bool(tokenizer_config.get("do_lower_case", True))  # BertTokenizer's default
-        tok.normalizer = {"lowercase": lowercase}
-        if (strip := tokenizer_config.get("strip_accents")) is not None:
-            tok.normalizer["strip_accents"] = bool(strip)
+        tok.special_ids = wp.special_ids
+    tok.normalizer = wp.normalizer
     return tok
 
 
@@ -555,6 +528,43 @@ def _added_token_text_and_type(text: str, special: bool) -> tuple[str, int]:
     return text.replace("\u2581", " "), USER_DEFINED
 
 
+def _added_tokens(tokenizer_json: dict) -> dict[int, tuple[str, bool]]:
+    """tokenizer.json's added tokens: id -> (content, special)."""
+    return {a["id"]: (a["content"], bool(a.get("special"))) for a in tokenizer_json.get("added_tokens", [])}
+
+
+def _vocab_base(source: Path, vocab: dict[str, int], added: dict[int, tuple[str, bool]],
+                vocab_size: int | None) -> tuple[list[str], list[int]]:
+    """Token texts and types for ids 0..vocab_size-1, as the converter's get_vocab_base lists them
+    (conversion/base.py): the model's vocab, then the added tokens over it (transformers'
+    get_vocab() merges both), "[PAD{i}]" for the ids neither has."""
+    id_to_token = {tid: text for text, tid in vocab.items()}
+    id_to_token.update((tid, text) for tid, (text, _) in added.items())
+    if not id_to_token:
+        raise TokenizerError(f"{source} has an empty vocabulary")
+    n_vocab = vocab_size or max(len(id_to_token), max(id_to_token) + 1)
+    if max(id_to_token) >= n_vocab:
+        raise TokenizerError(
+            f"{source} has token id {max(id_to_token)} but config.json's vocab_size is {n_vocab}; "
+            "the embedding must have a row for every token"
+        )
+    tokens: list[str] = []
+    types: list[int] = []
+    for i in range(n_vocab):
+        if i not in id_to_token:
+            text, ttype = f"[PAD{i}]", UNUSED
+        elif i in added:
+            # llama.cpp matches control and user-defined tokens on raw text, so they are stored
+            # as their content, not byte-level encoded. (The converter round-trips unnormalized
+            # added tokens through encode/decode; for byte-level BPE that is the identity.)
+            text, ttype = _added_token_text_and_type(*added[i])
+        else:
+            text, ttype = id_to_token[i], NORMAL
+        tokens.append(text)
+        types.append(ttype)
+    return tokens, types
+
+
 def _special_vocab(model_dir: Path, **kwargs) -> gguf.SpecialVocab:
     try:
         return gguf.SpecialVocab(model_dir, **kwargs)
@@ -562,11 +572,9 @@ def _special_vocab(model_dir: Path, **kwargs) -> gguf.SpecialVocab:
         raise TokenizerError(f"{model_dir}: cannot read special tokens/merges: {e}") from e
 
 
-def _take_special_vocab(tok: GGUFTokenizer, special: gguf.SpecialVocab, model_dir: Path,
-                        tokenizer_json: dict | None = None) -> None:
+def _take_special_vocab(tok: GGUFTokenizer, special: gguf.SpecialVocab, tokenizer_json: dict,
+                        tokenizer_config: dict) -> None:
     """Copy what gguf.SpecialVocab found, adding the rules of newer gguf-py releases."""
-    if tokenizer_json is None:
-        tokenizer_json = _read_json(model_dir / "tokenizer.json") or {}
     tok.merges = list(special.merges)
     tok.special_ids = {k: int(v) for k, v in special.special_token_ids.items() if k in SPECIAL_ID_KEYS}
     tok.add_special = {k: bool(v) for k, v in special.add_special_token.items() if k in ADD_TOKEN_KEYS}
@@ -576,7 +584,6 @@ def _take_special_vocab(tok: GGUFTokenizer, special: gguf.SpecialVocab, model_di
         tok.add_special[kind] = value
     # gguf-py >= 0.18: what a Template/Roberta post-processor says about BOS/EOS also wins over
     # tokenizer_config's add_*_token (Phi-3's config says add_bos_token false, its template <s> A).
-    tokenizer_config = _read_json(model_dir / "tokenizer_config.json") or {}
     for kind, value in _post_processor_decisions(tokenizer_json.get("post_processor"), tokenizer_config).items():
         tok.add_special[kind] = value
     tok.chat_template = special.chat_template
@@ -648,12 +655,3 @@ def _normalizer_flags(normalizer: dict | None) -> dict[str, bool]:
     if normalizer:
         visit(normalizer)
     return {k: v for k, v in flags.items() if v is not None}
-
-
-def _read_json(path: Path) -> Any:
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TokenizerError(f"{path} is not valid JSON ({e})") from e

@@ -153,3 +153,27 @@ def test_no_tokenizer_files(tmp_path: Path):
     model = write_checkpoint(tmp_path / "notok", cfg, tiny_llama_tensors(cfg), tokenizer=None)
     out = tmp_path / "out.gguf"
     assert_clean_failure(quantize(model, out), out, "tokenizer")
+
+
+def test_vocab_and_embedding_rows_must_agree(tmp_path: Path):
+    """llama.cpp loads token_embd and output with one row per token and refuses the file when they
+    differ: here config.json's vocab_size (the tokenizer pads to it with [PAD{i}] tokens, as the
+    converter does) is 8 more than the embedding's rows. Nothing is written."""
+    n_rows = tokenizer_vocab_size()
+    cfg = tiny_llama_config(n_rows)
+    model = write_checkpoint(tmp_path / "padded", {**cfg, "vocab_size": n_rows + 8}, tiny_llama_tensors(cfg))
+    out = tmp_path / "out.gguf"
+    assert_clean_failure(quantize(model, out), out, f"lm_head.weight has {n_rows} rows",
+                         f"{n_rows + 8} tokens", f"vocab_size {n_rows + 8}", code=1)
+
+
+def test_broken_tokenizer_json_names_the_file(tmp_path: Path):
+    """A tokenizer.json or tokenizer_config.json that is not JSON, or not a JSON object, is one
+    line naming the file (not SpecialVocab's vague message, not an AttributeError)."""
+    cfg = tiny_llama_config(tokenizer_vocab_size())
+    for fname, text in (("tokenizer.json", "{not json"), ("tokenizer.json", "null"),
+                        ("tokenizer_config.json", "[1, 2]")):
+        model = write_checkpoint(tmp_path / f"{fname}-{len(text)}", cfg, tiny_llama_tensors(cfg))
+        (model / fname).write_text(text)
+        out = tmp_path / "out.gguf"
+        assert_clean_failure(quantize(model, out), out, fname, code=1)
