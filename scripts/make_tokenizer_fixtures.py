@@ -84,6 +84,14 @@ def write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
 
 
+def added_tokens_decoder(added: list[dict]) -> dict:
+    """tokenizer_config.json's added_tokens_decoder for tokenizer.json's added_tokens."""
+    return {
+        str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
+        for a in added
+    }
+
+
 def write_expected(fixture_dir: Path, note: str) -> list[list[int]]:
     """Tokenize CORPUS with the `tokenizers` library on tokenizer.json; write expected.json."""
     from tokenizers import Tokenizer
@@ -158,23 +166,34 @@ def smollm_pre_tokenizer():
     )
 
 
+def train_byte_level_bpe(pre_tokenizer, text: str, vocab_size: int, special_tokens: tuple[str, ...] = ()):
+    """A byte-level BPE `tokenizers.Tokenizer` trained on `text` behind `pre_tokenizer`: every byte
+    in the initial alphabet, ByteLevel decoder and post-processor (which adds no BOS/EOS), the
+    special tokens first."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+    return tok
+
+
 def make_tiny_bpe() -> None:
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken
 
     out = OUT / "tiny-bpe"
     out.mkdir(parents=True, exist_ok=True)
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = smollm_pre_tokenizer()
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=400,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(TRAINING_TEXT.splitlines(keepends=True), trainer=trainer)
+    tok = train_byte_level_bpe(smollm_pre_tokenizer(), TRAINING_TEXT, 400,
+                               special_tokens=("<|endoftext|>", "<|im_start|>", "<|im_end|>"))
     # One non-special added token, so the export must tell control tokens (special) from
     # user-defined ones (llama.cpp matches both in text, but only control tokens are hidden).
     tok.add_tokens([AddedToken("<tool>", special=False, normalized=False)])
@@ -183,10 +202,7 @@ def make_tiny_bpe() -> None:
     added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
     config = {
         "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
-            for a in added
-        },
+        "added_tokens_decoder": added_tokens_decoder(added),
         "bos_token": "<|im_start|>",
         "chat_template": CHATML_TEMPLATE,
         "clean_up_tokenization_spaces": False,
@@ -214,22 +230,14 @@ def make_tiny_gpt2() -> None:
     """GPT-2's tokenizer in miniature: ByteLevel(add_prefix_space=False) with its built-in regex
     is the whole pre-tokenizer (llama.cpp's "gpt-2"), no BOS/EOS added, and <|endoftext|> (BOS,
     EOS and UNK at once) added after the merges, so it has the last id as 50256 has in GPT-2."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import AddedToken, pre_tokenizers
 
     out = OUT / "tiny-gpt2"
     out.mkdir(parents=True, exist_ok=True)
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=500,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
     text = TRAINING_TEXT + (TEXT_FIXTURES / "kjv-ruth-jonah.txt").read_text(encoding="utf-8")
-    tok.train_from_iterator(text.splitlines(keepends=True), trainer=trainer)
+    tok = train_byte_level_bpe(
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True), text, 500)
     tok.add_special_tokens([AddedToken("<|endoftext|>", special=True, normalized=False)])
     tok.save(str(out / "tokenizer.json"))
 
@@ -239,10 +247,7 @@ def make_tiny_gpt2() -> None:
     config = {
         "add_bos_token": False,
         "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
-            for a in added
-        },
+        "added_tokens_decoder": added_tokens_decoder(added),
         "bos_token": "<|endoftext|>",
         "clean_up_tokenization_spaces": False,
         "eos_token": "<|endoftext|>",
@@ -270,55 +275,90 @@ LLAMA2_TEMPLATE = (
 
 SPM_VOCAB_SIZE = 500
 
+# The trainer settings Llama 2's and Gemma's tokenizer.model have in common (trainer_spec and
+# normalizer_spec): BPE, byte fallback, digits split, whitespace-only pieces allowed, whitespace
+# kept as is, identity normalization. Each fixture adds what its family sets apart (the dummy
+# prefix, the special pieces and their ids).
+SPM_SETTINGS = dict(
+    model_type="bpe",
+    vocab_size=SPM_VOCAB_SIZE,
+    # Lower than Llama 2's 0.99995 so the rarest characters of this tiny text (CJK, emoji)
+    # are left to byte fallback, which the corpus then exercises.
+    character_coverage=0.98,
+    byte_fallback=True,
+    split_digits=True,
+    split_by_unicode_script=True,
+    split_by_whitespace=True,
+    allow_whitespace_only_pieces=True,
+    remove_extra_whitespaces=False,
+    normalization_rule_name="identity",
+    hard_vocab_limit=False,
+)
 
-def make_tiny_spm() -> None:
+
+def train_spm(**settings) -> bytes:
+    """tokenizer.model: a SentencePiece model trained on TRAINING_TEXT with SPM_SETTINGS and
+    `settings` (which take precedence)."""
     import sentencepiece as spm
-    from tokenizers import Tokenizer
-    from transformers import LlamaTokenizer
-
-    out = OUT / "tiny-spm"
-    out.mkdir(parents=True, exist_ok=True)
 
     # Trained from memory into memory, so tokenizer.model (whose trainer_spec records the input
     # and output paths) comes out byte-identical on every run.
     model = io.BytesIO()
-    # Llama 2's trainer settings (as stored in its tokenizer.model), scaled down.
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(TRAINING_TEXT.splitlines()),
         model_writer=model,
-        model_type="bpe",
-        vocab_size=SPM_VOCAB_SIZE,
-        # Lower than Llama 2's 0.99995 so the rarest characters of this tiny text (CJK, emoji)
-        # are left to byte fallback, which the corpus then exercises.
-        character_coverage=0.98,
-        byte_fallback=True,
-        split_digits=True,
-        split_by_unicode_script=True,
-        split_by_whitespace=True,
-        allow_whitespace_only_pieces=True,
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=True,
-        normalization_rule_name="identity",
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        hard_vocab_limit=False,
+        **{**SPM_SETTINGS, **settings},
         num_threads=1,
         minloglevel=2,
     )
-    (out / "tokenizer.model").write_bytes(model.getvalue())
+    return model.getvalue()
 
-    # The HF files transformers writes for a Llama checkpoint with this tokenizer.model
-    # (transformers derives tokenizer.json from the sentencepiece model).
+
+def transformers_files(model: bytes, tokenizer_class) -> tuple[dict, dict]:
+    """(tokenizer.json, tokenizer_config.json) as transformers writes them for a checkpoint with
+    this tokenizer.model (it derives tokenizer.json from the sentencepiece model)."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "src", Path(tmp) / "dst"
         src.mkdir()
-        shutil.copy(out / "tokenizer.model", src / "tokenizer.model")
-        hf = LlamaTokenizer.from_pretrained(str(src), add_bos_token=True, add_eos_token=False)
+        (src / "tokenizer.model").write_bytes(model)
+        hf = tokenizer_class.from_pretrained(str(src), add_bos_token=True, add_eos_token=False)
         hf.save_pretrained(str(dst))
-        tokenizer_json = json.loads((dst / "tokenizer.json").read_text(encoding="utf-8"))
-        config = json.loads((dst / "tokenizer_config.json").read_text(encoding="utf-8"))
+        return (json.loads((dst / "tokenizer.json").read_text(encoding="utf-8")),
+                json.loads((dst / "tokenizer_config.json").read_text(encoding="utf-8")))
+
+
+def write_spm_fixture(name: str, model: bytes, tokenizer_json: dict, config: dict) -> None:
+    """Write a SentencePiece fixture (tokenizer.model, tokenizer.json, tokenizer_config.json with
+    its keys sorted, as transformers writes them, and expected.json) and check it: the slow
+    (sentencepiece) tokenizer is the ground truth for tokenizer.model, so the fast one built from
+    tokenizer.json must agree with it on every corpus string."""
+    import sentencepiece as spm
+    from tokenizers import Tokenizer
+
+    out = OUT / name
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "tokenizer.model").write_bytes(model)
+    write_json(out / "tokenizer.json", tokenizer_json)
+    write_json(out / "tokenizer_config.json", dict(sorted(config.items())))
+    ids = write_expected(out, f"tokenizers on {name}/tokenizer.json, add_special_tokens=False")
+
+    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
+    for text, fast_ids in zip(CORPUS, ids):
+        slow_ids = sp.encode(text)
+        assert slow_ids == fast_ids, f"sentencepiece and tokenizers disagree on {text!r}:\n{slow_ids}\n{fast_ids}"
+    n = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
+    print(f"{name}: {sp.vocab_size()} pieces ({n} in tokenizer.json), slow == fast on {len(CORPUS)} strings -> {out}")
+
+
+def make_tiny_spm() -> None:
+    from transformers import LlamaTokenizer
+
+    # Llama 2's trainer settings (as stored in its tokenizer.model), scaled down: on top of
+    # SPM_SETTINGS, the dummy prefix and <unk>=0 <s>=1 </s>=2, no padding piece.
+    model = train_spm(add_dummy_prefix=True, unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+
+    # The HF files transformers writes for a Llama checkpoint with this tokenizer.model.
+    tokenizer_json, config = transformers_files(model, LlamaTokenizer)
     # transformers 5 writes a Metaspace pre-tokenizer, which (unlike sentencepiece and llama.cpp)
     # does not add the dummy prefix to text that already starts with a space: " a" becomes "▁a",
     # not "▁▁a". Llama 2's own tokenizer.json prepends unconditionally in its normalizer; use that.
@@ -331,38 +371,22 @@ def make_tiny_spm() -> None:
     }
     tokenizer_json["pre_tokenizer"] = None
     tokenizer_json["model"]["unk_token"] = "<unk>"
-    write_json(out / "tokenizer.json", tokenizer_json)
     # transformers 5 also leaves out keys that Llama 2's tokenizer_config.json carries (and that
     # llama.cpp's converter reads): put them back as Llama 2 has them.
     for key in ("is_local", "local_files_only", "extra_special_tokens"):
         config.pop(key, None)
-    added = json.loads((out / "tokenizer.json").read_text(encoding="utf-8"))["added_tokens"]
     config.update(
         {
             "add_bos_token": True,
             "add_eos_token": False,
-            "added_tokens_decoder": {
-                str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
-                for a in added
-            },
+            "added_tokens_decoder": added_tokens_decoder(tokenizer_json["added_tokens"]),
             "chat_template": LLAMA2_TEMPLATE,
             "legacy": False,
             "model_max_length": 4096,
             "pad_token": None,
         }
     )
-    write_json(out / "tokenizer_config.json", dict(sorted(config.items())))
-
-    ids = write_expected(out, "tokenizers on tiny-spm/tokenizer.json, add_special_tokens=False")
-
-    # The slow (sentencepiece) tokenizer is the ground truth for tokenizer.model: the fast one
-    # transformers derived from it must agree on every corpus string.
-    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
-    for text, fast_ids in zip(CORPUS, ids):
-        slow_ids = sp.encode(text)
-        assert slow_ids == fast_ids, f"sentencepiece and tokenizers disagree on {text!r}:\n{slow_ids}\n{fast_ids}"
-    n = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
-    print(f"tiny-spm: {sp.vocab_size()} pieces ({n} in tokenizer.json), slow == fast on {len(CORPUS)} strings -> {out}")
+    write_spm_fixture("tiny-spm", model, tokenizer_json, config)
 
 
 # --------------------------------------------------------------------------------------------
@@ -408,10 +432,7 @@ def make_tiny_phi3() -> None:
     config.update(
         {
             "add_bos_token": False,
-            "added_tokens_decoder": {
-                str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
-                for a in added
-            },
+            "added_tokens_decoder": added_tokens_decoder(added),
             "chat_template": PHI3_TEMPLATE,
             "eos_token": "<|endoftext|>",
             "model_max_length": 4096,
@@ -442,66 +463,33 @@ GEMMA_TURN_TOKENS = ("<start_of_turn>", "<end_of_turn>")
 
 
 def make_tiny_gemma() -> None:
-    import sentencepiece as spm
-    from tokenizers import Tokenizer
     from transformers import GemmaTokenizer
 
-    out = OUT / "tiny-gemma"
-    out.mkdir(parents=True, exist_ok=True)
-
-    model = io.BytesIO()
     # Gemma's trainer settings (its tokenizer.model's trainer_spec and normalizer_spec, as listed
-    # in transformers' GemmaConverter), scaled down: BPE, byte fallback, digits split, whitespace-
-    # only pieces allowed, no dummy prefix, whitespace kept as is, identity normalization, and the
-    # ids <pad>=0 <eos>=1 <bos>=2 <unk>=3 with <mask> and the turn markers as user-defined pieces.
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(TRAINING_TEXT.splitlines()),
-        model_writer=model,
-        model_type="bpe",
-        vocab_size=SPM_VOCAB_SIZE,
-        character_coverage=0.98,  # as tiny-spm: CJK and emoji go to byte fallback
-        byte_fallback=True,
-        split_digits=True,
-        split_by_unicode_script=True,
+    # in transformers' GemmaConverter), scaled down: on top of SPM_SETTINGS, no dummy prefix, and
+    # the ids <pad>=0 <eos>=1 <bos>=2 <unk>=3 with <mask> and the turn markers as user-defined
+    # pieces.
+    model = train_spm(
         split_by_number=True,
-        split_by_whitespace=True,
         treat_whitespace_as_suffix=False,
-        allow_whitespace_only_pieces=True,
-        remove_extra_whitespaces=False,
         add_dummy_prefix=False,
-        normalization_rule_name="identity",
         pad_id=0, eos_id=1, bos_id=2, unk_id=3,
         pad_piece="<pad>", eos_piece="<eos>", bos_piece="<bos>", unk_piece="<unk>",
         user_defined_symbols=["<mask>", *GEMMA_TURN_TOKENS],
-        hard_vocab_limit=False,
-        num_threads=1,
-        minloglevel=2,
     )
-    (out / "tokenizer.model").write_bytes(model.getvalue())
 
     # tokenizer.json as transformers derives it from tokenizer.model (GemmaTokenizer, fast).
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = Path(tmp) / "src", Path(tmp) / "dst"
-        src.mkdir()
-        shutil.copy(out / "tokenizer.model", src / "tokenizer.model")
-        hf = GemmaTokenizer.from_pretrained(str(src), add_bos_token=True, add_eos_token=False)
-        hf.save_pretrained(str(dst))
-        tokenizer_json = json.loads((dst / "tokenizer.json").read_text(encoding="utf-8"))
+    tokenizer_json, _ = transformers_files(model, GemmaTokenizer)
     # transformers 5 leaves the turn markers non-special; Gemma's own files (and transformers'
     # GemmaConverter) mark them special, so llama.cpp gets them as control tokens.
     for a in tokenizer_json["added_tokens"]:
         if a["content"] in GEMMA_TURN_TOKENS:
             a["special"] = True
-    write_json(out / "tokenizer.json", tokenizer_json)
-    added = tokenizer_json["added_tokens"]
     # tokenizer_config.json with the keys Gemma 2's carries (transformers 5 drops several).
     config = {
         "add_bos_token": True,
         "add_eos_token": False,
-        "added_tokens_decoder": {
-            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
-            for a in added
-        },
+        "added_tokens_decoder": added_tokens_decoder(tokenizer_json["added_tokens"]),
         "additional_special_tokens": list(GEMMA_TURN_TOKENS),
         "bos_token": "<bos>",
         "chat_template": GEMMA_TEMPLATE,
@@ -515,17 +503,7 @@ def make_tiny_gemma() -> None:
         "unk_token": "<unk>",
         "use_default_system_prompt": False,
     }
-    write_json(out / "tokenizer_config.json", config)
-
-    ids = write_expected(out, "tokenizers on tiny-gemma/tokenizer.json, add_special_tokens=False")
-
-    # sentencepiece (the slow tokenizer) on tokenizer.model is the ground truth, as for tiny-spm.
-    sp = spm.SentencePieceProcessor(model_file=str(out / "tokenizer.model"))
-    for text, fast_ids in zip(CORPUS, ids):
-        slow_ids = sp.encode(text)
-        assert slow_ids == fast_ids, f"sentencepiece and tokenizers disagree on {text!r}:\n{slow_ids}\n{fast_ids}"
-    n = Tokenizer.from_file(str(out / "tokenizer.json")).get_vocab_size()
-    print(f"tiny-gemma: {sp.vocab_size()} pieces ({n} in tokenizer.json), slow == fast on {len(CORPUS)} strings -> {out}")
+    write_spm_fixture("tiny-gemma", model, tokenizer_json, config)
 
 
 # --------------------------------------------------------------------------------------------
@@ -594,10 +572,7 @@ def make_tiny_wpm() -> None:
                 "mask_token": "[MASK]"}
     # BertTokenizer's tokenizer_config.json, as transformers writes it for bert-base-uncased
     config = {
-        "added_tokens_decoder": {
-            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
-            for a in added
-        },
+        "added_tokens_decoder": added_tokens_decoder(added),
         "clean_up_tokenization_spaces": True,
         "do_lower_case": True,
         **specials,
@@ -670,10 +645,7 @@ def make_smollm2() -> None:
     specials = [a for a in tokenizer_json["added_tokens"] if a["special"]]
     config = {
         "add_prefix_space": False,
-        "added_tokens_decoder": {
-            str(a["id"]): {k: a[k] for k in ("content", "lstrip", "normalized", "rstrip", "single_word", "special")}
-            for a in tokenizer_json["added_tokens"]
-        },
+        "added_tokens_decoder": added_tokens_decoder(tokenizer_json["added_tokens"]),
         "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
         "bos_token": "<|im_start|>",
         "chat_template": chat_template,

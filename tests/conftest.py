@@ -133,6 +133,16 @@ def write_gguf_imatrix(path: Path, entries: dict[str, tuple[np.ndarray, np.ndarr
     w.close()
 
 
+def write_vocab_gguf(tok, path: Path) -> Path:
+    """A metadata-only GGUF holding just the tokenizer keys of `tok` (a qconvert GGUFTokenizer)."""
+    writer = gguf.GGUFWriter(str(path), "llama")
+    tok.write_to(writer)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    return path
+
+
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`python -m qconvert ARGS` as a user runs it: real exit code, real stderr."""
     e = {k: v for k, v in os.environ.items() if k != "QCONVERT_DEBUG"}

@@ -17,7 +17,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from conftest import MODELS, ROOT, TOKENIZERS, write_checkpoint, tiny_llama_tensors
+from conftest import MODELS, ROOT, TOKENIZERS, write_checkpoint, tiny_llama_tensors, write_vocab_gguf
 from conftest import tiny_llama_config as llama_config
 from conftest import tokenizer_vocab_size as fixture_vocab_size
 from qconvert.convert import convert, prepare
@@ -28,7 +28,6 @@ from qconvert.tokenizer import (
     NORMAL,
     UNUSED,
     USER_DEFINED,
-    GGUFTokenizer,
     identify_pre_tokenizer,
     load_tokenizer,
     read_sentencepiece_model,
@@ -61,16 +60,6 @@ def make_checkpoint(path: Path, tokenizer_files: list[Path] | dict[str, str], vo
     else:
         for src in tokenizer_files:
             (path / src.name).write_bytes(src.read_bytes())
-    return path
-
-
-def write_vocab_gguf(tok: GGUFTokenizer, path: Path) -> Path:
-    """A metadata-only GGUF holding just the tokenizer keys."""
-    writer = gguf.GGUFWriter(str(path), "llama")
-    tok.write_to(writer)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
     return path
 
 

@@ -25,7 +25,8 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import CACHE, ROOT, TOKENIZERS, memoized, run_script, tiny_llama_config, tiny_llama_tensors
+from conftest import (CACHE, ROOT, TOKENIZERS, memoized, run_script, tiny_llama_config, tiny_llama_tensors,
+                      write_vocab_gguf)
 from qconvert.arch import REGISTRY
 from qconvert.convert import convert
 from qconvert.options import parse_kv_override
@@ -416,15 +417,6 @@ def tokenizer_fields(path: Path) -> dict[str, tuple]:
         else:
             fields[key] = ((vtype,), value(vtype))
     return {k: v for k, v in fields.items() if k.startswith("tokenizer.")}
-
-
-def write_vocab_gguf(tok, path: Path) -> Path:
-    writer = gguf.GGUFWriter(str(path), "llama")
-    tok.write_to(writer)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.close()
-    return path
 
 
 @pytest.mark.slow  # runs llama.cpp's converter (torch + transformers), ~10 s per family
