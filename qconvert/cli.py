@@ -54,6 +54,9 @@ def quantize(
     no_fallback: Annotated[bool, typer.Option(
         "--no-fallback", help="Fail, listing the tensors, instead of falling back to another type when "
         "rows do not fit the chosen type's blocks.")] = False,
+    allow_nonfinite: Annotated[bool, typer.Option(
+        "--allow-nonfinite", help="Write NaN/Inf weights, and values too large for the output type, instead of "
+        "refusing the checkpoint (llama-quantize refuses such rows; llama.cpp cannot run them).")] = False,
 ) -> None:
     """Convert MODEL_DIR to a GGUF file of the given type."""
     from . import convert as conv
@@ -73,7 +76,7 @@ def quantize(
     out = output or Path(f"{model_dir.resolve().name}-{qtype.upper()}.gguf")
     if not dry_run:
         conv.check_output(out, overwrite)  # before reading the checkpoint: the cheapest error first
-    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv)
+    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite)
     if dry_run:
         print_plan(job.rows)
         return

@@ -29,6 +29,7 @@ from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
 from .reader import DTYPES, Checkpoint, decode_to_f32
 from .tokenizer import GGUFTokenizer, load_tokenizer
+from .validate.values import first_bad_row
 from .writer import write_gguf
 
 # Weights handed to one worker at a time: big enough to amortize dispatch, small enough that
@@ -49,6 +50,8 @@ class Job:
     tokenizer: GGUFTokenizer
     imatrix: Imatrix | None = None
     kv_overrides: tuple[KVOverride, ...] = ()
+    # write NaN/Inf and values that overflow the output type instead of refusing them
+    allow_nonfinite: bool = False
 
     def add_metadata(self, writer: gguf.GGUFWriter) -> None:
         n_params, shared, per_expert, n_expert = parameter_counts(self.rows)
@@ -113,7 +116,8 @@ class Result:
 
 
 def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = None,
-            imatrix: str | Path | None = None, kv_overrides: tuple[KVOverride, ...] = ()) -> Job:
+            imatrix: str | Path | None = None, kv_overrides: tuple[KVOverride, ...] = (),
+            allow_nonfinite: bool = False) -> Job:
     recipe = recipe_for(qtype)
     ckpt = Checkpoint.open(model_dir)
     adapter = arch_registry.for_config(ckpt.config, ckpt.path)
@@ -129,7 +133,8 @@ def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = Non
         overrides = replace(overrides, has_imatrix=True)
     rows = plan(sources, recipe, adapter.model_facts(), overrides)
     check_writable(rows, recipe)
-    job = Job(ckpt, adapter, metadata, recipe, sources, rows, tokenizer, matrix, tuple(kv_overrides))
+    job = Job(ckpt, adapter, metadata, recipe, sources, rows, tokenizer, matrix, tuple(kv_overrides),
+              allow_nonfinite)
     for row in rows:  # size mismatches fail now, before any output exists
         job.quant_weights(row)
     return job
@@ -173,11 +178,12 @@ def convert(
     overrides: Overrides | None = None,
     imatrix: str | Path | None = None,
     kv_overrides: tuple[KVOverride, ...] = (),
+    allow_nonfinite: bool = False,
 ) -> Result:
     """Convert a checkpoint folder to a GGUF file at `out`: `prepare`, then `write`."""
     out = Path(out)
     check_output(out, overwrite)
-    job = prepare(model_dir, qtype, overrides, imatrix, kv_overrides)
+    job = prepare(model_dir, qtype, overrides, imatrix, kv_overrides, allow_nonfinite)
     return write(job, out, threads=threads, on_progress=on_progress)
 
 
@@ -212,11 +218,12 @@ def chunk_jobs(job: Job) -> Iterator[ChunkJob]:
     bytes and how many checkpoint bytes it consumed. Chunks never straddle two experts of a
     3-D tensor, so each uses one row of the importance matrix."""
     sources = {s.gguf_name: s for s in job.sources}
+    check = not job.allow_nonfinite
     for row in job.rows:
         src = sources[row.gguf_name]
         weights = job.quant_weights(row)
         if src.generate is not None or len(src.shape) < 2 or src.transpose:
-            yield partial(whole_tensor, job.checkpoint, src, row.qtype, weights)
+            yield partial(whole_tensor, job.checkpoint, src, row.qtype, weights, check)
             continue
         cols = src.shape[-1]
         n_rows = src.n_elements // cols
@@ -226,7 +233,8 @@ def chunk_jobs(job: Job) -> Iterator[ChunkJob]:
         for first in range(0, n_rows, per_expert):
             for lo in range(first, first + per_expert, step):
                 w = weights[first // per_expert] if weights is not None else None
-                yield partial(row_chunk, job.checkpoint, src, row.qtype, w, lo, min(lo + step, first + per_expert))
+                yield partial(row_chunk, job.checkpoint, src, row.qtype, w, check, lo,
+                              min(lo + step, first + per_expert))
 
 
 class WorkerBuffers(threading.local):
@@ -252,7 +260,7 @@ _buffers = WorkerBuffers()
 
 
 def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationType,
-              weights: np.ndarray | None, lo: int, hi: int) -> tuple[np.ndarray, int]:
+              weights: np.ndarray | None, check: bool, lo: int, hi: int) -> tuple[np.ndarray, int]:
     """Rows lo..hi of the GGUF tensor, read from the checkpoint, decoded and quantized. The
     result is a new array (it waits in the write queue); the intermediates are reused."""
     name = src.src
@@ -269,13 +277,18 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationT
         x = decode_to_f32(picked, dtype, _buffers.decode_space(picked.size))
     if src.transform is not None:
         src.transform(x)
-    out = quants.quantize_rows(qtype, x, weights).reshape(-1)
+    out = quants.quantize_rows(qtype, x, weights)
+    if check and (bad := first_bad_row(x, quants.get(qtype), out)) is not None:
+        row, what = bad
+        at = rows[row] if isinstance(rows, np.ndarray) else lo + row
+        raise_bad_value(src, name, int(at), what)
+    out = out.reshape(-1)
     # F32 output is a view of the reused buffers: copy it before the next chunk overwrites them
     return (out.copy() if qtype == gguf.GGMLQuantizationType.F32 else out), picked.nbytes
 
 
 def whole_tensor(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationType,
-                 weights: np.ndarray | None) -> tuple[np.ndarray, int]:
+                 weights: np.ndarray | None, check: bool) -> tuple[np.ndarray, int]:
     """A generated, 1-D or transposed tensor (small, or read whole anyway), in one piece."""
     if src.generate is not None:
         arr, nbytes = src.generate().astype(np.float32), 0
@@ -290,7 +303,20 @@ def whole_tensor(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizati
     assert x.size == src.n_elements, (src.gguf_name, arr.shape, src.shape)
     if src.transform is not None:
         src.transform(x)
-    return quants.quantize_rows(qtype, x, weights[0] if weights is not None else None).reshape(-1), nbytes
+    out = quants.quantize_rows(qtype, x, weights[0] if weights is not None else None)
+    if check and (bad := first_bad_row(x, quants.get(qtype), out)) is not None:
+        row, what = bad
+        at = row if src.row_order is None else int(src.row_order[row])
+        raise_bad_value(src, src.src, at, what, "column" if src.transpose else "row")
+    return out.reshape(-1), nbytes
+
+
+def raise_bad_value(src: SourceTensor, name: str | None, row: int, what: str, axis: str = "row") -> None:
+    """Refuse a tensor whose values llama.cpp cannot run (validate/values.py), naming the
+    checkpoint tensor and the first bad row in it."""
+    where = f"tensor {name}" if name is not None else f"generated tensor {src.gguf_name}"
+    raise CheckpointError(f"{where}: {what} in {axis} {row} (written as {src.gguf_name}); "
+                          f"llama.cpp cannot run it. Pass --allow-nonfinite to write it anyway")
 
 
 def in_order(pool: ThreadPoolExecutor, jobs: Iterator[ChunkJob], window: int) -> Iterator[tuple[np.ndarray, int]]:

@@ -10,7 +10,10 @@ os.wait4 (which covers its own children, e.g. convert_hf_to_gguf.py under oracle
   cores (llama_model_quantize through scripts/llama_quantize.py), each step and their sum;
   the two Q4_K_M files must have the same tensor types;
 - qconvert Q4_K_M with --threads 1 and with all cores (on the smallest checkpoint);
-- qconvert's peak RSS on every checkpoint size, beside the largest tensor's F32 size.
+- qconvert's peak RSS on every checkpoint size, beside the largest tensor's F32 size;
+- the cost of the value checks (NaN/Inf/overflow, qconvert/validate/values.py): Q8_0 and Q4_K_M
+  against the same runs with --allow-nonfinite, which skips them. `--validation-only` runs just
+  these (no llama.cpp tools, no torch).
 
 The comparisons run on the largest checkpoint. Runs are interleaved in rounds; a time is the
 best of --repeat rounds (the machines are shared: the best run is the least disturbed one), a
@@ -112,9 +115,9 @@ def key(what: str, ck: CheckpointInfo) -> str:
     return f"{what}@{ck.path.name}"
 
 
-def qconvert_cmd(ckpt: Path, qtype: str, out: Path, threads: int) -> list[str]:
+def qconvert_cmd(ckpt: Path, qtype: str, out: Path, threads: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "qconvert", "quantize", str(ckpt), "-t", qtype, "-o", str(out),
-            "--overwrite", "--threads", str(threads)]
+            "--overwrite", "--threads", str(threads), *extra]
 
 
 def convert_cmd(ckpt: Path, outtype: str, out: Path) -> list[str]:
@@ -230,6 +233,8 @@ def main() -> None:
                     help="checkpoint sizes in GB, comma-separated; the comparisons run on the largest")
     ap.add_argument("--repeat", type=int, default=2, help="rounds; times are the best of them (default 2)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="all cores by default")
+    ap.add_argument("--validation-only", action="store_true",
+                    help="only the cost of the value checks (qconvert with and without --allow-nonfinite)")
     args = ap.parse_args()
     try:
         sizes = sorted({float(s) for s in args.sizes.split(",")})
@@ -266,6 +271,12 @@ def main() -> None:
             print(f"round {r + 1} of {args.repeat}", file=sys.stderr)
             c = big.path
             bench.run(key("qc_q8", big), qconvert_cmd(c, "Q8_0", q8, n), q8)
+            bench.run(key("qc_q8_unchecked", big), qconvert_cmd(c, "Q8_0", q8, n, "--allow-nonfinite"), q8)
+            bench.run(key(f"qc_q4km_t{n}_unchecked", big),
+                      qconvert_cmd(c, "Q4_K_M", q4, n, "--allow-nonfinite"), q4)
+            if args.validation_only:
+                bench.run(key(f"qc_q4km_t{n}", big), qconvert_cmd(c, "Q4_K_M", q4, n), q4)
+                continue
             bench.run(key("conv_q8", big), convert_cmd(c, "q8_0", cq8), cq8)
             bench.run(key(f"qc_q4km_t{n}", big), qconvert_cmd(c, "Q4_K_M", q4, n), q4, keep=True)
             bench.run(key("conv_f16", big), convert_cmd(c, "f16", f16), f16, keep=True)
@@ -285,10 +296,19 @@ def main() -> None:
         shutil.rmtree(outdir, ignore_errors=True)
 
     T = bench.timings
+    rounds = f"best of {args.repeat} interleaved rounds" if args.repeat > 1 else "one round"
+    checks = [f"| value checks (NaN/Inf/overflow) on `{big.path.name}`, {rounds} | checked | --allow-nonfinite "
+              "| cost (checked / unchecked - 1) | target |", "|---|---|---|---|---|"]
+    for label, what in (("Q8_0", "qc_q8"), ("Q4_K_M", f"qc_q4km_t{n}")):
+        on, off = T[key(what, big)], T[key(f"{what}_unchecked", big)]
+        checks.append(f"| {label} | {figures(on)} | {figures(off)} | **{100 * (on.best / off.best - 1):+.1f}%** "
+                      f"(CPU {100 * (on.best_cpu / off.best_cpu - 1):+.1f}%) | <= 5% |")
+    if args.validation_only:
+        print(header + "\n\n" + "\n".join(checks))
+        return
     q8, cq8 = T[key("qc_q8", big)], T[key("conv_q8", big)]
     q4, cf16, lqt = T[key(f"qc_q4km_t{n}", big)], T[key("conv_f16", big)], T[key("lq_q4km", big)]
     chain, chain_cpu = cf16.best + lqt.best, cf16.best_cpu + lqt.best_cpu
-    rounds = f"best of {args.repeat} interleaved rounds" if args.repeat > 1 else "one round"
     out = []
     p = out.append
     p("## qconvert against llama.cpp on a whole model (scripts/bench_model.py)\n")
@@ -323,6 +343,8 @@ def main() -> None:
         p(f"| --threads {t} | {secs(s.best)} | {secs(s.best_cpu)} | {busy:.2f} "
           f"| {ratio(scaling[1].best, s.best)} |")
     p("\nCores busy well under the thread count means other processes had the cores.\n")
+    out.extend(checks)
+    p("")
     p("| checkpoint | size | largest tensor (F32) | qconvert peak RSS, Q8_0 | Q4_K_M | target: largest + 256 MB |")
     p("|---|---|---|---|---|---|")
     for ck in ckpts:

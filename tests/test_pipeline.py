@@ -37,7 +37,8 @@ def ckpt(tmp_path):
 def run(ckpt: Checkpoint, src: SourceTensor, qtype: T = T.F32) -> np.ndarray:
     """The bytes the pipeline writes for `src`, as float32 values when qtype is F32."""
     row = PlanRow(src.src, src.gguf_name, src.shape, src.src_dtype, qtype, "test")
-    job = SimpleNamespace(sources=[src], rows=[row], checkpoint=ckpt, quant_weights=lambda r: None)
+    job = SimpleNamespace(sources=[src], rows=[row], checkpoint=ckpt, quant_weights=lambda r: None,
+                          allow_nonfinite=False)
     parts = [fn() for fn in chunk_jobs(job)]
     data = np.concatenate([p for p, _ in parts])
     # progress counts the checkpoint bytes behind what is written

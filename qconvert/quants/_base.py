@@ -22,6 +22,12 @@ BACKENDS = ("compiled", "reference")
 
 BlockFn = Callable[[np.ndarray], np.ndarray]
 
+# The largest input magnitude the block quantizers take (2**24): their float32 searches sum
+# products of up to four weights (weighted squared errors), which stay far inside float32's range
+# below it, while far above it (1e30 in Q6_K) a block can silently come out as zeros. No block
+# type's fp16 scales can hold much more anyway (Q8_0's d = amax/127 overflows from 8.3e6).
+BLOCK_INPUT_LIMIT = float(2**24)
+
 
 def choose_backend() -> str:
     """'compiled' unless QCONVERT_BACKEND=reference asks for the NumPy references."""
@@ -66,6 +72,11 @@ class QuantType:
     # type's quantize_blocks takes as quant_weights), "ignored" (ggml uses _ref regardless), or
     # "missing" (ggml has an _impl path qconvert does not reproduce yet).
     imatrix: str = "ignored"
+    # What ggml_validate_row_data checks of the written bytes (validate/values.py): the byte
+    # offsets of a block's fp16 fields (scales, mins), which an input too large for them turns
+    # into inf; and, for the float types, the magnitude from which a value itself becomes inf.
+    fp16_fields: tuple[int, ...] = ()
+    overflow: float = float("inf")
 
     def row_nbytes(self, cols: int) -> int:
         self.check_cols(cols)
@@ -89,7 +100,9 @@ def define(qtype: GGMLQuantizationType, spec: Any, *, backend: str, kernel: str 
         quantize = module.quantize_blocks
     assert imatrix in ("weighted", "ignored", "missing"), imatrix
     return QuantType(qtype, qtype.name, block_size, type_size, quantize, spec.quantize_blocks,
-                     spec.dequantize_blocks, kernel, imatrix)
+                     spec.dequantize_blocks, kernel, imatrix, tuple(getattr(spec, "FP16_FIELDS", ())),
+                     float(getattr(spec, "OVERFLOW", BLOCK_INPUT_LIMIT if hasattr(spec, "FP16_FIELDS")
+                                   else float("inf"))))
 
 
 def quantize_rows(qt: QuantType, x: np.ndarray, quant_weights: np.ndarray | None = None) -> np.ndarray:

@@ -29,6 +29,9 @@ class F32:
 
 
 class F16:
+    # the smallest magnitude that rounds to inf: values.py refuses it (or a NaN/Inf) in the input
+    OVERFLOW = 65520.0
+
     @staticmethod
     def quantize_blocks(x: np.ndarray) -> np.ndarray:
         """f32[n, 1] -> u8[n, 2], round to nearest even."""
@@ -46,6 +49,9 @@ class F16:
 
 
 class BF16:
+    # the smallest magnitude that rounds to inf: 0x7F7F8000, halfway to inf, rounds to even (up)
+    OVERFLOW = float(np.array(0x7F7F8000, np.uint32).view(np.float32))
+
     @staticmethod
     def quantize_blocks(x: np.ndarray) -> np.ndarray:
         """f32[n, 1] -> u8[n, 2], ggml_compute_fp32_to_bf16."""

@@ -42,6 +42,9 @@ from ._kquants import (F32, QK_K, fp16_round, imatrix_weights, make_qkx2_quants,
                         pack_2bit, requantize, running_max, superblock_sum_x2, unpack_2bit)
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.Q2_K]
+# byte offsets of the block's fp16 fields (the layout above): a value too large for them
+# becomes inf, which values.py and llama-quantize's ggml_validate_row_data refuse
+FP16_FIELDS = (80, 82)
 NMAX, RMIN, RDELTA, NSTEP = 3, -0.5, 0.1, 15  # make_qkx2_quants' arguments in quantize_row_q2_K_ref
 Q4SCALE = F32(15)
 

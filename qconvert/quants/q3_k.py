@@ -42,6 +42,9 @@ from ._kquants import (F32, QK_K, first_absmax, fp16_round, imatrix_weights, mak
                         requantize, superblock_sum_x2, unpack_2bit)
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.Q3_K]
+# byte offsets of the block's fp16 fields (the layout above): a value too large for them
+# becomes inf, which values.py and llama-quantize's ggml_validate_row_data refuse
+FP16_FIELDS = (108,)
 NMAX = 4  # make_q3_quants' nmax in quantize_row_q3_K_ref
 
 

@@ -37,6 +37,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 from ._common import block_weights, make_qx_quants, row_sigma2, store_fp16
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.Q4_0]
+# byte offsets of the block's fp16 fields (the layout above): a value too large for them
+# becomes inf, which values.py and llama-quantize's ggml_validate_row_data refuse
+FP16_FIELDS = (0,)
 HALF = BLOCK_SIZE // 2
 
 

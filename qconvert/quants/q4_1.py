@@ -39,6 +39,9 @@ from ._common import (block_weights, first_min_max, load_fp16, make_qkx3_quants,
                       store_fp16, trunc_low_byte)
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.Q4_1]
+# byte offsets of the block's fp16 fields (the layout above): a value too large for them
+# becomes inf, which values.py and llama-quantize's ggml_validate_row_data refuse
+FP16_FIELDS = (0, 2)
 HALF = BLOCK_SIZE // 2
 
 

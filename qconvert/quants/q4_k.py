@@ -40,6 +40,9 @@ from ._common import block_weights
 from ._kquants import F32, k4_levels, unpack_scale_min_k4
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.Q4_K]
+# byte offsets of the block's fp16 fields (the layout above): a value too large for them
+# becomes inf, which values.py and llama-quantize's ggml_validate_row_data refuse
+FP16_FIELDS = (0, 2)
 NMAX, RMIN, RDELTA, NSTEP = 15, -1.0, 0.1, 20  # make_qkx2_quants' arguments in quantize_row_q4_K_ref
 
 

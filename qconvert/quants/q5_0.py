@@ -35,6 +35,9 @@ from ._common import (block_weights, first_absmax, load_fp16, make_qx_quants, pa
                       store_fp16, trunc_low_byte, unpack_q5)
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.Q5_0]
+# byte offsets of the block's fp16 fields (the layout above): a value too large for them
+# becomes inf, which values.py and llama-quantize's ggml_validate_row_data refuse
+FP16_FIELDS = (0,)
 
 
 def _store(d: np.ndarray, q: np.ndarray) -> np.ndarray:

@@ -42,6 +42,9 @@ from ._common import (GROUP_MAX_EPS, block_weights, first_absmax, load_fp16, mak
                       store_fp16)
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.Q6_K]
+# byte offsets of the block's fp16 fields (the layout above): a value too large for them
+# becomes inf, which values.py and llama-quantize's ggml_validate_row_data refuse
+FP16_FIELDS = (208,)
 SUB = 16                       # weights per sub-block
 NSUB = BLOCK_SIZE // SUB       # 16 sub-blocks
 QL, QH, SC, D = 0, 128, 192, 208  # byte offsets

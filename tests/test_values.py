@@ -1,0 +1,108 @@
+"""NaN, Inf and overflowing weights are refused in the converting pass, naming the tensor and row
+(qconvert/validate/values.py); --allow-nonfinite writes them."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+from conftest import run_cli, tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint
+from qconvert import quants
+from qconvert.validate.values import first_bad_row
+from test_cli_errors import assert_clean_failure
+
+T = gguf.GGMLQuantizationType
+
+
+def digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def checkpoint_with(tmp_path: Path, edit, **cfg_over) -> Path:
+    cfg = tiny_llama_config(tokenizer_vocab_size(), **cfg_over)
+    tensors = tiny_llama_tensors(cfg)
+    edit(tensors)
+    return write_checkpoint(tmp_path / "model", cfg, tensors)
+
+
+def set_value(name: str, index: tuple[int, ...], value: float):
+    def edit(tensors):
+        tensors[name][index] = value
+    return edit
+
+
+# (what is put where, -t, phrases the one line must hold)
+CASES = {
+    "nan-in-matrix": (set_value("model.layers.0.mlp.up_proj.weight", (17, 3), np.nan), "Q8_0",
+                      ("tensor model.layers.0.mlp.up_proj.weight", "NaN in row 17", "blk.0.ffn_up.weight")),
+    "inf-in-norm": (set_value("model.norm.weight", (5,), np.inf), "Q8_0",
+                    ("tensor model.norm.weight", "+Inf in row 0", "output_norm.weight")),
+    "-inf-f32": (set_value("lm_head.weight", (40, 0), -np.inf), "F32", ("tensor lm_head.weight", "-Inf in row 40")),
+    # q_proj's rows are permuted for llama.cpp's rope: the checkpoint's own row is named
+    "nan-in-permuted-rows": (set_value("model.layers.0.self_attn.q_proj.weight", (1, 0), np.nan), "F16",
+                             ("tensor model.layers.0.self_attn.q_proj.weight", "NaN in row 1")),
+    "f16-overflow": (set_value("model.layers.0.mlp.down_proj.weight", (2, 9), 70000.0), "F16",
+                     ("tensor model.layers.0.mlp.down_proj.weight", "70000, beyond what F16 can hold", "row 2")),
+    "q8_0-scale-overflow": (set_value("model.layers.0.self_attn.o_proj.weight", (63, 1), 1e7), "Q8_0",
+                            ("tensor model.layers.0.self_attn.o_proj.weight", "1e+07, too large for Q8_0's fp16",
+                             "row 63")),
+    "q4_k-mix-scale-overflow": (set_value("model.embed_tokens.weight", (3, 0), -3e9), "Q4_K_M",
+                                ("tensor model.embed_tokens.weight", "-3e+09, beyond what", "row 3")),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_values_are_refused(tmp_path: Path, case: str):
+    edit, qtype, phrases = CASES[case]
+    model = checkpoint_with(tmp_path, edit)
+    before = digest(model)
+    out = tmp_path / "out.gguf"
+    proc = run_cli("quantize", model, "-t", qtype, "-o", out, "--no-progress")
+    assert_clean_failure(proc, out, *phrases, "--allow-nonfinite", code=1)
+    assert digest(model) == before
+
+
+def test_nan_in_an_expert_names_the_expert(tmp_path: Path):
+    model = checkpoint_with(tmp_path, set_value("model.layers.0.block_sparse_moe.experts.2.w2.weight", (7, 7), np.nan),
+                            architectures=["MixtralForCausalLM"], model_type="mixtral", num_local_experts=4,
+                            num_experts_per_tok=2)
+    out = tmp_path / "out.gguf"
+    proc = run_cli("quantize", model, "-t", "Q8_0", "-o", out, "--no-progress")
+    assert_clean_failure(proc, out, "tensor model.layers.0.block_sparse_moe.experts.2.w2.weight", "NaN in row 7",
+                         "blk.0.ffn_down_exps.weight", code=1)
+
+
+def test_allow_nonfinite_writes_them(tmp_path: Path):
+    model = checkpoint_with(tmp_path, set_value("model.layers.0.mlp.up_proj.weight", (17, 3), np.nan))
+    out = tmp_path / "out.gguf"
+    proc = run_cli("quantize", model, "-t", "F32", "-o", out, "--no-progress", "--allow-nonfinite")
+    assert proc.returncode == 0, proc.stderr
+    t = next(t for t in gguf.GGUFReader(out).tensors if t.name == "blk.0.ffn_up.weight")
+    data = np.asarray(t.data).reshape(-1, 64)
+    assert np.isnan(data[17, 3]) and np.isfinite(np.delete(data.reshape(-1), 17 * 64 + 3)).all()
+
+
+@pytest.mark.parametrize("qtype", quants.SUPPORTED, ids=lambda t: t.name)
+def test_first_bad_row_on_every_type(qtype: T):
+    """Sound rows pass; a NaN, an Inf, and (where the type has a limit) a huge value are found in
+    the row they are in, whichever type is written."""
+    qt = quants.get(qtype)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 256)).astype(np.float32)
+    assert first_bad_row(x, qt, quants.quantize_rows(qtype, x)) is None
+    for row, value in ((4, np.nan), (2, np.inf), (5, -np.inf)):
+        y = x.copy()
+        y[row, 100] = value
+        found = first_bad_row(y, qt, quants.quantize_rows(qtype, y))
+        assert found is not None and found[0] == row, (value, found)
+    huge = x.copy()
+    huge[3, 7] = 1e30
+    found = first_bad_row(huge, qt, quants.quantize_rows(qtype, huge))
+    if qtype in (T.F32, T.BF16):  # 1e30 is an ordinary value there
+        assert found is None
+    else:  # F16 itself, or the fp16 scales of every block type, cannot hold it
+        assert found is not None and found[0] == 3, found
