@@ -29,7 +29,7 @@ from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
 from .reader import DTYPES, Checkpoint, decode_to_f32
 from .tokenizer import GGUFTokenizer, load_tokenizer
-from .validate.values import first_bad_row
+from .validate.values import decode_and_measure, first_bad_row
 from .writer import write_gguf
 
 # Weights handed to one worker at a time: big enough to amortize dispatch, small enough that
@@ -271,14 +271,17 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationT
     dtype = ckpt.tensors[name].dtype
     rows = src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi)
     picked = ckpt.read_rows(name, rows, _buffers.read_space)
+    magnitude = None  # measured while decoding where that is free (validate/values.py)
     if dtype == "F32" and picked.flags.c_contiguous and src.transform is None:
         x = picked
+    elif check and src.transform is None:
+        x, magnitude = decode_and_measure(picked, dtype, _buffers.decode_space(picked.size))
     else:
         x = decode_to_f32(picked, dtype, _buffers.decode_space(picked.size))
     if src.transform is not None:
         src.transform(x)
     out = quants.quantize_rows(qtype, x, weights)
-    if check and (bad := first_bad_row(x, quants.get(qtype), out)) is not None:
+    if check and (bad := first_bad_row(x, quants.get(qtype), out, magnitude)) is not None:
         row, what = bad
         at = rows[row] if isinstance(rows, np.ndarray) else lo + row
         raise_bad_value(src, name, int(at), what)

@@ -106,3 +106,30 @@ def test_first_bad_row_on_every_type(qtype: T):
         assert found is None
     else:  # F16 itself, or the fp16 scales of every block type, cannot hold it
         assert found is not None and found[0] == 3, found
+
+
+@pytest.mark.parametrize("dtype", ["BF16", "F16", "F32"])
+def test_decode_and_measure_is_decode_and_the_reference(dtype: str):
+    """The fused decode-and-measure gives reader.decode_to_f32's values and the reference's
+    magnitude, for the compiled kernel and the NumPy reference, on every special value."""
+    from qconvert.reader import decode_to_f32
+    from qconvert.validate import values
+
+    rng = np.random.default_rng(2)
+    f32 = (rng.standard_normal(1000) * 10.0 ** rng.integers(-30, 30, 1000)).astype(np.float32)
+    f32[[3, 500, 997]] = [np.inf, -np.inf, np.nan]
+    with np.errstate(over="ignore"):  # the F16 copy: beyond 65504 becomes inf, on purpose
+        raw = {"BF16": (f32.view(np.uint32) >> 16).astype(np.uint16),
+               "F16": f32.astype(np.float16), "F32": f32}[dtype]
+    for cut in (1000, 999, 17, 16, 0):
+        part = raw[:cut].reshape(-1, 1) if cut else raw[:0].reshape(0, 1)
+        want = decode_to_f32(part, dtype)
+        out = np.full(1024, 7.0, np.float32)
+        x, bits = values.decode_and_measure(part, dtype, out)
+        assert x.tobytes() == want.tobytes()
+        assert bits == values.max_magnitude_bits_ref(want.reshape(-1).view(np.uint32))
+        if dtype == "BF16":
+            ref_out = np.zeros(1024, np.uint32)
+            assert values.widen_bf16_ref(part.reshape(-1), ref_out) == bits
+            assert ref_out[:cut].tobytes() == want.tobytes()
+        assert values.max_magnitude_bits(want.reshape(-1).view(np.uint32)) == bits
