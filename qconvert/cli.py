@@ -4,8 +4,9 @@ Exit codes: 0 done, 1 bad input or failed conversion, 2 usage (bad option or arg
 existing output), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM).
 
 Every failure is one line on stderr, `error: <what>`, and no traceback; set QCONVERT_DEBUG=1 to get
-the traceback instead. Usage errors come from click (vendored by typer >= 0.26 as typer._click, so
-`import click` may fail in a clean install): they are recognized by their shape, not their class.
+the traceback instead. Usage errors come from click, which recent typer (0.29) vendors as
+typer._click, so `import click` fails in a clean install: they are recognized by their shape
+(exit_code and format_message), not their class.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import typer
 from . import __version__
 from .errors import Interrupted, QConvertError
 
-# no_args_is_help would print the help and exit 0 with click < 8.2 but 2 with 8.2: without it, a
-# bare `qconvert` is click's "Missing command" usage error (2) with every version
+# no_args_is_help prints the help with an exit code that changed across click versions (0, then
+# 2 from 8.2): without it, a bare `qconvert` is click's "Missing command" usage error, 2 with all
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="Convert Hugging Face checkpoints to GGUF files for llama.cpp.")
 
@@ -172,12 +173,12 @@ def on_signal(signum: int, frame) -> None:
 
 def usage_error(e: Exception) -> tuple[str, int] | None:
     """(one-line message, exit code) for click's exceptions (UsageError, NoSuchOption,
-    BadParameter...: anything with exit_code and format_message), else None. Duck-typed: typer
-    0.12-0.25 raise `click`'s classes, typer >= 0.26 those of its vendored `typer._click`, and
+    BadParameter...: anything with exit_code and format_message), else None. Duck-typed: older
+    typer raises `click`'s classes, recent typer those of its vendored `typer._click`, and
     `import click` fails in a clean install of the latter."""
     exit_code, format_message = getattr(e, "exit_code", None), getattr(e, "format_message", None)
     if not isinstance(exit_code, int) or not callable(format_message):
-        if type(e).__name__ == "Abort":  # click's Abort (an EOF at a prompt): no message of its own
+        if isinstance(e, typer.Abort):  # click's Abort (an EOF at a prompt): no message of its own
             return "aborted", 1
         return None
     message = " ".join(str(format_message()).split()).rstrip(".")

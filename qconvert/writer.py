@@ -57,9 +57,10 @@ def remove_stale_temporaries(target: Path) -> list[Path]:
         return removed
     for name in names:
         pid = name[len(prefix):-len(suffix)] if name.startswith(prefix) and name.endswith(suffix) else ""
-        if not pid.isdigit() or int(pid) == os.getpid() or process_alive(int(pid)):
+        if not (pid.isascii() and pid.isdigit()) or int(pid) == os.getpid() or process_alive(int(pid)):
             continue
-        with contextlib.suppress(FileNotFoundError):  # another run may have removed it first
+        # best effort: another run may have removed it first, or it is not ours to remove (a folder)
+        with contextlib.suppress(OSError):
             (target.parent / name).unlink()
             removed.append(target.parent / name)
     return removed
@@ -79,12 +80,15 @@ def process_alive(pid: int) -> bool:
 
 
 def fsync_folder(folder: Path) -> None:
-    """Make a rename in `folder` durable (the entry lives in the folder, not in the file)."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Make a rename in `folder` durable (the entry lives in the folder, not in the file). Best
+    effort: some file systems refuse fsync on a folder (EINVAL), and the file is in place by now,
+    so a failure here must not report the conversion as failed."""
+    with contextlib.suppress(OSError):
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def write_gguf(
