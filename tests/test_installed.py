@@ -9,8 +9,9 @@ environment's, and inspect.
 
 Cached under ~/.cache/qconvert/installed: the wheel keyed by a hash of the files it is built from,
 the oldest venv by that hash and the pins, the newest by that hash and the day (so "today" stays
-today). Cold (wheel compile + two venvs from PyPI) this takes about 4 minutes on 2 shared cores;
-warm, about 15 seconds.
+today). Measured on 2 shared cores under load: cold 7 min 15 s (the wheel's Cython compile about
+6 min, each venv from PyPI about 35 s), warm 17 s: not marked slow, but a CI job starts cold and
+needs PyPI.
 """
 
 from __future__ import annotations
