@@ -1,30 +1,56 @@
 """Command line: parse, call one library function, print. Errors become one line and an exit code.
 
-Set QCONVERT_DEBUG=1 to get the traceback instead of the one-line error.
+Exit codes: 0 done, 1 bad input or failed conversion, 2 usage (bad option or argument, unsafe or
+existing output), 130 interrupted (SIGINT, Ctrl-C), 143 terminated (SIGTERM).
+
+Every failure is one line on stderr, `error: <what>`, and no traceback; set QCONVERT_DEBUG=1 to get
+the traceback instead. Usage errors come from click, which recent typer (0.29) vendors as
+typer._click, so `import click` fails in a clean install: they are recognized by their shape
+(exit_code and format_message), not their class.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .errors import QConvertError
+from . import __version__
+from .errors import Interrupted, QConvertError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# no_args_is_help prints the help with an exit code that changed across click versions (0, then
+# 2 from 8.2): without it, a bare `qconvert` is click's "Missing command" usage error, 2 with all
+app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="Convert Hugging Face checkpoints to GGUF files for llama.cpp.")
 
 ModelDir = Annotated[Path, typer.Argument(help="Checkpoint folder: config.json, *.safetensors, tokenizer files.",
                                           show_default=False)]
 TypeOpt = Annotated[str, typer.Option("--type", "-t", help="Output type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
                                       "Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K (llama-quantize's mixes).")]
-OutOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="GGUF file to write (default: the model "
-                                                "folder's name and the type, e.g. SmolLM2-Q8_0.gguf).")]
+# a str, not a Path: Path drops the trailing separator that makes "-o models/" a folder
+OutOpt = Annotated[Optional[str], typer.Option("--output", "-o", show_default=False, help="GGUF file to write, or "
+                                               "a folder to write it in (default: the model folder's name and the "
+                                               "type, e.g. SmolLM2-Q8_0.gguf, in the current folder).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-j", min=1,
                                                    help="Quantization threads (default: all cores).")]
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"qconvert {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Convert Hugging Face checkpoints to GGUF files for llama.cpp."""
 
 
 @app.command()
@@ -73,9 +99,9 @@ def quantize(
         no_fallback=no_fallback,
     )
     kv = tuple(parse_kv_override(o) for o in override_kv or ())
-    out = output or Path(f"{model_dir.resolve().name}-{qtype.upper()}.gguf")
-    if not dry_run:
-        conv.check_output(out, overwrite)  # before reading the checkpoint: the cheapest error first
+    out = conv.output_path(output, model_dir, qtype)
+    if not dry_run:  # before reading the checkpoint: the cheapest errors first
+        conv.check_output(out, overwrite, conv.input_files(model_dir, imatrix))
     job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite)
     if dry_run:
         print_plan(job.rows)
@@ -85,7 +111,7 @@ def quantize(
         from tqdm import tqdm
         bar = tqdm(total=job.source_bytes, unit="B", unit_scale=True, desc=out.name, file=sys.stderr)
     try:
-        result = conv.write(job, out, threads=threads, on_progress=bar.update if bar else None)
+        result = conv.write(job, out, overwrite=overwrite, threads=threads, on_progress=bar.update if bar else None)
     finally:
         if bar is not None:
             bar.close()
@@ -120,25 +146,49 @@ def print_plan(rows) -> None:
 
 
 def main() -> None:
-    """Console entry point: run the app; QConvertError and I/O errors become one line."""
+    """Console entry point: run the app; every failure becomes one line and an exit code (above)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
     try:
-        app(standalone_mode=False)
+        code = app(prog_name="qconvert", standalone_mode=False)
     except QConvertError as e:
         fail(str(e), e.exit_code, e)
-    except OSError as e:
-        fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e), 1, e)
-    except KeyboardInterrupt:
-        fail("interrupted", 130, None)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except Exception as e:  # click's usage errors and anything else
-        import click
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
-            fail("aborted", 1, e)
+    except OSError as e:  # ENOSPC while writing, EACCES on the output folder...
+        fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e), 1, e)
+    except Interrupted as e:
+        fail("interrupted" if e.signum == signal.SIGINT else "terminated", e.exit_code, e)
+    except Exception as e:
+        if (usage := usage_error(e)) is not None:
+            fail(*usage, e)
         raise
+    # standalone_mode=False returns typer.Exit's code (--help, --version) instead of exiting
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+def on_signal(signum: int, frame) -> None:
+    """SIGINT/SIGTERM: raise Interrupted in the main thread (Python runs handlers there, also
+    while it waits on the worker pool). A second signal during the cleanup is ignored, so the
+    temporary file is always removed; SIGKILL remains for a cleanup that hangs."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    raise Interrupted(signum)
+
+
+def usage_error(e: Exception) -> tuple[str, int] | None:
+    """(one-line message, exit code) for click's exceptions (UsageError, NoSuchOption,
+    BadParameter...: anything with exit_code and format_message), else None. Duck-typed: older
+    typer raises `click`'s classes, recent typer those of its vendored `typer._click`, and
+    `import click` fails in a clean install of the latter."""
+    exit_code, format_message = getattr(e, "exit_code", None), getattr(e, "format_message", None)
+    if not isinstance(exit_code, int) or not callable(format_message):
+        if isinstance(e, typer.Abort):  # click's Abort (an EOF at a prompt): no message of its own
+            return "aborted", 1
+        return None
+    message = " ".join(str(format_message()).split()).rstrip(".")
+    message = message[:1].lower() + message[1:]
+    ctx = getattr(e, "ctx", None)
+    command = getattr(ctx, "command_path", None) or "qconvert"
+    return f"{message} (see '{command} --help')", exit_code
 
 
 def fail(message: str, code: int, exc: BaseException | None) -> None:

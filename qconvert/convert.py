@@ -6,7 +6,9 @@ plan) before any output file exists; `convert` then streams tensors through the 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 import threading
 import time
 from collections import deque
@@ -14,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import gguf
 import numpy as np
@@ -72,6 +74,14 @@ class Job:
         for key, value, vtype in extra:
             writer.kv_data[0].pop(key, None)
             writer.add_key_value(key, value, vtype)
+
+    @property
+    def input_paths(self) -> list[Path]:
+        """Every file this conversion reads or may read (`input_files`, and the shards wherever
+        they are), for `write`'s refusal to write over one."""
+        paths = {t.file for t in self.checkpoint.tensors.values()}
+        paths.update(input_files(self.checkpoint.path, self.imatrix.path if self.imatrix is not None else None))
+        return sorted(paths)
 
     @property
     def source_bytes(self) -> int:
@@ -158,18 +168,86 @@ def check_vocab(tokenizer: GGUFTokenizer, sources: list[SourceTensor], vocab_siz
                 f"{padded}); llama.cpp needs one row per token")
 
 
-def check_output(out: Path, overwrite: bool) -> None:
-    if out.exists() and not overwrite:
+def default_output_name(model_dir: str | Path, qtype: str) -> str:
+    """The output's file name when none is given: the checkpoint folder's name and the type.
+
+    >>> default_output_name("models/SmolLM2-135M", "q8_0")
+    'SmolLM2-135M-Q8_0.gguf'
+    """
+    return f"{Path(model_dir).resolve().name}-{qtype.upper()}.gguf"
+
+
+def output_path(out: str | Path | None, model_dir: str | Path, qtype: str) -> Path:
+    """Where `-o OUT` writes: OUT itself, or, when OUT is an existing folder or ends with a path
+    separator ("models/"), the default name inside it; the default name in the current folder
+    when OUT is None. (A str keeps its trailing separator; a Path has already dropped it.)"""
+    if out is None:
+        return Path(default_output_name(model_dir, qtype))
+    text = os.fspath(out)
+    if text.endswith(os.sep) or (os.altsep and text.endswith(os.altsep)) or Path(text).is_dir():
+        return Path(text) / default_output_name(model_dir, qtype)
+    return Path(text)
+
+
+def input_files(model_dir: str | Path, imatrix: str | Path | None = None) -> list[Path]:
+    """The files a conversion of `model_dir` may read, listed without parsing anything: every file
+    of the checkpoint folder and of its subfolders (config, index, shards, tokenizer files, the
+    model card, sentence-transformers' module configs...) except GGUF files, which are outputs
+    there, and the importance matrix. The folder's listing rather than a list of names: besides
+    qconvert's readers, gguf's Metadata and SpecialVocab open files of their own choosing, and
+    index entries are plain names inside the folder (validated when the checkpoint is opened)."""
+    found: list[Path] = []
+    with contextlib.suppress(OSError):  # no folder, no access: Checkpoint.open says so
+        for p in Path(model_dir).iterdir():
+            if p.is_dir():
+                with contextlib.suppress(OSError):
+                    found.extend(p.iterdir())
+            else:
+                found.append(p)
+    found = [p for p in found if p.suffix.lower() != ".gguf"]
+    return sorted(found + ([Path(imatrix)] if imatrix is not None else []))
+
+
+# What `stat` says a path is, for the refusal of anything but a regular file (stat.S_IFMT)
+_FILE_KINDS = {stat.S_IFDIR: "a directory", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+               stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket"}
+
+
+def check_output(out: Path, overwrite: bool, inputs: Iterable[Path] = ()) -> None:
+    """Refuse a target whose replacement could destroy something: only a new path, or with
+    `overwrite` an existing regular file, may be written, and never one of `inputs` (compared by
+    device and inode after following symlinks, so a link, a hard link or another spelling of an
+    input is caught: os.replace would unlink the checkpoint's own file). `convert` and the CLI
+    call it before reading the checkpoint with `input_files`, `write` again with the prepared
+    job's inputs before the first byte is written."""
+    try:
+        st = out.stat()  # follows symlinks: a link to /dev/null is a device
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise UsageError(f"output {out} cannot be checked ({e.strerror})") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        kind = _FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+        raise UsageError(f"output {out} is {kind}; qconvert writes only regular files (even with --overwrite): "
+                         "give a file path")
+    for path in inputs if st is not None else ():
+        try:
+            src = path.stat()
+        except OSError:  # vanished or unreadable: it cannot be the existing target then
+            continue
+        if (src.st_dev, src.st_ino) == (st.st_dev, st.st_ino):
+            same = "" if os.path.abspath(path) == os.path.abspath(out) else f" (the same file as {path})"
+            raise UsageError(f"output {out} is an input of this conversion{same}; writing it would destroy it, "
+                             "even with --overwrite: give another output path")
+    if st is not None and not overwrite:
         raise UsageError(f"{out} exists; pass --overwrite to replace it")
-    if out.is_dir():
-        raise UsageError(f"{out} is a directory; give a file path for the output")
     if not out.parent.is_dir():
         raise UsageError(f"output folder {out.parent} does not exist")
 
 
 def convert(
     model_dir: str | Path,
-    out: str | Path,
+    out: str | Path | None,
     qtype: str = "Q8_0",
     *,
     overwrite: bool = False,
@@ -180,20 +258,28 @@ def convert(
     kv_overrides: tuple[KVOverride, ...] = (),
     allow_nonfinite: bool = False,
 ) -> Result:
-    """Convert a checkpoint folder to a GGUF file at `out`: `prepare`, then `write`."""
-    out = Path(out)
-    check_output(out, overwrite)
+    """Convert a checkpoint folder to a GGUF file at `out` (see `output_path` for a folder or
+    None): `prepare`, then `write`."""
+    target = output_path(out, model_dir, qtype)
+    check_output(target, overwrite, input_files(model_dir, imatrix))  # the cheapest errors first
     job = prepare(model_dir, qtype, overrides, imatrix, kv_overrides, allow_nonfinite)
-    return write(job, out, threads=threads, on_progress=on_progress)
+    return write(job, target, overwrite=overwrite, threads=threads, on_progress=on_progress)
 
 
-def write(job: Job, out: Path, *, threads: int | None = None,
+def write(job: Job, out: Path, *, overwrite: bool = False, threads: int | None = None,
           on_progress: Callable[[int], None] | None = None) -> Result:
     """Quantize and write a prepared job. `on_progress(source_bytes)` is called as each chunk
-    of the checkpoint is written; the calls add up to `job.source_bytes`."""
+    of the checkpoint is written; the calls add up to `job.source_bytes`.
+
+    The target is checked first (`check_output`, now against the job's input files). On any
+    exception, including the CLI's Interrupted, queued chunks are cancelled so that the workers
+    stop after the chunk they hold, and the writer deletes its temporary file."""
+    out = Path(out)
+    check_output(out, overwrite, job.input_paths)
     threads = threads or os.cpu_count() or 1
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
         def chunks() -> Iterator[np.ndarray]:
             for data, nbytes in in_order(pool, chunk_jobs(job), window=2 * threads + 2):
                 if on_progress is not None:
@@ -201,7 +287,10 @@ def write(job: Job, out: Path, *, threads: int | None = None,
                 yield data
 
         write_gguf(out, job.arch.arch_name, job.add_metadata, job.rows, chunks())
-    job.checkpoint.close()
+    finally:
+        # without cancel_futures, shutdown would first run every chunk still queued
+        pool.shutdown(wait=True, cancel_futures=True)
+        job.checkpoint.close()
     return Result(out, job.rows, out.stat().st_size, time.perf_counter() - start)
 
 

@@ -4,6 +4,8 @@ The CLI prints `error: <message>` on one line and exits with the class's exit co
 QCONVERT_DEBUG=1 to see the traceback instead. Internal invariants are plain asserts.
 """
 
+import signal
+
 
 class QConvertError(Exception):
     """Base of every error qconvert reports to a user."""
@@ -31,3 +33,21 @@ class TokenizerError(QConvertError):
 
 class QuantizationError(QConvertError):
     """A tensor cannot be quantized to the requested type (shape not a multiple of the block)."""
+
+
+class OutputError(QConvertError):
+    """The output cannot be written: disk full, quota, file size limit, permissions."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived. The CLI's signal handler raises it in the main thread, so every
+    `finally` on the way out runs (the writer deletes its temporary file) and the process exits
+    128 + the signal number, as a shell reports a process killed by that signal (130, 143).
+
+    A BaseException, as KeyboardInterrupt is, so that no `except Exception` swallows it; and not a
+    KeyboardInterrupt, which click (under typer) would turn into its own Abort and exit 0 or 1."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum

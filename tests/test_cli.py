@@ -46,3 +46,69 @@ def test_inspect_rejects_non_gguf(tmp_path: Path):
 def test_help_lists_commands():
     proc = run_cli("--help")
     assert proc.returncode == 0 and "quantize" in proc.stdout and "inspect" in proc.stdout
+
+
+# --- exit codes: 0 done, 1 bad input or failed conversion, 2 usage, 130/143 interrupted (cli.py) ---
+
+def assert_usage_error(proc, *phrases: str) -> str:
+    """Exit 2, exactly one stderr line `error: ...` (with a pointer to --help), no traceback."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "--help" in lines[0], lines[0]
+    for p in phrases:
+        assert p in lines[0], lines[0]
+    assert proc.stdout == ""
+    return lines[0]
+
+
+def test_version():
+    from qconvert import __version__
+    proc = run_cli("--version")
+    assert proc.returncode == 0 and proc.stdout == f"qconvert {__version__}\n" and proc.stderr == ""
+
+
+def test_no_arguments_is_a_usage_error():
+    assert_usage_error(run_cli(), "missing command", "qconvert --help")
+
+
+def test_unknown_option():
+    assert_usage_error(run_cli("--bogus"), "--bogus")
+    assert_usage_error(run_cli("quantize", "x", "--bogus"), "--bogus", "qconvert quantize --help")
+
+
+def test_unknown_command():
+    assert_usage_error(run_cli("frobnicate"), "frobnicate")
+
+
+def test_missing_argument(tmp_path: Path):
+    assert_usage_error(run_cli("quantize"), "missing argument", "qconvert quantize --help")
+    assert_usage_error(run_cli("inspect"), "missing argument", "qconvert inspect --help")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_int_for_threads(tiny_checkpoint: Path, tmp_path: Path):
+    out = tmp_path / "out.gguf"
+    assert_usage_error(run_cli("quantize", tiny_checkpoint, "-o", out, "--threads", "many"), "--threads")
+    assert_usage_error(run_cli("quantize", tiny_checkpoint, "-o", out, "--threads", "0"), "--threads")
+    assert not out.exists()
+
+
+def test_option_missing_its_value(tiny_checkpoint: Path):
+    assert_usage_error(run_cli("quantize", tiny_checkpoint, "-o"), "-o")
+
+
+def test_bad_input_is_exit_1_and_usage_is_exit_2(tiny_checkpoint: Path, tmp_path: Path):
+    """The scheme's two failure codes side by side: a checkpoint problem is 1, a command-line
+    problem (an existing output without --overwrite) is 2."""
+    (tiny_checkpoint / "config.json").write_text("{broken")
+    proc = run_cli("quantize", tiny_checkpoint, "-o", tmp_path / "a.gguf", "--no-progress")
+    assert proc.returncode == 1 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+    (tmp_path / "b.gguf").write_bytes(b"keep")
+    proc = run_cli("quantize", tiny_checkpoint, "-o", tmp_path / "b.gguf", "--no-progress")
+    assert proc.returncode == 2 and (tmp_path / "b.gguf").read_bytes() == b"keep"
+
+
+def test_subcommand_help_exits_0():
+    proc = run_cli("quantize", "--help")
+    assert proc.returncode == 0 and "--overwrite" in proc.stdout and proc.stderr == ""
