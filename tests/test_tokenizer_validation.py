@@ -1,0 +1,380 @@
+"""Tokenizer files that llama.cpp would refuse or run wrongly are refused before anything is
+written (qconvert/validate/tokenizer.py).
+
+The catalog runs the command line's entry point in this process (an interpreter start costs
+2-4 s on the test machines, the check milliseconds): exit code, stderr, target and checkpoint are
+what a user gets. A few cases, FIFOs among them, also run as a real subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from conftest import tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size
+from conftest import write_checkpoint
+from test_cli_errors import assert_clean_failure
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def checkpoint(tmp_path: Path, tokenizer: str = "tiny-bpe", vocab_size: int | None = None) -> Path:
+    """A one-layer random Llama with a fixture tokenizer, whose rows match the vocabulary."""
+    cfg = tiny_llama_config(vocab_size or tokenizer_vocab_size(tokenizer))
+    return write_checkpoint(tmp_path / "ckpt", cfg, tiny_llama_tensors(cfg), tokenizer)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every regular file of the checkpoint, by name (FIFOs and folders are left alone)."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def edit_json(path: Path, edit: Callable[[dict], object]) -> None:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    edit(data)
+    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+
+
+@dataclass
+class Proc:
+    """What a run of the command line gave: subprocess.CompletedProcess's fields."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_in_process(capsys, *args: str) -> Proc:
+    """`qconvert ARGS` through its console entry point, in this process."""
+    from qconvert.cli import main
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    argv, sys.argv = sys.argv, ["qconvert", *map(str, args)]
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    finally:
+        sys.argv = argv
+        for s, handler in saved.items():  # in case the entry point installs its own
+            signal.signal(s, handler)
+    out = capsys.readouterr()
+    return Proc(code, out.out, out.err)
+
+
+def quantize_args(model: Path, out: Path) -> tuple:
+    return ("quantize", model, "-t", "Q8_0", "-o", out, "--no-progress")
+
+
+def run_subprocess(*args, timeout: float = 120) -> subprocess.CompletedProcess:
+    """conftest.run_cli with a short timeout: a hang on a FIFO must fail the test, not stall it."""
+    env = {k: v for k, v in os.environ.items() if k != "QCONVERT_DEBUG"}
+    return subprocess.run([sys.executable, "-m", "qconvert", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+# --------------------------------------------------------------------------------------------
+# mutations: each takes the checkpoint folder and damages one entry of one file
+
+
+def tokenizer_json(edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    return lambda ckpt: edit_json(ckpt / "tokenizer.json", edit)
+
+
+def tokenizer_config(edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    return lambda ckpt: edit_json(ckpt / "tokenizer_config.json", edit)
+
+
+def config_json(edit: Callable[[dict], object]) -> Callable[[Path], None]:
+    return lambda ckpt: edit_json(ckpt / "config.json", edit)
+
+
+def write_bytes(name: str, data: bytes | Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    def mutate(ckpt: Path) -> None:
+        path = ckpt / name
+        path.write_bytes(data(path.read_bytes()) if callable(data) else data)
+    return mutate
+
+
+def vocab_txt_only(data: bytes) -> Callable[[Path], None]:
+    """A bare vocab.txt BERT checkpoint (tokenizer.json removed) with this vocab.txt."""
+    def mutate(ckpt: Path) -> None:
+        (ckpt / "tokenizer.json").unlink()
+        (ckpt / "vocab.txt").write_bytes(data)
+    return mutate
+
+
+def set_vocab_id(token: str, value) -> Callable[[dict], None]:
+    return lambda tj: tj["model"]["vocab"].__setitem__(token, value)
+
+
+def set_merge(i: int, value) -> Callable[[dict], None]:
+    return lambda tj: tj["model"]["merges"].__setitem__(i, value)
+
+
+def set_added(i: int, key: str, value) -> Callable[[dict], None]:
+    return lambda tj: tj["added_tokens"][i].__setitem__(key, value)
+
+
+def set_key(key: str, value) -> Callable[[dict], None]:
+    return lambda d: d.__setitem__(key, value)
+
+
+def del_key(key: str) -> Callable[[dict], None]:
+    return lambda d: d.pop(key)
+
+
+def append_duplicate_piece(model: bytes) -> bytes:
+    """tokenizer.model with its first piece (ModelProto field 1) repeated at the end."""
+    assert model[0] == 0x0A  # field 1, length-delimited
+    size, pos, shift = 0, 1, 0
+    while True:
+        b = model[pos]
+        size |= (b & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not b & 0x80:
+            break
+    return model + model[:pos + size]
+
+
+BPE_N = tokenizer_vocab_size("tiny-bpe")  # 401: ids 0..399 in the vocab, <tool> = 400 added
+SPM_N = tokenizer_vocab_size("tiny-spm")
+
+
+@dataclass
+class Case:
+    id: str
+    mutate: Callable[[Path], None]
+    phrases: tuple[str, ...]  # in the error line: the file, the entry, what was found
+    tokenizer: str = "tiny-bpe"
+    vocab_size: int | None = None  # config.json's (and the embedding's rows), when not the fixture's
+    blocks: bool = False  # a FIFO: a regression would block, so only run in a subprocess with a timeout
+
+
+CASES = [
+    # tokenizer.json: the vocabulary
+    Case("vocab-empty", tokenizer_json(lambda tj: tj["model"].update(vocab={}, merges=[])),
+         ("tokenizer.json", '"model.vocab" is empty')),
+    Case("vocab-not-object", tokenizer_json(lambda tj: tj["model"].update(vocab=[["a", 0]])),
+         ("tokenizer.json", '"model.vocab" is an array', "expected an object")),
+    Case("vocab-id-negative", tokenizer_json(set_vocab_id("he", -1)), ("tokenizer.json", "'he'", "the number -1")),
+    Case("vocab-id-bool", tokenizer_json(set_vocab_id("he", True)), ("tokenizer.json", "'he'", "the boolean true")),
+    Case("vocab-id-string", tokenizer_json(set_vocab_id("he", "7")), ("tokenizer.json", "'he'", "the string '7'")),
+    Case("vocab-id-float", tokenizer_json(set_vocab_id("he", 7.0)), ("tokenizer.json", "'he'", "the number 7.0")),
+    Case("vocab-id-duplicate", tokenizer_json(set_vocab_id("he", 3)),
+         ("tokenizer.json", "'!'", "'he'", "both have id 3")),
+    Case("vocab-id-beyond-rows", tokenizer_json(set_vocab_id("he", BPE_N + 5)),
+         ("tokenizer.json", "'he'", f"id {BPE_N + 5}", f"vocab_size is {BPE_N}")),
+    Case("model-not-object", tokenizer_json(set_key("model", "BPE")), ("tokenizer.json", '"model" is the string')),
+    # tokenizer.json: merges
+    Case("merges-missing", tokenizer_json(lambda tj: tj["model"].pop("merges")),
+         ("tokenizer.json", '"model.merges" is missing or empty')),
+    Case("merges-empty", tokenizer_json(lambda tj: tj["model"].update(merges=[])),
+         ("tokenizer.json", '"model.merges" is missing or empty')),
+    Case("merges-not-list", tokenizer_json(lambda tj: tj["model"].update(merges="h e")),
+         ("tokenizer.json", '"model.merges" is the string')),
+    Case("merge-three-parts", tokenizer_json(set_merge(2, "h e l")),
+         ("tokenizer.json", '"model.merges[2]"', "'h e l'")),
+    Case("merge-no-space", tokenizer_json(set_merge(2, "he")), ("tokenizer.json", '"model.merges[2]"', "'he'")),
+    Case("merge-one-item", tokenizer_json(set_merge(2, ["h"])), ("tokenizer.json", '"model.merges[2]"', "an array")),
+    Case("merge-ints", tokenizer_json(set_merge(2, [1, 2])), ("tokenizer.json", '"model.merges[2]"', "an array")),
+    Case("merge-part-unknown", tokenizer_json(set_merge(2, ["h", "\u00e9\u00e9"])),
+         ("tokenizer.json", '"model.merges[2]"', "'éé'", "not in the vocab")),
+    Case("merge-result-unknown", tokenizer_json(set_merge(2, ["!", "!"])),
+         ("tokenizer.json", '"model.merges[2]"', "'!!'", "not in the vocab")),
+    # tokenizer.json: added tokens
+    Case("added-not-list", tokenizer_json(set_key("added_tokens", {"<tool>": 400})),
+         ("tokenizer.json", '"added_tokens" is an object')),
+    Case("added-entry-not-object", tokenizer_json(lambda tj: tj["added_tokens"].append("<x>")),
+         ("tokenizer.json", '"added_tokens[4]"', "the string '<x>'")),
+    Case("added-id-negative", tokenizer_json(set_added(3, "id", -4)), ("tokenizer.json", "'<tool>'", "the number -4")),
+    Case("added-id-bool", tokenizer_json(set_added(3, "id", False)),
+         ("tokenizer.json", "'<tool>'", "the boolean false")),
+    Case("added-id-missing", tokenizer_json(lambda tj: tj["added_tokens"][3].pop("id")),
+         ("tokenizer.json", "'<tool>'", "null")),
+    Case("added-id-duplicate", tokenizer_json(set_added(3, "id", 2)),
+         ("tokenizer.json", "'<|im_end|>'", "'<tool>'", "both have id 2")),
+    Case("added-id-beyond-rows", tokenizer_json(set_added(3, "id", BPE_N + 2)),
+         ("tokenizer.json", "'<tool>'", f"id {BPE_N + 2}", f"vocab_size is {BPE_N}")),
+    Case("added-content-empty", tokenizer_json(set_added(3, "content", "")),
+         ("tokenizer.json", '"added_tokens[3]"', "the string ''")),
+    Case("added-content-not-string", tokenizer_json(set_added(3, "content", 5)),
+         ("tokenizer.json", '"added_tokens[3]"', "the number 5")),
+    Case("added-same-text-as-vocab", tokenizer_json(set_added(3, "content", "he")),
+         ("tokenizer.json", "'he'", "400", "once exported")),
+    Case("post-processor-not-object", tokenizer_json(set_key("post_processor", ["ByteLevel"])),
+         ("tokenizer.json", '"post_processor" is an array')),
+    Case("template-not-objects", tokenizer_json(set_key("post_processor", {"type": "TemplateProcessing",
+                                                                           "single": ["<s>", "$A"]})),
+         ("tokenizer.json", '"post_processor.single"')),
+    Case("normalizer-sequence-not-objects", tokenizer_json(set_key("normalizer", {"type": "Sequence",
+                                                                                  "normalizers": ["NFC"]})),
+         ("tokenizer.json", '"normalizer.normalizers[0]"', "the string 'NFC'")),
+    # tokenizer_config.json: special tokens and added_tokens_decoder
+    Case("special-token-nowhere", tokenizer_config(set_key("eos_token", "<|nothing|>")),
+         ("tokenizer_config.json", '"eos_token"', "'<|nothing|>'", "not a token")),
+    Case("special-token-object-nowhere", tokenizer_config(set_key("bos_token", {"content": "<|nothing|>"})),
+         ("tokenizer_config.json", '"bos_token"', "'<|nothing|>'", "not a token")),
+    Case("special-token-wrong-type", tokenizer_config(set_key("pad_token", 2)),
+         ("tokenizer_config.json", '"pad_token"', "the number 2")),
+    Case("decoder-not-object", tokenizer_config(set_key("added_tokens_decoder", [])),
+         ("tokenizer_config.json", '"added_tokens_decoder" is an array')),
+    Case("decoder-key-not-id", tokenizer_config(lambda c: c["added_tokens_decoder"].update(
+        {"x1": {"content": "<x>"}})), ("tokenizer_config.json", "added_tokens_decoder['x1']", "token id")),
+    Case("decoder-content-missing", tokenizer_config(lambda c: c["added_tokens_decoder"]["400"].pop("content")),
+         ("tokenizer_config.json", "added_tokens_decoder['400']", '"content"')),
+    Case("decoder-id-beyond-rows", tokenizer_config(lambda c: c["added_tokens_decoder"].update(
+        {str(BPE_N + 9): {"content": "<x>"}})), ("tokenizer_config.json", "'<x>'", f"id {BPE_N + 9}")),
+    # config.json: special token ids
+    Case("config-eos-beyond", config_json(set_key("eos_token_id", BPE_N + 3)),
+         ("config.json", '"eos_token_id" is', str(BPE_N + 3), f"{BPE_N} tokens")),
+    Case("config-eos-list-beyond", config_json(set_key("eos_token_id", [2, BPE_N])),
+         ("config.json", '"eos_token_id" is', str(BPE_N))),
+    Case("config-eos-list-empty", config_json(set_key("eos_token_id", [])), ("config.json", '"eos_token_id"', "empty")),
+    Case("config-bos-bool", config_json(set_key("bos_token_id", True)),
+         ("config.json", '"bos_token_id"', "the boolean true")),
+    Case("config-pad-negative", config_json(set_key("pad_token_id", -1)),
+         ("config.json", '"pad_token_id"', "the number -1")),
+    Case("config-text-config-bos", config_json(set_key("text_config", {"bos_token_id": 10**6})),
+         ("config.json", '"text_config.bos_token_id"', str(10**6))),
+    # tokenizer.model (SentencePiece)
+    Case("spm-truncated", write_bytes("tokenizer.model", lambda b: b[: len(b) // 2 + 3]),
+         ("tokenizer.model", "not a sentencepiece model"), tokenizer="tiny-spm"),
+    Case("spm-garbage", write_bytes("tokenizer.model", bytes(range(256)) * 8),
+         ("tokenizer.model", "not a sentencepiece model"), tokenizer="tiny-spm"),
+    Case("spm-json-text", write_bytes("tokenizer.model", b'{"model": {"type": "Unigram"}}'),
+         ("tokenizer.model", "not a sentencepiece model"), tokenizer="tiny-spm"),
+    Case("spm-empty", write_bytes("tokenizer.model", b""), ("tokenizer.model", "no sentencepiece pieces"),
+         tokenizer="tiny-spm"),
+    Case("spm-duplicate-piece", write_bytes("tokenizer.model", append_duplicate_piece),
+         ("tokenizer.model", "'<unk>'", "both id 0 and id"), tokenizer="tiny-spm"),
+    Case("spm-more-pieces-than-rows", lambda ckpt: None, ("tokenizer.model", "id 300", "vocab_size is 300"),
+         tokenizer="tiny-spm", vocab_size=300),
+    Case("spm-added-tokens-json-beyond", write_bytes("added_tokens.json", json.dumps({"<x>": SPM_N}).encode()),
+         ("added_tokens.json", "'<x>'", f"id {SPM_N}"), tokenizer="tiny-spm"),
+    Case("spm-added-tokens-json-bool", write_bytes("added_tokens.json", b'{"<x>": true}'),
+         ("added_tokens.json", "'<x>'", "the boolean true"), tokenizer="tiny-spm"),
+    Case("spm-tokenizer-json-added-beyond", tokenizer_json(lambda tj: tj["added_tokens"].append(
+        {"id": SPM_N + 1, "content": "<x>"})), ("tokenizer.json", "'<x>'", f"id {SPM_N + 1}"), tokenizer="tiny-spm"),
+    Case("spm-special-token-nowhere", tokenizer_config(set_key("unk_token", "<oov>")),
+         ("tokenizer_config.json", '"unk_token"', "'<oov>'"), tokenizer="tiny-spm"),
+    # WordPiece: tokenizer.json and a bare vocab.txt
+    Case("wpm-vocab-not-object", tokenizer_json(lambda tj: tj["model"].update(vocab=["[PAD]", "[UNK]"])),
+         ("tokenizer.json", '"model.vocab" is an array'), tokenizer="tiny-wpm"),
+    Case("wpm-vocab-id-duplicate", tokenizer_json(set_vocab_id("[MASK]", 3)),
+         ("tokenizer.json", "'[SEP]'", "'[MASK]'", "both have id 3"), tokenizer="tiny-wpm"),
+    Case("vocab-txt-empty", vocab_txt_only(b""), ("vocab.txt", "is empty"), tokenizer="tiny-wpm"),
+    Case("vocab-txt-duplicate-line", vocab_txt_only(b"[PAD]\n[UNK]\n[CLS]\n[SEP]\nthe\n[MASK]\nthe\n"),
+         ("vocab.txt", "'the'", "line 5 and line 7"), tokenizer="tiny-wpm"),
+    Case("vocab-txt-not-utf8", vocab_txt_only(b"[PAD]\n[UNK]\n\xff\xfe\n"), ("vocab.txt", "not UTF-8"),
+         tokenizer="tiny-wpm"),
+    # files that are not regular files
+    Case("tokenizer-json-directory", lambda ckpt: ((ckpt / "tokenizer.json").unlink(),
+                                                   (ckpt / "tokenizer.json").mkdir()),
+         ("tokenizer.json", "is a directory")),
+    Case("tokenizer-json-dangling-symlink", lambda ckpt: ((ckpt / "tokenizer.json").unlink(),
+                                                          (ckpt / "tokenizer.json").symlink_to(ckpt / "gone.json")),
+         ("tokenizer.json", "gone.json", "does not exist")),
+    Case("tokenizer-model-fifo", lambda ckpt: ((ckpt / "tokenizer.model").unlink(),
+                                               os.mkfifo(ckpt / "tokenizer.model")),
+         ("tokenizer.model", "FIFO"), tokenizer="tiny-spm", blocks=True),
+    Case("tokenizer-json-fifo", lambda ckpt: ((ckpt / "tokenizer.json").unlink(), os.mkfifo(ckpt / "tokenizer.json")),
+         ("tokenizer.json", "FIFO"), blocks=True),
+    Case("tokenizer-config-fifo", lambda ckpt: ((ckpt / "tokenizer_config.json").unlink(),
+                                                os.mkfifo(ckpt / "tokenizer_config.json")),
+         ("tokenizer_config.json", "FIFO"), blocks=True),
+]
+
+
+IN_PROCESS = [c for c in CASES if not c.blocks]
+
+
+@pytest.mark.parametrize("case", IN_PROCESS, ids=[c.id for c in IN_PROCESS])
+def test_refused(case: Case, tmp_path: Path, capsys):
+    ckpt = checkpoint(tmp_path, case.tokenizer, case.vocab_size)
+    case.mutate(ckpt)
+    before = snapshot(ckpt)
+    out = tmp_path / "out.gguf"
+    proc = run_in_process(capsys, *quantize_args(ckpt, out))
+    assert_clean_failure(proc, out, *case.phrases, code=1)
+    assert snapshot(ckpt) == before
+
+
+# The same through a real interpreter, one case per file: what a CI job sees, FIFOs included
+# (a run that opened one would block: the timeout fails the test).
+SUBPROCESS = [c for c in CASES if c.blocks or c.id in (
+    "vocab-id-bool", "merge-part-unknown", "special-token-nowhere", "config-eos-list-beyond", "spm-truncated",
+    "vocab-txt-duplicate-line")]
+
+
+@pytest.mark.parametrize("case", SUBPROCESS, ids=[c.id for c in SUBPROCESS])
+def test_refused_by_the_command(case: Case, tmp_path: Path):
+    ckpt = checkpoint(tmp_path, case.tokenizer, case.vocab_size)
+    case.mutate(ckpt)
+    before = snapshot(ckpt)
+    out = tmp_path / "out.gguf"
+    assert_clean_failure(run_subprocess(*quantize_args(ckpt, out), timeout=60), out, *case.phrases, code=1)
+    assert snapshot(ckpt) == before
+
+
+def test_catalog_cases_are_valid_without_the_damage(tmp_path: Path, capsys):
+    """Each fixture the catalog damages converts as it is, so each refusal is the mutation's."""
+    for name, vocab_txt in (("tiny-bpe", False), ("tiny-spm", False), ("tiny-wpm", False), ("tiny-wpm", True)):
+        ckpt = checkpoint(tmp_path / f"{name}-{vocab_txt}", name)
+        if vocab_txt:
+            (ckpt / "tokenizer.json").unlink()
+        out = tmp_path / f"{name}-{vocab_txt}.gguf"
+        proc = run_in_process(capsys, *quantize_args(ckpt, out))
+        assert proc.returncode == 0 and proc.stderr == "", (name, proc.stderr)
+        assert out.is_file()
+
+
+# --------------------------------------------------------------------------------------------
+# what is accepted
+
+
+def test_merges_as_strings_or_pairs_give_the_same_file(tmp_path: Path):
+    """tokenizers writes ["a", "b"] pairs since 0.20 and "a b" strings before: both load, and the
+    GGUF holds the same "a b" merges either way."""
+    from qconvert.convert import convert
+
+    pairs = checkpoint(tmp_path / "pairs")
+    strings = checkpoint(tmp_path / "strings")
+    merges = json.loads((pairs / "tokenizer.json").read_text(encoding="utf-8"))["model"]["merges"]
+    assert all(isinstance(m, list) for m in merges)
+    edit_json(strings / "tokenizer.json", lambda tj: tj["model"].update(merges=[" ".join(m) for m in merges]))
+    a = convert(pairs, tmp_path / "pairs.gguf", qtype="F32").path.read_bytes()
+    b = convert(strings, tmp_path / "strings.gguf", qtype="F32").path.read_bytes()
+    assert a == b
+
+
+def test_eos_id_list_accepted(tmp_path: Path, capsys):
+    """config.json's eos_token_id may list several ids (Llama 3.1): accepted when each is a token."""
+    ckpt = checkpoint(tmp_path)
+    edit_json(ckpt / "config.json", set_key("eos_token_id", [0, 2]))
+    proc = run_in_process(capsys, *quantize_args(ckpt, tmp_path / "out.gguf"))
+    assert proc.returncode == 0 and proc.stderr == ""
+
+
+def test_symlinked_tokenizer_files_accepted(tmp_path: Path, capsys):
+    """As in the Hugging Face cache: every file a symlink into a blob folder."""
+    ckpt = checkpoint(tmp_path)
+    blobs = tmp_path / "blobs"
+    blobs.mkdir()
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (ckpt / name).rename(blobs / name)
+        (ckpt / name).symlink_to(blobs / name)
+    proc = run_in_process(capsys, *quantize_args(ckpt, tmp_path / "out.gguf"))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
