@@ -48,7 +48,15 @@ from .errors import TokenizerError
 from .reader import read_json
 from .validate import tokenizer as check
 
-logger = logging.getLogger(__name__)
+# gguf.SpecialVocab reports through `logging` what its rough reading of a post-processor template
+# does not recognise ("Unknown separator token '<s>' in TemplateProcessing<pair>" for every
+# Llama/Gemma SentencePiece tokenizer, whose pair template repeats BOS): notes on a guess that
+# llama.cpp's converter makes too, not problems. With no handler anywhere, Python's last-resort
+# handler would print them on stderr; this library handler swallows them there while they still
+# propagate to whatever handlers an application puts on the root logger. What SpecialVocab would
+# only warn about and that does matter (special ids out of range, bad merges) is refused before
+# it runs (validate/tokenizer.py).
+logging.getLogger("gguf.vocab").addHandler(logging.NullHandler())
 
 NORMAL = int(gguf.TokenType.NORMAL)
 UNKNOWN = int(gguf.TokenType.UNKNOWN)

@@ -1,5 +1,5 @@
 """Tokenizer files that llama.cpp would refuse or run wrongly are refused before anything is
-written (qconvert/validate/tokenizer.py).
+written (qconvert/validate/tokenizer.py), and a good conversion prints nothing on stderr.
 
 The catalog runs the command line's entry point in this process (an interpreter start costs
 2-4 s on the test machines, the check milliseconds): exit code, stderr, target and checkpoint are
@@ -9,6 +9,7 @@ what a user gets. A few cases, FIFOs among them, also run as a real subprocess.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -19,7 +20,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size
+from conftest import MODELS, TOKENIZERS, run_cli, tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size
 from conftest import write_checkpoint
 from test_cli_errors import assert_clean_failure
 
@@ -378,3 +379,48 @@ def test_symlinked_tokenizer_files_accepted(tmp_path: Path, capsys):
         (ckpt / name).symlink_to(blobs / name)
     proc = run_in_process(capsys, *quantize_args(ckpt, tmp_path / "out.gguf"))
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+
+
+# --------------------------------------------------------------------------------------------
+# no stray lines on stderr
+
+TOKENIZER_KINDS = {  # every tokenizer fixture, and WordPiece both from tokenizer.json and vocab.txt
+    "tiny-bpe": "tiny-bpe", "smollm2": "smollm2", "tiny-gpt2": "tiny-gpt2", "tiny-spm": "tiny-spm",
+    "tiny-phi3": "tiny-phi3", "tiny-gemma": "tiny-gemma", "tiny-wpm": "tiny-wpm", "tiny-wpm-vocab-txt": "tiny-wpm",
+}
+
+
+@pytest.mark.parametrize("kind", TOKENIZER_KINDS)
+def test_conversion_prints_only_the_summary(kind: str, tmp_path: Path):
+    """A good conversion with --no-progress: exit 0, nothing on stderr (gguf.SpecialVocab's
+    "Unknown separator token '<s>' in TemplateProcessing<pair>" for SentencePiece tokenizers
+    was one), one summary line on stdout."""
+    name = TOKENIZER_KINDS[kind]
+    ckpt = checkpoint(tmp_path, name)
+    if kind.endswith("vocab-txt"):
+        (ckpt / "tokenizer.json").unlink()
+    out = tmp_path / "out.gguf"
+    proc = run_cli(*quantize_args(ckpt, out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert proc.stdout.splitlines() == [proc.stdout.splitlines()[0]]
+    assert proc.stdout.startswith(f"wrote {out} (")
+
+
+@pytest.mark.parametrize("model", ["llama-spm-f32", "gemma3-spm-bf16", "phi3-spm-bf16", "bert-wpm-f32"])
+def test_fixture_model_conversion_prints_only_the_summary(model: str, tmp_path: Path):
+    """The fixture models whose tokenizers made gguf-py warn (and BERT's WordPiece)."""
+    out = tmp_path / "out.gguf"
+    proc = run_cli(*quantize_args(MODELS / model, out))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert len(proc.stdout.splitlines()) == 1 and proc.stdout.startswith(f"wrote {out} (")
+
+
+def test_gguf_warnings_still_reach_an_application_handler(caplog):
+    """Silenced on stderr only: an application that configures logging still gets them."""
+    from qconvert.tokenizer import load_tokenizer
+
+    with caplog.at_level(logging.WARNING, logger="gguf.vocab"):
+        load_tokenizer(TOKENIZERS / "tiny-spm", {"vocab_size": SPM_N})
+    assert any("Unknown separator token" in r.getMessage() for r in caplog.records)
