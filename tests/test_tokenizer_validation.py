@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+import tokenizers
 
 from conftest import MODELS, TOKENIZERS, run_cli, tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size
 from conftest import write_checkpoint
@@ -76,6 +77,13 @@ def run_in_process(capsys, *args: str) -> Proc:
 
 def quantize_args(model: Path, out: Path) -> tuple:
     return ("quantize", model, "-t", "Q8_0", "-o", out, "--no-progress")
+
+
+def llama_vocab(path: Path):
+    """llama.cpp's vocabulary of a GGUF: what a file we accept must load as."""
+    import llama_cpp
+
+    return llama_cpp.Llama(model_path=str(path), vocab_only=True, verbose=False)
 
 
 def run_subprocess(*args, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -359,6 +367,10 @@ def test_merges_as_strings_or_pairs_give_the_same_file(tmp_path: Path):
     a = convert(pairs, tmp_path / "pairs.gguf", qtype="F32").path.read_bytes()
     b = convert(strings, tmp_path / "strings.gguf", qtype="F32").path.read_bytes()
     assert a == b
+    # and the file tokenizes as the `tokenizers` library does with the "a b" spelling
+    text = "the theme of these threads"
+    hf = tokenizers.Tokenizer.from_file(str(strings / "tokenizer.json")).encode(text, add_special_tokens=False).ids
+    assert llama_vocab(tmp_path / "strings.gguf").tokenize(text.encode(), add_bos=False, special=False) == hf
 
 
 def test_eos_id_list_accepted(tmp_path: Path, capsys):
@@ -367,6 +379,7 @@ def test_eos_id_list_accepted(tmp_path: Path, capsys):
     edit_json(ckpt / "config.json", set_key("eos_token_id", [0, 2]))
     proc = run_in_process(capsys, *quantize_args(ckpt, tmp_path / "out.gguf"))
     assert proc.returncode == 0 and proc.stderr == ""
+    assert llama_vocab(tmp_path / "out.gguf").token_eos() == 2  # tokenizer_config's eos_token, <|im_end|>
 
 
 def test_symlinked_tokenizer_files_accepted(tmp_path: Path, capsys):
