@@ -209,15 +209,18 @@ def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True,
 
     if spm_add_space_prefix is not None and tok.kind == "llama":
         tok.add_space_prefix = spm_add_space_prefix
-    if not llama_rules:
-        return tok
-    # LlamaModel.set_vocab: tokenizer_config's add_prefix_space, whatever the tokenizer kind.
-    if (add_prefix_space := tokenizer_config.get("add_prefix_space")) is not None:
-        tok.add_space_prefix = bool(add_prefix_space)
-    # LlamaModel.set_vocab's rule for 49152-token vocabularies (Granite's small models; it also
-    # covers SmolLM2): never add BOS.
-    if vocab_size == 49152:
-        tok.add_special["bos"] = False
+    if llama_rules:
+        # LlamaModel.set_vocab: tokenizer_config's add_prefix_space, whatever the tokenizer kind.
+        if (add_prefix_space := tokenizer_config.get("add_prefix_space")) is not None:
+            tok.add_space_prefix = bool(add_prefix_space)
+        # LlamaModel.set_vocab's rule for 49152-token vocabularies (Granite's small models; it also
+        # covers SmolLM2): never add BOS.
+        if vocab_size == 49152:
+            tok.add_special["bos"] = False
+    # Last, on the final add_bos: a token Hugging Face puts before every text must be the BOS.
+    if tokenizer_json is not None:
+        check.check_template_first_token(model_dir / "tokenizer.json", tokenizer_json, tokenizer_config,
+                                         tok.tokens, tok.special_ids, tok.add_special)
     return tok
 
 

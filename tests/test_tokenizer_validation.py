@@ -144,6 +144,15 @@ def del_key(key: str) -> Callable[[dict], None]:
     return lambda d: d.pop(key)
 
 
+def template(first: str) -> dict:
+    """A TemplateProcessing post-processor that puts `first` before every text."""
+    return {"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": first, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": first, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {first: {"id": first, "ids": [1 if first == "<|im_start|>" else 0], "tokens": [first]}}}
+
+
 def append_duplicate_piece(model: bytes) -> bytes:
     """tokenizer.model with its first piece (ModelProto field 1) repeated at the end."""
     assert model[0] == 0x0A  # field 1, length-delimited
@@ -231,6 +240,8 @@ CASES = [
     Case("normalizer-sequence-not-objects", tokenizer_json(set_key("normalizer", {"type": "Sequence",
                                                                                   "normalizers": ["NFC"]})),
          ("tokenizer.json", '"normalizer.normalizers[0]"', "the string 'NFC'")),
+    Case("template-first-token-not-bos", tokenizer_json(set_key("post_processor", template("<|endoftext|>"))),
+         ("tokenizer.json", "'<|endoftext|>' before every text", "bos_token is '<|im_start|>'")),
     # tokenizer_config.json: special tokens and added_tokens_decoder
     Case("special-token-nowhere", tokenizer_config(set_key("eos_token", "<|nothing|>")),
          ("tokenizer_config.json", '"eos_token"', "'<|nothing|>'", "not a token")),
@@ -380,6 +391,19 @@ def test_eos_id_list_accepted(tmp_path: Path, capsys):
     proc = run_in_process(capsys, *quantize_args(ckpt, tmp_path / "out.gguf"))
     assert proc.returncode == 0 and proc.stderr == ""
     assert llama_vocab(tmp_path / "out.gguf").token_eos() == 2  # tokenizer_config's eos_token, <|im_end|>
+
+
+def test_template_first_token_that_is_the_bos_accepted(tmp_path: Path, capsys):
+    """The post-processor's leading token is tokenizer_config's BOS: llama.cpp adds it as
+    Hugging Face does."""
+    ckpt = checkpoint(tmp_path)
+    edit_json(ckpt / "tokenizer.json", set_key("post_processor", template("<|im_start|>")))
+    proc = run_in_process(capsys, *quantize_args(ckpt, tmp_path / "out.gguf"))
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    text = "the theme of these threads"
+    hf = tokenizers.Tokenizer.from_file(str(ckpt / "tokenizer.json")).encode(text).ids
+    assert hf[0] == 1
+    assert llama_vocab(tmp_path / "out.gguf").tokenize(text.encode(), add_bos=True, special=False) == hf
 
 
 def test_symlinked_tokenizer_files_accepted(tmp_path: Path, capsys):

@@ -343,6 +343,37 @@ def check_special_token_ids(path: Path, config: dict, n_tokens: int | None) -> N
                                          f"{n_tokens} tokens (0 to {n_tokens - 1}); llama.cpp would ignore it")
 
 
+def check_template_first_token(path: Path, tokenizer_json: dict, tokenizer_config: dict, tokens: list[str],
+                               special_ids: dict[str, int], add_special: dict[str, bool]) -> None:
+    """A TemplateProcessing post-processor whose single sequence starts with a special token that
+    is neither tokenizer_config.json's bos_token nor its cls_token: Hugging Face puts that token
+    before every text, and llama.cpp can only add the BOS token (add_bos). gguf.SpecialVocab
+    only warns ("Unknown leading special token ... in TemplateProcessing<single>") and writes
+    add_bos false. Accepted when the exported BOS is that very token and is added anyway (a
+    bos_token_id in config.json can make it so)."""
+    pp = tokenizer_json.get("post_processor")
+    if not pp or not tokenizer_config:  # without a tokenizer_config, SpecialVocab takes it as the BOS
+        return
+    bos, cls = (_content(tokenizer_config.get(k)) for k in ("bos_token", "cls_token"))
+    for proc in pp.get("processors", [pp]):
+        single = proc.get("single", []) if proc.get("type") == "TemplateProcessing" else []
+        first = (single[0].get("SpecialToken") or {}).get("id") if len(single) > 1 else None
+        if not first or first in (bos, cls):
+            continue
+        bos_id = special_ids.get("bos")
+        if bos_id is not None and bos_id < len(tokens) and tokens[bos_id] == first and add_special.get("bos", True):
+            continue
+        raise TokenizerError(
+            f"{path}: the post_processor puts {first!r} before every text, but tokenizer_config.json's bos_token "
+            f"is {bos!r} (cls_token {cls!r}); llama.cpp can only add the BOS token, so its tokens would "
+            f"differ from Hugging Face's for every prompt")
+
+
+def _content(entry: Any) -> str | None:
+    """A tokenizer_config token entry: a string or an AddedToken object."""
+    return entry.get("content") if isinstance(entry, dict) else entry
+
+
 def check_unique_tokens(source: Path, tokens: list[str]) -> None:
     """Every token text once in the exported list: llama.cpp maps text -> id and aborts the load
     (GGML_ASSERT id_to_token.size() == token_to_id.size()) when two ids share a text."""
