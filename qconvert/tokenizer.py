@@ -165,6 +165,7 @@ def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True,
     """
     model_dir = Path(model_dir)
     vocab_size = config.get("vocab_size")
+    check.check_vocab_size(model_dir / "config.json", vocab_size)
     # Before anything is opened: a FIFO named tokenizer.json would block the run for ever.
     check.check_regular_files(model_dir)
     # Each file is parsed once, here, and handed down (Llama 3's tokenizer.json is 9 MB).

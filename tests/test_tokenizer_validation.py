@@ -259,6 +259,12 @@ CASES = [
     Case("decoder-id-beyond-rows", tokenizer_config(lambda c: c["added_tokens_decoder"].update(
         {str(BPE_N + 9): {"content": "<x>"}})), ("tokenizer_config.json", "'<x>'", f"id {BPE_N + 9}")),
     # config.json: special token ids
+    Case("config-vocab-size-string", config_json(set_key("vocab_size", str(BPE_N))),
+         ("config.json", '"vocab_size"', f"the string '{BPE_N}'")),
+    Case("config-vocab-size-float", config_json(set_key("vocab_size", float(BPE_N))),
+         ("config.json", '"vocab_size"', f"the number {float(BPE_N)}")),
+    Case("config-vocab-size-zero", config_json(set_key("vocab_size", 0)),
+         ("config.json", '"vocab_size"', "the number 0")),
     Case("config-eos-beyond", config_json(set_key("eos_token_id", BPE_N + 3)),
          ("config.json", '"eos_token_id" is', str(BPE_N + 3), f"{BPE_N} tokens")),
     Case("config-eos-list-beyond", config_json(set_key("eos_token_id", [2, BPE_N])),

@@ -104,6 +104,15 @@ def _file_kind(mode: int) -> str:
     return "a special file"
 
 
+def check_vocab_size(path: Path, vocab_size: Any) -> None:
+    """config.json's vocab_size, which every token id is held to: absent, or a positive integer.
+    (The config checks of validate/model.py may refuse it first; the loaders must not meet a
+    string or a float either way.)"""
+    if vocab_size is not None and (not is_id(vocab_size) or vocab_size < 1):
+        raise TokenizerError(f"{path}: \"vocab_size\" is {_kind(vocab_size)}, expected a positive integer "
+                             "(the embedding's rows, one per token)")
+
+
 # --------------------------------------------------------------------------------------------
 # tokenizer.json
 
