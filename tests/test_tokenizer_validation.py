@@ -241,6 +241,14 @@ CASES = [
     Case("normalizer-sequence-not-objects", tokenizer_json(set_key("normalizer", {"type": "Sequence",
                                                                                   "normalizers": ["NFC"]})),
          ("tokenizer.json", '"normalizer.normalizers[0]"', "the string 'NFC'")),
+    Case("model-type-not-string", tokenizer_json(lambda tj: tj["model"].update(type=["BPE"])),
+         ("tokenizer.json", '"model.type" is an array')),
+    Case("pre-tokenizer-type-not-string", tokenizer_json(set_key("pre_tokenizer", {"type": ["Split"]})),
+         ("tokenizer.json", '"pre_tokenizer.type" is an array')),
+    Case("split-pattern-not-object", tokenizer_json(set_key("pre_tokenizer", {"type": "Split", "pattern": "x"})),
+         ("tokenizer.json", '"pre_tokenizer.pattern" is the string')),
+    Case("wpm-subword-prefix-not-string", tokenizer_json(lambda tj: tj["model"].update(continuing_subword_prefix=5)),
+         ("tokenizer.json", '"model.continuing_subword_prefix" is the number 5'), tokenizer="tiny-wpm"),
     Case("template-first-token-not-bos", tokenizer_json(set_key("post_processor", template("<|endoftext|>"))),
          ("tokenizer.json", "'<|endoftext|>' before every text", "bos_token is '<|im_start|>'")),
     # tokenizer_config.json: special tokens and added_tokens_decoder
@@ -474,3 +482,94 @@ def test_gguf_warnings_still_reach_an_application_handler(caplog):
     with caplog.at_level(logging.WARNING, logger="gguf.vocab"):
         load_tokenizer(TOKENIZERS / "tiny-spm", {"vocab_size": SPM_N})
     assert any("Unknown separator token" in r.getMessage() for r in caplog.records)
+
+
+# --------------------------------------------------------------------------------------------
+# seeded random mutations: every damaged file is refused with one line naming it, or loads
+
+
+JSON_VALUES = [None, True, False, 0, -1, 10**9, 1.5, "", "x", "<s>", [], [1], ["a", "b"], {}, {"a": 1}, {"content": 3}]
+
+
+def json_paths(value, path=()):
+    """Paths to the members of a tokenizer file worth damaging (a few vocab entries and merges)."""
+    yield path
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if path == ("model",) and k in ("vocab", "merges"):
+                yield from (path + (k, key) for key in list(v if isinstance(v, dict) else range(len(v)))[:4])
+            else:
+                yield from json_paths(v, path + (k,))
+    elif isinstance(value, list):
+        for i, v in enumerate(value[:4]):
+            yield from json_paths(v, path + (i,))
+
+
+def assert_loads_or_refuses(folder: Path, vocab_size: int, what: str) -> bool:
+    """load_tokenizer either succeeds (True) or raises a one-line TokenizerError naming a file."""
+    from qconvert.errors import TokenizerError
+    from qconvert.tokenizer import load_tokenizer
+
+    try:
+        load_tokenizer(folder, {"vocab_size": vocab_size})
+        return True
+    except TokenizerError as e:
+        assert "\n" not in str(e) and str(folder) in str(e), (what, str(e))
+        return False
+
+
+@pytest.mark.parametrize("name", ["tiny-bpe", "tiny-spm", "tiny-wpm"])
+def test_mutated_json_files_refused_or_loaded(name: str, tmp_path: Path):
+    """300 seeded mutations of tokenizer.json and tokenizer_config.json: a member replaced by
+    another JSON value or removed. No exception but TokenizerError. (A longer run found two, now
+    catalog cases: a list as a pre-tokenizer's type, a number as continuing_subword_prefix.)"""
+    import random
+    import shutil
+
+    rng = random.Random(f"tok-{name}")
+    n_vocab = tokenizer_vocab_size(name)
+    refused = 0
+    for i in range(300):
+        folder = tmp_path / str(i)
+        shutil.copytree(TOKENIZERS / name, folder)
+        fname = rng.choice(["tokenizer.json", "tokenizer_config.json"])
+        doc = json.loads((folder / fname).read_text(encoding="utf-8"))
+        path = rng.choice([p for p in json_paths(doc) if p])
+        parent = doc
+        for key in path[:-1]:
+            parent = parent[key]
+        if isinstance(parent, dict) and rng.random() < 0.2:
+            del parent[path[-1]]
+        else:
+            parent[path[-1]] = rng.choice(JSON_VALUES)
+        (folder / fname).write_text(json.dumps(doc), encoding="utf-8")
+        refused += not assert_loads_or_refuses(folder, n_vocab, f"{fname} {path}")
+        shutil.rmtree(folder)
+    assert refused > 50  # the mutations do reach the checks
+
+
+@pytest.mark.parametrize("name", ["tiny-spm", "tiny-gemma"])
+def test_mutated_sentencepiece_model_refused_or_loaded(name: str, tmp_path: Path):
+    """300 seeded byte-level mutations of tokenizer.model (bytes changed, cut out, inserted)."""
+    import random
+    import shutil
+
+    rng = random.Random(f"spm-{name}")
+    n_vocab = tokenizer_vocab_size(name)
+    original = (TOKENIZERS / name / "tokenizer.model").read_bytes()
+    folder = tmp_path / "ckpt"
+    shutil.copytree(TOKENIZERS / name, folder)
+    refused = 0
+    for _ in range(300):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 4)):
+            at, op = rng.randrange(len(data)), rng.random()
+            if op < 0.5:
+                data[at] = rng.randrange(256)
+            elif op < 0.75:
+                del data[at:at + rng.randint(1, 50)]
+            else:
+                data[at:at] = rng.randbytes(rng.randint(1, 8))
+        (folder / "tokenizer.model").write_bytes(bytes(data))
+        refused += not assert_loads_or_refuses(folder, n_vocab, "tokenizer.model")
+    assert refused > 100

@@ -133,7 +133,12 @@ def check_tokenizer_json(path: Path, tj: dict) -> None:
             continue
         if not isinstance(value, dict):
             raise TokenizerError(f"{path}: \"{section}\" is {_kind(value)}, expected an object")
-        _check_nested_objects(path, section, value)
+        if section != "model":
+            _check_component(path, section, section, value)
+    model = tj["model"]
+    for key in ("type", "continuing_subword_prefix"):
+        if model.get(key) is not None and not isinstance(model[key], str):
+            raise TokenizerError(f"{path}: \"model.{key}\" is {_kind(model[key])}, expected a string")
     if (pp := tj.get("post_processor")) is not None:
         for i, proc in enumerate(pp.get("processors", [pp])):
             for seq in ("single", "pair"):
@@ -146,8 +151,17 @@ def check_tokenizer_json(path: Path, tj: dict) -> None:
     check_added_tokens(path, tj.get("added_tokens", []))
 
 
-def _check_nested_objects(path: Path, where: str, value: dict) -> None:
-    key = _NESTED_LISTS.get(where)
+def _check_component(path: Path, section: str, where: str, value: dict) -> None:
+    """One normalizer, pre-tokenizer or post-processor: a string "type", a Split's pattern an
+    object holding a "Regex" or "String" string, a Sequence's steps objects (checked in turn)."""
+    if "type" in value and not isinstance(value["type"], str):
+        raise TokenizerError(f"{path}: \"{where}.type\" is {_kind(value['type'])}, expected a string")
+    if value.get("type") == "Split":
+        pattern = value.get("pattern")
+        if not isinstance(pattern, dict) or not any(isinstance(pattern.get(k), str) for k in ("Regex", "String")):
+            raise TokenizerError(f"{path}: \"{where}.pattern\" is {_kind(pattern)}, "
+                                 "expected {\"Regex\": \"...\"} or {\"String\": \"...\"}")
+    key = _NESTED_LISTS.get(section)
     if key is None or key not in value:
         return
     items = value[key]
@@ -156,7 +170,7 @@ def _check_nested_objects(path: Path, where: str, value: dict) -> None:
     for i, item in enumerate(items):
         if not isinstance(item, dict):
             raise TokenizerError(f"{path}: \"{where}.{key}[{i}]\" is {_kind(item)}, expected an object")
-        _check_nested_objects(path, where, item)  # a Sequence inside a Sequence
+        _check_component(path, section, f"{where}.{key}[{i}]", item)  # a Sequence may hold a Sequence
 
 
 def check_added_tokens(path: Path, added: Any) -> None:
