@@ -25,6 +25,11 @@ a cross-check at test time: on the real Llama 3, Qwen2, GPT-2 and SmolLM vocabul
 read from the regexes is the one llama.cpp's table gives (tests/test_tokenizer_families.py).
 A pre-tokenizer that matches none is an error that shows its steps and regexes: guessing would
 make llama.cpp split text unlike Hugging Face.
+
+Every file is checked (qconvert/validate/tokenizer.py) before what it holds is used: where the
+converter would warn and write a file llama.cpp refuses or runs wrongly (ids beyond the embedding
+rows, special tokens that point nowhere, duplicate token texts, merges of unknown tokens), we
+refuse, naming the file and the entry.
 """
 
 from __future__ import annotations
@@ -41,8 +46,17 @@ import gguf
 
 from .errors import TokenizerError
 from .reader import read_json
+from .validate import tokenizer as check
 
-logger = logging.getLogger(__name__)
+# gguf.SpecialVocab reports through `logging` what its rough reading of a post-processor template
+# does not recognise ("Unknown separator token '<s>' in TemplateProcessing<pair>" for every
+# Llama/Gemma SentencePiece tokenizer, whose pair template repeats BOS): notes on a guess that
+# llama.cpp's converter makes too, not problems. With no handler anywhere, Python's last-resort
+# handler would print them on stderr; this library handler swallows them there while they still
+# propagate to whatever handlers an application puts on the root logger. What SpecialVocab would
+# only warn about and that does matter (special ids out of range, bad merges) is refused before
+# it runs (validate/tokenizer.py).
+logging.getLogger("gguf.vocab").addHandler(logging.NullHandler())
 
 NORMAL = int(gguf.TokenType.NORMAL)
 UNKNOWN = int(gguf.TokenType.UNKNOWN)
@@ -151,38 +165,63 @@ def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True,
     """
     model_dir = Path(model_dir)
     vocab_size = config.get("vocab_size")
+    check.check_vocab_size(model_dir / "config.json", vocab_size)
+    # Before anything is opened: a FIFO named tokenizer.json would block the run for ever.
+    check.check_regular_files(model_dir)
     # Each file is parsed once, here, and handed down (Llama 3's tokenizer.json is 9 MB).
-    # gguf.SpecialVocab still reads both for itself, as it does in the converter.
+    # gguf.SpecialVocab still reads both for itself, as it does in the converter; both are
+    # checked first, so that what it indexes into is there.
     tokenizer_json = read_json(model_dir / "tokenizer.json", missing_ok=True, error=TokenizerError)
+    if tokenizer_json is not None:
+        check.check_tokenizer_json(model_dir / "tokenizer.json", tokenizer_json)
     tokenizer_config = read_json(model_dir / "tokenizer_config.json", missing_ok=True, error=TokenizerError) or {}
+    if "added_tokens_decoder" in tokenizer_config:
+        check.check_added_tokens_decoder(model_dir / "tokenizer_config.json", tokenizer_config["added_tokens_decoder"],
+                                         vocab_size)
+    check.check_special_token_ids(model_dir / "config.json", config, None)
     model_type = ((tokenizer_json or {}).get("model") or {}).get("type")
     if (model_dir / "tokenizer.model").is_file():
-        tok = _load_sentencepiece(model_dir, vocab_size, tokenizer_json or {}, tokenizer_config)
+        tok, known = _load_sentencepiece(model_dir, vocab_size, tokenizer_json or {}, tokenizer_config)
+        source = model_dir / "tokenizer.model"
     elif model_type == "WordPiece":
-        wordpiece = _wordpiece_from_json(model_dir / "tokenizer.json", tokenizer_json)
-        tok = _load_wordpiece(model_dir, vocab_size, wordpiece, tokenizer_json, tokenizer_config)
+        wordpiece = _wordpiece_from_json(model_dir / "tokenizer.json", tokenizer_json, vocab_size)
+        tok, known = _load_wordpiece(model_dir, vocab_size, wordpiece, tokenizer_json, tokenizer_config)
+        source = wordpiece.source
     elif tokenizer_json is not None:  # a BPE, or an error naming the model type
-        tok = _load_bpe(model_dir, vocab_size, tokenizer_json, tokenizer_config)
+        tok, known = _load_bpe(model_dir, vocab_size, tokenizer_json, tokenizer_config)
+        source = model_dir / "tokenizer.json"
     elif (model_dir / "vocab.txt").is_file():
         wordpiece = _wordpiece_from_vocab_txt(model_dir / "vocab.txt", tokenizer_config)
-        tok = _load_wordpiece(model_dir, vocab_size, wordpiece, {}, tokenizer_config)
+        tok, known = _load_wordpiece(model_dir, vocab_size, wordpiece, {}, tokenizer_config)
+        source = wordpiece.source
     else:
         raise TokenizerError(
             f"no tokenizer in {model_dir}: looked for {' and '.join(TOKENIZER_FILES)}; "
             "copy the tokenizer files of the original checkpoint next to config.json"
         )
+    # Special tokens point at tokens, and every token text is there once (llama.cpp aborts
+    # otherwise): checked on what is exported, whichever file it came from.
+    if tokenizer_json is not None:
+        check.check_added_token_ids(model_dir / "tokenizer.json", tokenizer_json.get("added_tokens", []),
+                                    len(tok.tokens))
+    check.check_special_token_entries(model_dir / "tokenizer_config.json", tokenizer_config, known)
+    check.check_special_token_ids(model_dir / "config.json", config, len(tok.tokens))
+    check.check_unique_tokens(source, tok.tokens)
 
     if spm_add_space_prefix is not None and tok.kind == "llama":
         tok.add_space_prefix = spm_add_space_prefix
-    if not llama_rules:
-        return tok
-    # LlamaModel.set_vocab: tokenizer_config's add_prefix_space, whatever the tokenizer kind.
-    if (add_prefix_space := tokenizer_config.get("add_prefix_space")) is not None:
-        tok.add_space_prefix = bool(add_prefix_space)
-    # LlamaModel.set_vocab's rule for 49152-token vocabularies (Granite's small models; it also
-    # covers SmolLM2): never add BOS.
-    if vocab_size == 49152:
-        tok.add_special["bos"] = False
+    if llama_rules:
+        # LlamaModel.set_vocab: tokenizer_config's add_prefix_space, whatever the tokenizer kind.
+        if (add_prefix_space := tokenizer_config.get("add_prefix_space")) is not None:
+            tok.add_space_prefix = bool(add_prefix_space)
+        # LlamaModel.set_vocab's rule for 49152-token vocabularies (Granite's small models; it also
+        # covers SmolLM2): never add BOS.
+        if vocab_size == 49152:
+            tok.add_special["bos"] = False
+    # Last, on the final add_bos: a token Hugging Face puts before every text must be the BOS.
+    if tokenizer_json is not None:
+        check.check_template_first_token(model_dir / "tokenizer.json", tokenizer_json, tokenizer_config,
+                                         tok.tokens, tok.special_ids, tok.add_special)
     return tok
 
 
@@ -191,44 +230,43 @@ def load_tokenizer(model_dir: Path, config: dict, llama_rules: bool = True,
 
 
 def _load_sentencepiece(model_dir: Path, vocab_size: int | None, tokenizer_json: dict,
-                        tokenizer_config: dict) -> GGUFTokenizer:
+                        tokenizer_config: dict) -> tuple[GGUFTokenizer, set[str]]:
+    """The "llama" vocab, and the texts of its tokens as the tokenizer files spell them."""
     pieces = read_sentencepiece_model(model_dir / "tokenizer.model")
-    n_vocab = vocab_size or len(pieces)
+    check.check_sentencepiece_pieces(model_dir / "tokenizer.model", pieces, vocab_size)
+    # added_tokens.json: tokens added on top of the sentencepiece model. The converter skips those
+    # beyond vocab_size with a warning; they have no embedding row, so we refuse them, as any
+    # token id beyond the rows.
+    added_tokens = read_json(model_dir / "added_tokens.json", missing_ok=True, error=TokenizerError) or {}
+    check.check_added_tokens_json(model_dir / "added_tokens.json", added_tokens, vocab_size)
+    decoder = tokenizer_config.get("added_tokens_decoder", {})  # checked in load_tokenizer
+    # Without a vocab_size (the embedding rows) to hold them to, the ids of the added tokens count.
+    n_vocab = vocab_size or max([len(pieces) - 1, *added_tokens.values(), *map(int, decoder)]) + 1
 
     # The converter starts from n_vocab unused "[PAD{id}]" slots and fills them in.
     tokens = [f"[PAD{i}]" for i in range(n_vocab)]
     scores = [-10000.0] * n_vocab
     types = [UNUSED] * n_vocab
-    for i, (piece, score, sp_type) in enumerate(pieces):
-        if i >= n_vocab:
-            logger.warning("tokenizer.model has %d pieces, config vocab_size is %d: ignoring ids from %d",
-                           len(pieces), n_vocab, i)
-            break
+    for i, (piece, score, sp_type) in enumerate(pieces):  # no more pieces than n_vocab: checked
         tokens[i] = piece
         scores[i] = score
         types[i] = _SP_TYPE_TO_GGUF.get(sp_type, NORMAL)
 
-    # added_tokens.json: tokens added on top of the sentencepiece model.
-    added_tokens = read_json(model_dir / "added_tokens.json", missing_ok=True, error=TokenizerError) or {}
     for text, tid in added_tokens.items():
-        if tid >= n_vocab:
-            logger.warning("added token %r has id %d, beyond vocab_size %d: ignored", text, tid, n_vocab)
-            continue
         tokens[tid], scores[tid], types[tid] = text, -1000.0, USER_DEFINED
 
     # tokenizer_config.json's added_tokens_decoder has the last word on added tokens' types.
-    for tid_str, data in tokenizer_config.get("added_tokens_decoder", {}).items():
+    for tid_str, data in decoder.items():
         tid = int(tid_str)
-        if tid >= n_vocab:
-            logger.warning("added token %r has id %d, beyond vocab_size %d: ignored", data["content"], tid, n_vocab)
-            continue
         text, ttype = _added_token_text_and_type(data["content"], bool(data.get("special")))
         tokens[tid], scores[tid], types[tid] = text, -1000.0, ttype
 
     special = _special_vocab(model_dir, load_merges=False, n_vocab=len(tokens))
     tok = GGUFTokenizer(kind="llama", pre="default", tokens=tokens, token_types=types, scores=scores)
     _take_special_vocab(tok, special, tokenizer_json, tokenizer_config)
-    return tok
+    known = {p for p, _, _ in pieces} | set(added_tokens) | {d["content"] for d in decoder.values()}
+    known |= {a["content"] for a in tokenizer_json.get("added_tokens", [])}
+    return tok, known
 
 
 # sentencepiece's ModelProto.SentencePiece.Type -> the converter's type. USER_DEFINED pieces of
@@ -302,9 +340,11 @@ def _varint(buf: bytes, pos: int) -> tuple[int, int]:
 # Byte-level BPE (tokenizer.json)
 
 
-def _load_bpe(model_dir: Path, vocab_size: int | None, tj: dict, tokenizer_config: dict) -> GGUFTokenizer:
+def _load_bpe(model_dir: Path, vocab_size: int | None, tj: dict,
+              tokenizer_config: dict) -> tuple[GGUFTokenizer, set[str]]:
+    """The "gpt2" vocab, and the texts of its tokens as tokenizer.json spells them."""
     path = model_dir / "tokenizer.json"
-    model = tj.get("model") or {}
+    model = tj["model"]
     # Files written before tokenizers tagged the model (GPT-2's own, 2020) have no "type"; the
     # library then reads a model with vocab and merges as a BPE, and so do we.
     kind = model.get("type") or ("BPE" if "vocab" in model and "merges" in model else None)
@@ -325,11 +365,14 @@ def _load_bpe(model_dir: Path, vocab_size: int | None, tj: dict, tokenizer_confi
     except TokenizerError as e:
         raise TokenizerError(f"{path}: {e}") from e
 
-    tokens, types = _vocab_base(path, model.get("vocab") or {}, _added_tokens(tj), vocab_size)
+    check.check_vocab(path, model.get("vocab"), vocab_size)
+    check.check_merges(path, model)
+    added = _added_tokens(tj)
+    tokens, types = _vocab_base(path, model["vocab"], added, vocab_size)
     special = _special_vocab(model_dir, load_merges=True)
     tok = GGUFTokenizer(kind="gpt2", pre=pre, tokens=tokens, token_types=types)
     _take_special_vocab(tok, special, tj, tokenizer_config)
-    return tok
+    return tok, set(model["vocab"]) | {text for text, _ in added.values()}
 
 
 # What llama.cpp's BPE pre-tokenizers do, in tokenizer.json terms (llama-vocab.cpp lists the
@@ -433,7 +476,7 @@ class _WordPiece:
     normalizer: dict[str, bool]  # {"lowercase": ..., "strip_accents": ...}
 
 
-def _wordpiece_from_json(path: Path, tj: dict) -> _WordPiece:
+def _wordpiece_from_json(path: Path, tj: dict, vocab_size: int | None) -> _WordPiece:
     pre = (tj.get("pre_tokenizer") or {}).get("type")
     if pre != "BertPreTokenizer":
         # llama.cpp's WPM tokenizer can only split words as BertPreTokenizer does.
@@ -441,20 +484,20 @@ def _wordpiece_from_json(path: Path, tj: dict) -> _WordPiece:
             f"{path}: a WordPiece model with pre-tokenizer {pre!r}; "
             "llama.cpp's BERT tokenizer splits as BertPreTokenizer only")
     model = tj["model"]
+    check.check_vocab(path, model.get("vocab"), vocab_size)
     if tj.get("normalizer") is None:
         # llama.cpp lowercases and strips accents unless told not to; this tokenizer does neither
         normalizer = {"lowercase": False, "strip_accents": False}
     else:
         normalizer = _normalizer_flags(tj["normalizer"])
-    return _WordPiece(source=path, vocab=model.get("vocab") or {},
+    return _WordPiece(source=path, vocab=model["vocab"],
                       prefix=model.get("continuing_subword_prefix") or "##",
                       added=_added_tokens(tj), special_ids=None, normalizer=normalizer)
 
 
 def _wordpiece_from_vocab_txt(path: Path, tokenizer_config: dict) -> _WordPiece:
     # BertTokenizer's vocab.txt: one token a line, the id is the line number.
-    with open(path, encoding="utf-8") as f:  # as transformers' load_vocab
-        vocab = {line.rstrip("\n"): i for i, line in enumerate(f)}
+    vocab = {text: i for i, text in enumerate(check.check_vocab_txt(path))}
     named = {kind: _token_content(tokenizer_config.get(f"{kind}_token", default))
              for kind, default in _BERT_SPECIALS.items()}
     ids = {kind: vocab[text] for kind, text in named.items() if text in vocab}
@@ -476,7 +519,7 @@ def _wordpiece_from_vocab_txt(path: Path, tokenizer_config: dict) -> _WordPiece:
 
 
 def _load_wordpiece(model_dir: Path, vocab_size: int | None, wp: _WordPiece, tokenizer_json: dict,
-                    tokenizer_config: dict) -> GGUFTokenizer:
+                    tokenizer_config: dict) -> tuple[GGUFTokenizer, set[str]]:
     """A "bert" vocab as the converter's BertModel.set_vocab writes it (conversion/bert.py).
 
     llama.cpp's WPM tokenizer puts a phantom space "▁" before each word and matches pieces
@@ -499,7 +542,7 @@ def _load_wordpiece(model_dir: Path, vocab_size: int | None, wp: _WordPiece, tok
     else:
         tok.special_ids = wp.special_ids
     tok.normalizer = wp.normalizer
-    return tok
+    return tok, set(wp.vocab) | {text for text, _ in wp.added.values()}
 
 
 def _token_content(entry: Any) -> str | None:
@@ -543,9 +586,9 @@ def _vocab_base(source: Path, vocab: dict[str, int], added: dict[int, tuple[str,
     if not id_to_token:
         raise TokenizerError(f"{source} has an empty vocabulary")
     n_vocab = vocab_size or max(len(id_to_token), max(id_to_token) + 1)
-    if max(id_to_token) >= n_vocab:
+    if (top := max(id_to_token)) >= n_vocab:
         raise TokenizerError(
-            f"{source} has token id {max(id_to_token)} but config.json's vocab_size is {n_vocab}; "
+            f"{source}: token {id_to_token[top]!r} has id {top} but config.json's vocab_size is {n_vocab}; "
             "the embedding must have a row for every token"
         )
     tokens: list[str] = []
