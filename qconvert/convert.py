@@ -29,6 +29,7 @@ from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
 from .reader import DTYPES, Checkpoint, decode_to_f32
 from .tokenizer import GGUFTokenizer, load_tokenizer
+from .validate.model import check_tensors
 from .writer import write_gguf
 
 # Weights handed to one worker at a time: big enough to amortize dispatch, small enough that
@@ -119,6 +120,7 @@ def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = Non
     adapter = arch_registry.for_config(ckpt.config, ckpt.path)
     metadata = adapter.metadata()  # a setting llama.cpp cannot run (e.g. BERT's pooling) fails here
     sources = adapter.tensors(ckpt.tensors)
+    check_tensors(adapter, sources)  # every tensor the config implies, no other, shapes: before the tokenizer pads
     # the config with the adapter's defaults: its vocab_size fixes the token count
     tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw, adapter.llama_set_vocab,
                                spm_add_space_prefix=adapter.spm_add_space_prefix)
