@@ -12,8 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
+import gguf
 import numpy as np
 import pytest
 from conftest import MODELS, run_cli, tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint
@@ -21,8 +23,9 @@ from safetensors.numpy import save_file
 from test_cli_errors import assert_clean_failure
 
 from qconvert.arch import for_config
-from qconvert.convert import prepare
+from qconvert.convert import prepare, write
 from qconvert.errors import CheckpointError
+from qconvert.options import KVOverride
 from qconvert.reader import Checkpoint
 from qconvert.validate.model import CONFIG_RULES, MAX_LAYERS, MAX_TOKENS, check_config
 
@@ -342,3 +345,34 @@ def test_every_fixture_meets_its_expectations():
         required = {n for n, e in expected.items() if e.required}
         assert required <= set(got) <= set(expected), model.name
         assert all(got[n] == expected[n].sizes for n in got), model.name
+
+
+# -- what llama.cpp's loader refuses beyond the tensors -------------------------------------------
+
+
+def test_phi3_name_without_phi3_tokens_is_refused(tmp_path: Path):
+    """llama.cpp looks up </s>, <unk>, <s> and <|endoftext|> in any model whose general.name
+    contains "phi3" (llama_vocab::impl::load); the tiny BPE vocabulary has only the last. The name
+    comes from the folder here; --override-kv general.name avoids the rule."""
+    model = llama(tmp_path, "tiny-phi3")
+    refused(model, tmp_path, "general.name 'Tiny Phi3'", "lacks </s>, <unk>, <s>", "--override-kv general.name")
+    out = tmp_path / "renamed.gguf"
+    proc = run_cli("quantize", model, "-t", "F16", "-o", out, "--no-progress", "--override-kv", "general.name=str:tiny")
+    assert proc.returncode == 0, proc.stderr
+    assert gguf.GGUFReader(out).fields["general.name"].contents() == "tiny"
+
+
+def test_phi3_name_rule_is_llama_cpps(tmp_path: Path):
+    """The file that check refuses is one llama.cpp refuses: written past the check (the name set
+    after prepare), llama.cpp fails to load it; with a harmless name it loads."""
+    from llama_cpp import Llama
+
+    job = prepare(llama(tmp_path, "tiny"), "F16")
+    for name, loads in (("tiny", True), ("tiny-phi3", False)):
+        out = tmp_path / f"{name}.gguf"
+        write(replace(job, kv_overrides=(KVOverride("general.name", name, gguf.GGUFValueType.STRING),)), out)
+        if loads:
+            Llama(model_path=str(out), n_ctx=16, verbose=False).close()
+        else:
+            with pytest.raises(ValueError, match="Failed to load model"):
+                Llama(model_path=str(out), n_ctx=16, verbose=False)

@@ -1,6 +1,7 @@
-"""config.json values, and the checkpoint's tensors against what the adapter expects of them.
+"""config.json values, the checkpoint's tensors against what the adapter expects of them, and
+what llama.cpp's loader refuses beyond the tensors.
 
-Two checks, both before anything large is allocated or written:
+Three checks, all before anything large is allocated or written:
 
 - `check_config`: every config.json value qconvert reads has the JSON type its meaning needs
   (a count is an integer, not 4096.0, "4096" or true; an epsilon a finite number; a flag a
@@ -13,6 +14,8 @@ Two checks, both before anything large is allocated or written:
   with its shape) against the tensors it mapped from the checkpoint. Missing, unexpected and
   mis-shaped tensors are one error that lists them; where the shapes disagree with the config,
   the config key is named.
+- `check_loadable`: llama.cpp's loader rules that look at more than the tensors (see
+  LOADER_TOKEN_RULES), on the file as it would be written.
 """
 
 from __future__ import annotations
@@ -26,17 +29,19 @@ from ..errors import CheckpointError
 
 if TYPE_CHECKING:
     from ..arch.base import Architecture, SourceTensor
+    from ..convert import Job
 
 # -- config.json --------------------------------------------------------------------------------
 
-# The caps. No released model comes near any of them (the deepest have ~130 layers, the widest
-# hidden size is ~25k, the largest vocabularies ~260k tokens, 512 experts is llama.cpp's own
-# limit); a value beyond one is a typo or an attack, not a model.
-MAX_LAYERS = 4096          # gguf's TensorNameMap holds every name of every layer (~100 per layer)
+# The caps. Two are llama.cpp's own, which its loader enforces with GGML_ASSERT (an abort, not an
+# error: llama_model::load_hparams in src/llama-model.cpp); the others are far beyond any released
+# model (the widest hidden size is ~25k, the largest vocabularies ~260k tokens), so a value beyond
+# one is a typo or an attack, not a model. The exact sizes are checked against the tensors.
+MAX_LAYERS = 512           # LLAMA_MAX_LAYERS (src/llama-hparams.h); gguf's name map has ~100 names a layer
+MAX_EXPERTS = 1024         # LLAMA_MAX_EXPERTS (src/llama-hparams.h)
 MAX_WIDTH = 1 << 20        # any one dimension: hidden, FFN, head sizes and counts
 MAX_TOKENS = (1 << 31) - 1  # llama.cpp's llama_token is int32_t; the exact bound is the embedding's rows
 MAX_CONTEXT = (1 << 32) - 1  # written as GGUF UINT32 (llama.cpp's n_ctx_train is uint32_t)
-MAX_EXPERTS = 512          # llama.cpp's LLAMA_MAX_EXPERTS (src/llama-hparams.h)
 
 
 @dataclass(frozen=True)
@@ -150,7 +155,7 @@ def check_config(config: dict) -> None:
     >>> check_config({"num_hidden_layers": 4.0})
     Traceback (most recent call last):
     ...
-    qconvert.errors.CheckpointError: config.json: num_hidden_layers is 4.0 (float); expected an integer from 1 to 4096
+    qconvert.errors.CheckpointError: config.json: num_hidden_layers is 4.0 (float); expected an integer from 1 to 512
     """
     for key, rule in CONFIG_RULES.items():
         _check("", key, config.get(key), rule)
@@ -172,7 +177,8 @@ def check_config(config: dict) -> None:
                     raise CheckpointError(f"config.json: {where}{name} has {len(values)} values; "
                                           f"expected at most {MAX_WIDTH}")
     # llama.cpp's grouped-query attention shares each KV head among n_head / n_head_kv heads
-    # (llama_hparams::n_gqa), and picks n_expert_used of n_expert
+    # (llama_hparams::n_gqa), and picks n_expert_used of n_expert (load_hparams asserts
+    # n_expert_used <= n_expert)
     for a, b in ((("num_attention_heads", "n_head", "n_heads"), ("num_key_value_heads", "n_kv_heads")),
                    (("num_local_experts", "num_experts", "n_routed_experts"),
                     ("num_experts_per_tok", "num_experts_per_token", "top_k_experts"))):
@@ -290,3 +296,26 @@ def check_tensors(adapter: Architecture, sources: Iterable[SourceTensor]) -> Non
         parts.append(f"disagrees with config.json's {disagree or 'sizes'} in {_plural(len(misshaped), 'tensor')}: "
                      + "; ".join(shown[:SHOW]) + (f"; and {len(shown) - SHOW} more" if len(shown) > SHOW else ""))
     raise CheckpointError(f"checkpoint {'; '.join(parts)} (config: {adapter.tensor_context()})")
+
+
+# -- what llama.cpp's loader refuses beyond the tensors ------------------------------------------
+
+# llama_vocab::impl::load (src/llama-vocab.cpp) sets token attributes by the model's general.name:
+# for a name containing "phi-3" or "phi3" (lowercased) it looks these tokens up with
+# `token_to_id.at()`, which throws when one is missing, and llama.cpp refuses the file. Any
+# architecture: the name, not the arch, decides. (Its other name rules only warn.)
+LOADER_TOKEN_RULES: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("phi-3", "phi3"), ("</s>", "<unk>", "<s>", "<|endoftext|>")),
+)
+
+
+def check_loadable(job: Job) -> None:
+    """Refuse a conversion whose file llama.cpp would not load for a reason beyond its tensors."""
+    name = job.general_name()
+    tokens = set(job.tokenizer.tokens)
+    for words, needed in LOADER_TOKEN_RULES:
+        if any(w in name.lower() for w in words) and (lacking := [t for t in needed if t not in tokens]):
+            raise CheckpointError(
+                f"general.name {name!r} makes llama.cpp look up the tokens {', '.join(needed)} (its Phi-3 rule in "
+                f"llama_vocab::impl::load), and the vocabulary lacks {', '.join(lacking)}: llama.cpp would refuse the "
+                "file. Rename the model (--override-kv general.name=str:NAME) or its folder")
