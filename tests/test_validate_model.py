@@ -376,3 +376,9 @@ def test_phi3_name_rule_is_llama_cpps(tmp_path: Path):
         else:
             with pytest.raises(ValueError, match="Failed to load model"):
                 Llama(model_path=str(out), n_ctx=16, verbose=False)
+
+
+def test_untied_gemma2_is_refused(tmp_path: Path):
+    """llama.cpp's gemma2 has no output tensor: an untied lm_head would be dropped, silently."""
+    model = fixture("gemma2-spm-bf16", tmp_path / "m", config={"tie_word_embeddings": False})
+    refused(model, tmp_path, "gemma2 with tie_word_embeddings false")

@@ -93,6 +93,11 @@ class Gemma2(Llama):
 
     def check_supported(self) -> None:
         hp = self.hp
+        if self.tensor_flag_keys.get("output") is False and not hp.get("tie_word_embeddings"):
+            # the lm_head is skipped (as the converter does) and llama.cpp multiplies by
+            # token_embd instead: right only when transformers ties the two
+            raise UnsupportedError(f"{self.arch_name} with tie_word_embeddings false: llama.cpp's {self.arch_name} has "
+                                   "no output tensor and uses the token embedding, not the lm_head")
         act = hp.get("hidden_activation", "hidden_act")
         if act not in TANH_GELU:
             raise UnsupportedError(
