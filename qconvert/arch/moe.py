@@ -25,9 +25,8 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
-import numpy as np
-
 import gguf
+import numpy as np
 
 from ..errors import CheckpointError
 from ..reader import TensorInfo
