@@ -31,6 +31,7 @@ from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
 from .reader import DTYPES, Checkpoint, decode_to_f32
 from .tokenizer import GGUFTokenizer, load_tokenizer
+from .validate.model import check_loadable, check_tensors
 from .validate.values import decode_and_measure, first_bad_row
 from .writer import write_gguf
 
@@ -55,11 +56,21 @@ class Job:
     # write NaN/Inf and values that overflow the output type instead of refusing them
     allow_nonfinite: bool = False
 
-    def add_metadata(self, writer: gguf.GGUFWriter) -> None:
-        n_params, shared, per_expert, n_expert = parameter_counts(self.rows)
+    def model_meta(self, n_params: int = 0) -> gguf.Metadata:
+        """general.* as gguf finds them in the checkpoint (model card, config, folder name)."""
         meta = gguf.Metadata.load(None, self.checkpoint.path, None, n_params)
         if meta.name is None:
             meta.name = self.checkpoint.path.resolve().name
+        return meta
+
+    def general_name(self) -> str:
+        """general.name as the file will hold it: --override-kv's, else the checkpoint's."""
+        override = next((o.value for o in self.kv_overrides if o.key == gguf.Keys.General.NAME), None)
+        return str(override) if override is not None else self.model_meta().name
+
+    def add_metadata(self, writer: gguf.GGUFWriter) -> None:
+        n_params, shared, per_expert, n_expert = parameter_counts(self.rows)
+        meta = self.model_meta(n_params)
         if meta.size_label is None and n_params > 0:
             meta.size_label = gguf.size_label(n_params, shared, per_expert, n_expert)
         writer.add_type(gguf.GGUFType.MODEL)
@@ -133,6 +144,7 @@ def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = Non
     adapter = arch_registry.for_config(ckpt.config, ckpt.path)
     metadata = adapter.metadata()  # a setting llama.cpp cannot run (e.g. BERT's pooling) fails here
     sources = adapter.tensors(ckpt.tensors)
+    check_tensors(adapter, sources)  # every tensor the config implies, no other, shapes: before the tokenizer pads
     # the config with the adapter's defaults: its vocab_size fixes the token count
     tokenizer = load_tokenizer(ckpt.path, adapter.hp.raw, adapter.llama_set_vocab,
                                spm_add_space_prefix=adapter.spm_add_space_prefix)
@@ -145,6 +157,7 @@ def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = Non
     check_writable(rows, recipe)
     job = Job(ckpt, adapter, metadata, recipe, sources, rows, tokenizer, matrix, tuple(kv_overrides),
               allow_nonfinite)
+    check_loadable(job)  # what llama.cpp's loader refuses beyond the tensors
     for row in rows:  # size mismatches fail now, before any output exists
         job.quant_weights(row)
     return job

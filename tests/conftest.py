@@ -34,7 +34,7 @@ def tiny_llama_config(vocab_size: int, **over) -> dict:
 
 def tiny_llama_tensors(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
     """Random float32 weights with Hugging Face Llama names for `cfg` (Mixtral's per-expert
-    names when it has num_local_experts)."""
+    names when it has num_local_experts, Qwen2's q/k/v biases for Qwen2ForCausalLM)."""
     rng = np.random.default_rng(seed)
     h, f, v = cfg["hidden_size"], cfg["intermediate_size"], cfg["vocab_size"]
     hd = cfg.get("head_dim", h // cfg["num_attention_heads"])
@@ -61,6 +61,10 @@ def tiny_llama_tensors(cfg: dict, seed: int = 0) -> dict[str, np.ndarray]:
             t.update({p + "mlp.gate_proj.weight": w(f, h), p + "mlp.up_proj.weight": w(f, h),
                       p + "mlp.down_proj.weight": w(h, f)})
         t.update({p + "input_layernorm.weight": 1 + w(h), p + "post_attention_layernorm.weight": 1 + w(h)})
+    if cfg["architectures"][0] == "Qwen2ForCausalLM":  # Qwen2's q/k/v always have biases (drawn last:
+        for i in range(cfg["num_hidden_layers"]):      # the weights above stay what they were)
+            p = f"model.layers.{i}.self_attn."
+            t.update({p + "q_proj.bias": w(nq), p + "k_proj.bias": w(nkv), p + "v_proj.bias": w(nkv)})
     return t
 
 

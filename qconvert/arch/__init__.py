@@ -36,6 +36,8 @@ def for_config(config: dict, model_dir: Path | None = None) -> Architecture:
     names = config.get("architectures") or []
     if not names:
         raise CheckpointError("config.json has no 'architectures' entry; cannot tell the model family")
+    if not isinstance(names, list) or not isinstance(names[0], str):
+        raise CheckpointError(f"config.json: architectures is {str(names)[:40]}; expected a list of class names")
     cls = REGISTRY.get(names[0])
     if cls is None:
         raise UnsupportedError(

@@ -23,8 +23,10 @@ import numpy as np
 
 from ..errors import CheckpointError, UnsupportedError
 from ..reader import DTYPES, TensorInfo
+from ..validate.model import Dim, Expected, check_config, listing
 
 K = gguf.Keys
+T = gguf.MODEL_TENSOR
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,63 @@ LLM_TYPE_70B: dict[gguf.MODEL_ARCH, SizeRule] = {
 }
 
 
+class UnknownTensor(CheckpointError):
+    """A checkpoint tensor without a GGUF name for the architecture (`Architecture.tensors`
+    reports all of them in one error)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+@dataclass(frozen=True)
+class Expect:
+    """One tensor an adapter expects in every checkpoint of its family (per layer, or once):
+    its GGUF kind, weight or bias, its NumPy shape as names of the sizes `Architecture.dims`
+    gives, and `when`, a flag of `Architecture.tensor_flags` that says whether the config has it
+    (None: always)."""
+
+    kind: gguf.MODEL_TENSOR
+    shape: tuple[str, ...]
+    part: str = "weight"
+    when: str | None = None
+
+
+def W(kind: gguf.MODEL_TENSOR, *shape: str, when: str | None = None) -> Expect:
+    return Expect(kind, shape, "weight", when)
+
+
+def B(kind: gguf.MODEL_TENSOR, *shape: str, when: str | None = None) -> Expect:
+    return Expect(kind, shape, "bias", when)
+
+
+# What a llama.cpp decoder (LLM_ARCH_LLAMA and the families built like it) loads: the embedding,
+# the final norm and the output unless tied; per layer the attention and a SwiGLU FFN, each
+# after its RMSNorm. The biases are there where the family's config says (`tensor_flags`), as
+# transformers' LlamaAttention / LlamaMLP build them (attention_bias, mlp_bias).
+DECODER_GLOBALS = (W(T.TOKEN_EMBD, "vocab", "embd"), W(T.OUTPUT_NORM, "embd"),
+                   W(T.OUTPUT, "vocab", "embd", when="output"))
+ATTENTION = (
+    W(T.ATTN_NORM, "embd"),
+    W(T.ATTN_Q, "q", "embd"), B(T.ATTN_Q, "q", when="qkv_bias"),
+    W(T.ATTN_K, "kv", "embd"), B(T.ATTN_K, "kv", when="qkv_bias"),
+    W(T.ATTN_V, "kv", "embd"), B(T.ATTN_V, "kv", when="qkv_bias"),
+    W(T.ATTN_OUT, "embd", "q"), B(T.ATTN_OUT, "embd", when="out_bias"),
+)
+QK_NORM = (W(T.ATTN_Q_NORM, "head"), W(T.ATTN_K_NORM, "head"))  # Qwen3, Gemma 3: per-head RMSNorm
+DENSE_FFN = (
+    W(T.FFN_NORM, "embd"),
+    W(T.FFN_GATE, "ff", "embd"), B(T.FFN_GATE, "ff", when="mlp_bias"),
+    W(T.FFN_UP, "ff", "embd"), B(T.FFN_UP, "ff", when="mlp_bias"),
+    W(T.FFN_DOWN, "embd", "ff"), B(T.FFN_DOWN, "embd", when="mlp_bias"),
+)
+
+
+# The config keys behind the size names of Expect.shape, for a config that lacks one.
+DIM_KEYS = {"vocab": "vocab_size", "embd": "hidden_size", "ff": "intermediate_size", "head": "head_dim",
+            "ctx": "max_position_embeddings", "types": "type_vocab_size", "expert": "num_local_experts"}
+
+
 @dataclass
 class Hparams:
     """config.json, flattened (`text_config` merged in) and readable by several key spellings."""
@@ -117,6 +176,10 @@ class Hparams:
             if k in self.raw and self.raw[k] is not None:
                 return self.raw[k]
         return default
+
+    def which(self, *keys: str) -> str:
+        """The spelling of a setting that config.json uses (the first one, if it has none)."""
+        return next((k for k in keys if self.raw.get(k) is not None), keys[0])
 
     def require(self, *keys: str) -> Any:
         value = self.get(*keys)
@@ -227,6 +290,13 @@ class Architecture:
     # defaults applied) is what the config class's __post_init__ computes, and applies to an
     # absent or a null key alike (LlamaConfig's head_dim: hidden_size / num_attention_heads).
     defaults: ClassVar[dict[str, Any]] = {}
+    # The tensors the family has, once and in every layer (see Expect; check_tensors in
+    # validate/model.py compares them with the checkpoint's).
+    global_tensors: ClassVar[tuple[Expect, ...]] = ()
+    layer_tensors: ClassVar[tuple[Expect, ...]] = ()
+    # The flags `Expect.when` names: True or False for the whole family, or the config.json key
+    # whose bool says. "output" (the lm_head) is derived from tie_word_embeddings (`tensor_flags`).
+    tensor_flag_keys: ClassVar[dict[str, bool | str]] = {"qkv_bias": False, "out_bias": False, "mlp_bias": False}
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         """`model_dir`, the checkpoint folder, is for adapters that read files besides
@@ -235,6 +305,7 @@ class Architecture:
         for key, value in self.defaults.items():
             if key not in flat and not callable(value):
                 flat[key] = value
+        check_config(flat)  # before anything is computed or built from the values
         self.hp = Hparams(flat)
         for key, value in self.defaults.items():
             if callable(value) and flat.get(key) is None:
@@ -313,13 +384,65 @@ class Architecture:
 
     # -- tensors --------------------------------------------------------------------------------
 
+    def dims(self) -> dict[str, Dim]:
+        """The sizes the config fixes, by the names `global_tensors` and `layer_tensors` use."""
+        return {}
+
+    def tensor_flags(self) -> dict[str, bool | None]:
+        """Each `Expect.when` flag: True (the tensor must be there), False (must not), None (may:
+        a tied model's lm_head, which llama.cpp loads when present, as the converter writes it)."""
+        hp = self.hp
+        flags: dict[str, bool | None] = {
+            flag: bool(hp.get(key, default=False)) if isinstance(key, str) else key
+            for flag, key in self.tensor_flag_keys.items()}
+        # transformers' PretrainedConfig ties by default (the adapters' `defaults` say where not)
+        flags.setdefault("output", None if hp.get("tie_word_embeddings", default=True) else True)
+        return flags
+
+    def expected_tensors(self) -> dict[str, Expected]:
+        """Every GGUF tensor the checkpoint must give (required) or may give, with its shape."""
+        dims, flags = self.dims(), self.tensor_flags()
+
+        def shape(e: Expect) -> tuple[Dim, ...]:
+            missing = [d for d in e.shape if d not in dims]
+            if missing:  # a size the config lacks (a Llama config without intermediate_size)
+                keys = " / ".join(DIM_KEYS.get(d, d) for d in missing)
+                raise CheckpointError(f"config.json has no {keys}, which sizes {self.arch_name}'s "
+                                      f"{gguf.TENSOR_NAMES[e.kind].format(bid='N')}")
+            return tuple(dims[d] for d in e.shape)
+
+        out: dict[str, Expected] = {}
+        for specs, bids in ((self.global_tensors, [None]), (self.layer_tensors, range(self.n_blocks))):
+            for e in specs:
+                flag = flags[e.when] if e.when is not None else True
+                if flag is False:
+                    continue
+                dims_of = shape(e)
+                for bid in bids:
+                    out[f"{gguf.TENSOR_NAMES[e.kind].format(bid=bid)}.{e.part}"] = Expected(dims_of, flag is True)
+        return out
+
+    def tensor_context(self) -> str:
+        """The config settings that decide which tensors a checkpoint has, for error messages."""
+        hp = self.hp
+        keys = {key for key in self.tensor_flag_keys.values() if isinstance(key, str)} | {"tie_word_embeddings"}
+        settings = [f"{k} {str(bool(hp.get(k))).lower()}" for k in sorted(keys) if k in hp.raw]
+        return ", ".join([f"{hp.which('num_hidden_layers', 'n_layer', 'num_layers')} {self.n_blocks}", *settings])
+
     def map_name(self, hf_name: str) -> str:
         mapped = self.name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
         if mapped is None:
-            raise UnsupportedError(
-                f"tensor {hf_name} has no GGUF name for architecture {self.arch_name}; "
-                "is the checkpoint a variant qconvert does not know?")
+            raise UnknownTensor(hf_name)
         return mapped
+
+    def unknown_tensors_error(self, names: list[str]) -> CheckpointError:
+        """Checkpoint tensors that have no GGUF name: layers beyond the config's count, or tensors
+        of a variant qconvert does not know."""
+        layers = sorted({int(m[1]) for n in names if (m := re.search(r"\.(\d+)\.", n)) and int(m[1]) >= self.n_blocks})
+        why = (f"config.json says {self.n_blocks} layers but the checkpoint has layer {layers[0]}" if layers
+               else "is the checkpoint a variant qconvert does not know?")
+        return CheckpointError(f"checkpoint has {len(names)} tensor{'s' if len(names) > 1 else ''} with no GGUF "
+                               f"name for architecture {self.arch_name}: {listing(names)}; {why}")
 
     def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
         """How the tensor's first axis is reordered for llama.cpp, or None to keep it."""
@@ -338,13 +461,19 @@ class Architecture:
     def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
         """GGUF tensors in write order (the reader yields shards in name order, names sorted)."""
         out = list(self.extra_tensors())
+        unknown: list[str] = []
         for name, info in infos.items():
             if any(re.search(p, name) for p in self.skip_patterns):
                 continue
             if info.dtype not in DTYPES:  # integer buffers are fine only where skipped above
                 raise UnsupportedError(
                     f"tensor {name} has dtype {info.dtype}; supported dtypes are {', '.join(DTYPES)}")
-            out.extend(self.sources_for(name, info))
+            try:
+                out.extend(self.sources_for(name, info))
+            except UnknownTensor as e:  # all of them in one error
+                unknown.append(e.name)
+        if unknown:
+            raise self.unknown_tensors_error(unknown)
         seen: set[str] = set()
         for t in out:
             if t.gguf_name in seen:

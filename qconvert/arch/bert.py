@@ -30,9 +30,11 @@ import gguf
 
 from ..errors import CheckpointError, UnsupportedError
 from ..reader import read_json
-from .base import Architecture, Metadata
+from ..validate.model import Dim
+from .base import Architecture, B, Metadata, W
 
 K = gguf.Keys
+T = gguf.MODEL_TENSOR
 
 # sentence-transformers' Pooling config -> llama.cpp's pooling type, in the order the converter
 # tests the flags (TextModel._try_set_pooling_type).
@@ -61,6 +63,18 @@ class Bert(Architecture):
     defaults: ClassVar[dict] = dict(
         vocab_size=30522, num_attention_heads=12, intermediate_size=3072, max_position_embeddings=512,
         type_vocab_size=2, layer_norm_eps=1e-12, hidden_act="gelu", position_embedding_type="absolute")
+    # BertModel: three embeddings and their LayerNorm; per layer q/k/v/output, the FFN and two
+    # LayerNorms, all with biases. No final norm, no output (the heads are skipped).
+    global_tensors = (W(T.TOKEN_EMBD, "vocab", "embd"), W(T.TOKEN_TYPES, "types", "embd"), W(T.POS_EMBD, "ctx", "embd"),
+                      W(T.TOKEN_EMBD_NORM, "embd"), B(T.TOKEN_EMBD_NORM, "embd"))
+    layer_tensors = (
+        W(T.ATTN_Q, "embd", "embd"), B(T.ATTN_Q, "embd"), W(T.ATTN_K, "embd", "embd"), B(T.ATTN_K, "embd"),
+        W(T.ATTN_V, "embd", "embd"), B(T.ATTN_V, "embd"), W(T.ATTN_OUT, "embd", "embd"), B(T.ATTN_OUT, "embd"),
+        W(T.ATTN_OUT_NORM, "embd"), B(T.ATTN_OUT_NORM, "embd"),
+        W(T.FFN_UP, "ff", "embd"), B(T.FFN_UP, "ff"), W(T.FFN_DOWN, "embd", "ff"), B(T.FFN_DOWN, "embd"),
+        W(T.LAYER_OUT_NORM, "embd"), B(T.LAYER_OUT_NORM, "embd"),
+    )
+    tensor_flag_keys: ClassVar[dict] = {"output": False}
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         super().__init__(config, model_dir)
@@ -71,6 +85,14 @@ class Bert(Architecture):
         if position not in (None, "absolute"):  # transformers 4's BertModel reads null as absolute
             raise UnsupportedError(
                 f"BERT with position_embedding_type {position!r}: llama.cpp's BERT has absolute positions only")
+
+    def dims(self) -> dict[str, Dim]:
+        hp = self.hp
+        return {"vocab": Dim(int(hp.require("vocab_size")), "vocab_size"),
+                "embd": Dim(int(hp.require("hidden_size")), "hidden_size"),
+                "types": Dim(int(hp.require("type_vocab_size")), "type_vocab_size"),
+                "ctx": Dim(int(hp.require("max_position_embeddings")), "max_position_embeddings"),
+                "ff": Dim(int(hp.require("intermediate_size")), "intermediate_size")}
 
     def metadata(self) -> Metadata:
         # BertModel.set_gguf_parameters: TextModel's keys, then its own

@@ -45,10 +45,11 @@ import numpy as np
 
 from ..errors import UnsupportedError
 from ..reader import TensorInfo
-from .base import Metadata, SourceTensor
+from .base import ATTENTION, DENSE_FFN, QK_NORM, Metadata, SourceTensor, W
 from .llama import Llama
 
 K = gguf.Keys
+T = gguf.MODEL_TENSOR
 
 # GELU variants that are the tanh approximation llama.cpp computes (transformers' ACT2FN names).
 TANH_GELU = ("gelu_pytorch_tanh", "gelu_new", "gelu_fast")
@@ -72,7 +73,13 @@ class Gemma2(Llama):
     defaults: ClassVar[dict] = dict(
         vocab_size=256000, max_position_embeddings=8192, num_attention_heads=8, num_key_value_heads=4,
         head_dim=256, rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=256, sliding_window=4096,
-        final_logit_softcapping=30.0, attn_logit_softcapping=50.0, hidden_activation="gelu_pytorch_tanh")
+        final_logit_softcapping=30.0, attn_logit_softcapping=50.0, hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True, attention_bias=False)
+    # Gemma2DecoderLayer: a norm after the attention and around the FFN (pre_feedforward_layernorm
+    # is llama.cpp's ffn_norm), q/k/v/o biases per attention_bias, none in the MLP
+    layer_tensors = ATTENTION + (W(T.ATTN_POST_NORM, "embd"),) + DENSE_FFN + (W(T.FFN_POST_NORM, "embd"),)
+    tensor_flag_keys: ClassVar[dict] = {"qkv_bias": "attention_bias", "out_bias": "attention_bias",
+                                        "mlp_bias": False, "output": False}  # lm_head: skipped, see above
     # llama.cpp's assumed sliding-window layout (load_swa_pattern's n_pattern): every n-th layer
     # is global, and the model size whose attention scale uses n_embd / n_head
     swa_pattern: ClassVar[int] = 2
@@ -86,6 +93,11 @@ class Gemma2(Llama):
 
     def check_supported(self) -> None:
         hp = self.hp
+        if self.tensor_flag_keys.get("output") is False and not hp.get("tie_word_embeddings"):
+            # the lm_head is skipped (as the converter does) and llama.cpp multiplies by
+            # token_embd instead: right only when transformers ties the two
+            raise UnsupportedError(f"{self.arch_name} with tie_word_embeddings false: llama.cpp's {self.arch_name} has "
+                                   "no output tensor and uses the token embedding, not the lm_head")
         act = hp.get("hidden_activation", "hidden_act")
         if act not in TANH_GELU:
             raise UnsupportedError(
@@ -159,7 +171,11 @@ class Gemma3(Gemma2):
     defaults: ClassVar[dict] = dict(
         vocab_size=262_208, max_position_embeddings=131072, num_attention_heads=8, num_key_value_heads=4,
         head_dim=256, rms_norm_eps=1e-6, rope_theta=1_000_000.0, rope_local_base_freq=10000.0,
-        query_pre_attn_scalar=256, sliding_window=4096, hidden_activation="gelu_pytorch_tanh")
+        query_pre_attn_scalar=256, sliding_window=4096, hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True, attention_bias=False)
+    layer_tensors = Gemma2.layer_tensors + QK_NORM
+    # an lm_head is the output when untied (llama.cpp's gemma3 loads it if present)
+    tensor_flag_keys: ClassVar[dict] = {k: v for k, v in Gemma2.tensor_flag_keys.items() if k != "output"}
     swa_pattern = 6
     n_layer_27b = 62
 

@@ -32,9 +32,11 @@ from typing import ClassVar
 import gguf
 
 from ..reader import TensorInfo
-from .base import Architecture, Metadata, SourceTensor
+from ..validate.model import Dim
+from .base import Architecture, B, Metadata, SourceTensor, W
 
 K = gguf.Keys
+T = gguf.MODEL_TENSOR
 
 # GPT-2's Conv1D layers: weight stored [in, out] (transformers pytorch_utils.Conv1D).
 CONV1D_WEIGHTS = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
@@ -45,11 +47,36 @@ class GPT2(Architecture):
     hf_architectures = ("GPT2LMHeadModel",)
     skip_patterns = Architecture.skip_patterns + (r"\.attn\.bias$", r"\.attn\.masked_bias$")
     # GPT2Config's (n_inner None: the model's FFN is 4 * n_embd wide)
-    defaults: ClassVar[dict] = dict(vocab_size=50257, n_positions=1024, n_head=12, layer_norm_epsilon=1e-5)
+    defaults: ClassVar[dict] = dict(vocab_size=50257, n_positions=1024, n_head=12, layer_norm_epsilon=1e-5,
+                                    tie_word_embeddings=True)
+    # GPT2Model: every LayerNorm and Conv1D with a bias (shapes here as written, Conv1D transposed)
+    global_tensors = (W(T.TOKEN_EMBD, "vocab", "embd"), W(T.POS_EMBD, "ctx", "embd"),
+                      W(T.OUTPUT_NORM, "embd"), B(T.OUTPUT_NORM, "embd"), W(T.OUTPUT, "vocab", "embd", when="output"))
+    layer_tensors = (
+        W(T.ATTN_NORM, "embd"), B(T.ATTN_NORM, "embd"),
+        W(T.ATTN_QKV, "qkv", "embd"), B(T.ATTN_QKV, "qkv"),
+        W(T.ATTN_OUT, "embd", "embd"), B(T.ATTN_OUT, "embd"),
+        W(T.FFN_NORM, "embd"), B(T.FFN_NORM, "embd"),
+        W(T.FFN_UP, "ff", "embd"), B(T.FFN_UP, "ff"),
+        W(T.FFN_DOWN, "embd", "ff"), B(T.FFN_DOWN, "embd"),
+    )
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         super().__init__(config, model_dir)
         self.n_embd = int(self.hp.require("n_embd", "hidden_size"))
+
+    def dims(self) -> dict[str, Dim]:
+        hp = self.hp
+        embd_key = hp.which("n_embd", "hidden_size")
+        n_inner = hp.get("n_inner")
+        return {
+            "vocab": Dim(int(hp.require("vocab_size")), "vocab_size"),
+            "embd": Dim(self.n_embd, embd_key),
+            "ctx": Dim(int(hp.require("n_positions", "n_ctx", "max_position_embeddings")),
+                       hp.which("n_positions", "n_ctx", "max_position_embeddings")),
+            "qkv": Dim(3 * self.n_embd, f"3 x {embd_key}"),
+            "ff": Dim(int(n_inner), "n_inner") if n_inner is not None else Dim(4 * self.n_embd, f"4 x {embd_key}"),
+        }
 
     def metadata(self) -> Metadata:
         # GPT2Model.set_gguf_parameters: TextModel's keys, but the context length from n_positions

@@ -15,7 +15,8 @@ from typing import ClassVar
 import gguf
 import numpy as np
 
-from .base import Architecture, Hparams, Metadata, SourceTensor
+from ..validate.model import Dim
+from .base import ATTENTION, DECODER_GLOBALS, DENSE_FFN, Architecture, Hparams, Metadata, SourceTensor
 
 K = gguf.Keys
 
@@ -76,7 +77,13 @@ class Llama(Architecture):
     # LlamaConfig's; its __post_init__ fills in num_key_value_heads and head_dim
     defaults: ClassVar[dict] = dict(
         vocab_size=32000, max_position_embeddings=2048, num_attention_heads=32, rms_norm_eps=1e-6,
-        rope_theta=10000.0, num_key_value_heads=all_heads, head_dim=per_head)
+        rope_theta=10000.0, num_key_value_heads=all_heads, head_dim=per_head, tie_word_embeddings=False,
+        attention_bias=False, mlp_bias=False)
+    global_tensors = DECODER_GLOBALS
+    layer_tensors = ATTENTION + DENSE_FFN
+    # LlamaAttention: q/k/v/o with bias=config.attention_bias; LlamaMLP: bias=config.mlp_bias
+    tensor_flag_keys: ClassVar[dict] = {"qkv_bias": "attention_bias", "out_bias": "attention_bias",
+                                        "mlp_bias": "mlp_bias"}
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         super().__init__(config, model_dir)
@@ -87,6 +94,22 @@ class Llama(Architecture):
         # heads, heads of n_embd / n_head
         self.n_head_kv = int(hp.get("num_key_value_heads", "n_kv_heads", default=self.n_head))
         self.head_dim = int(hp.get("head_dim", default=self.n_embd // self.n_head))
+
+    def dims(self) -> dict[str, Dim]:
+        hp = self.hp
+        heads = hp.which("num_attention_heads", "n_head", "n_heads")
+        kv_heads = hp.which("num_key_value_heads", "n_kv_heads")
+        dims = {
+            "vocab": Dim(int(hp.require("vocab_size")), "vocab_size"),
+            "embd": Dim(self.n_embd, hp.which("hidden_size", "n_embd", "dim")),
+            "head": Dim(self.head_dim, "head_dim"),
+            "q": Dim(self.n_head * self.head_dim, f"{heads} x head_dim"),
+            "kv": Dim(self.n_head_kv * self.head_dim, f"{kv_heads} x head_dim"),
+        }
+        ff_keys = ("intermediate_size", "n_inner", "hidden_dim")
+        if (n_ff := hp.get(*ff_keys)) is not None:
+            dims["ff"] = Dim(int(n_ff), hp.which(*ff_keys))
+        return dims
 
     def metadata(self) -> Metadata:
         # LlamaModel.set_gguf_parameters: TextModel's keys, the vocabulary size and the rope
@@ -119,3 +142,5 @@ class Mistral(Llama):
 
     hf_architectures = ("MistralForCausalLM",)
     defaults: ClassVar[dict] = {**Llama.defaults, "max_position_embeddings": 131072, "num_key_value_heads": 8}
+    # MistralAttention and MistralMLP have no biases (MistralConfig has no flags for them)
+    tensor_flag_keys: ClassVar[dict] = {"qkv_bias": False, "out_bias": False, "mlp_bias": False}

@@ -25,12 +25,23 @@ import re
 from pathlib import Path
 from typing import ClassVar
 
+import gguf
 import numpy as np
 
 from ..errors import CheckpointError
 from ..reader import TensorInfo
-from .base import Architecture, SourceTensor
+from ..validate.model import Dim, listing
+from .base import ATTENTION, Architecture, SourceTensor, W
 from .llama import Llama
+
+T = gguf.MODEL_TENSOR
+
+# An MoE layer's FFN as llama.cpp loads it: the norm, the router, one 3-D stack per projection.
+MOE_FFN = (
+    W(T.FFN_NORM, "embd"), W(T.FFN_GATE_INP, "expert", "embd"),
+    W(T.FFN_GATE_EXP, "expert", "ff_exp", "embd"), W(T.FFN_UP_EXP, "expert", "ff_exp", "embd"),
+    W(T.FFN_DOWN_EXP, "expert", "embd", "ff_exp"),
+)
 
 
 class Experts(Architecture):
@@ -45,6 +56,9 @@ class Experts(Architecture):
     stack_name: ClassVar[str]
     # The kinds that are the gate, up and down projections (for fused checkpoints).
     gate_up_down: ClassVar[tuple[str, str, str]]
+    # The config key of one expert's FFN width.
+    expert_ff_key: ClassVar[str] = "intermediate_size"
+    layer_tensors = ATTENTION + MOE_FFN
     fused_pattern: ClassVar[re.Pattern] = re.compile(
         r"\.layers\.(?P<bid>\d+)\.mlp\.experts\.(?P<kind>gate_up_proj|down_proj)(?:\.weight)?$")
 
@@ -54,12 +68,22 @@ class Experts(Architecture):
         self.n_expert = int(self.hp.require("num_local_experts", "num_experts"))
         self._waiting: dict[int, dict[tuple[int, str], tuple[str, TensorInfo]]] = {}
 
+    def dims(self) -> dict[str, Dim]:
+        return {**super().dims(), "expert": Dim(self.n_expert, self.hp.which("num_local_experts", "num_experts")),
+                "ff_exp": Dim(int(self.hp.require(self.expert_ff_key)), self.expert_ff_key)}
+
     def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
         self._waiting = {}
         out = super().tensors(infos)
         if self._waiting:
             bid, have = next(iter(self._waiting.items()))
+            # the missing ones, spelled as the layer's others (expert number and kind replaced)
+            name, _ = next(iter(have.values()))
+            m = self.expert_pattern.search(name)
+            lacking = [name[:m.start("xid")] + str(x) + name[m.end("xid"):m.start("kind")] + kind + name[m.end("kind"):]
+                       for x in range(self.n_expert) for kind in self.expert_kinds if (x, kind) not in have]
             raise CheckpointError(
+                f"checkpoint lacks {listing(lacking)}: "
                 f"layer {bid} has {len(have)} of its {self.n_expert * len(self.expert_kinds)} expert "
                 f"tensors ({self.n_expert} experts x {', '.join(self.expert_kinds)}); is a shard missing?")
         return out
@@ -119,10 +143,13 @@ class Mixtral(Experts, Llama):
     expert_kinds = ("w1", "w2", "w3")
     stack_name = "layers.{bid}.feed_forward.experts.{kind}.weight"
     gate_up_down = ("w1", "w3", "w2")
+    # MixtralAttention and MixtralBlockSparseTop2MLP have no biases
+    tensor_flag_keys: ClassVar[dict] = {"qkv_bias": False, "out_bias": False, "mlp_bias": False}
 
     # MixtralConfig's; it has no head_dim (so the converter writes no key_length unless
     # config.json gives one) and its __post_init__ replaces a null num_key_value_heads by the
     # head count
     defaults: ClassVar[dict] = dict(
         vocab_size=32000, max_position_embeddings=131072, num_attention_heads=32, num_key_value_heads=8,
-        rms_norm_eps=1e-5, rope_theta=1_000_000.0, num_local_experts=8, num_experts_per_tok=2)
+        rms_norm_eps=1e-5, rope_theta=1_000_000.0, num_local_experts=8, num_experts_per_tok=2,
+        tie_word_embeddings=False)

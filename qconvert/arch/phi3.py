@@ -35,10 +35,12 @@ import gguf
 import numpy as np
 
 from ..errors import CheckpointError, UnsupportedError
-from .base import Metadata, SourceTensor
+from ..validate.model import Dim
+from .base import DECODER_GLOBALS, Metadata, SourceTensor, W
 from .llama import Llama, all_heads
 
 K = gguf.Keys
+T = gguf.MODEL_TENSOR
 
 
 class Phi3(Llama):
@@ -51,13 +53,25 @@ class Phi3(Llama):
     defaults: ClassVar[dict] = dict(
         vocab_size=32064, max_position_embeddings=4096, original_max_position_embeddings=4096,
         num_attention_heads=32, num_key_value_heads=all_heads, rms_norm_eps=1e-5, rope_theta=10000.0,
-        partial_rotary_factor=1.0)
+        partial_rotary_factor=1.0, tie_word_embeddings=False)
+    global_tensors = DECODER_GLOBALS
+    # Phi3Attention's fused qkv_proj and Phi3MLP's gate_up_proj, no biases
+    layer_tensors = (W(T.ATTN_NORM, "embd"), W(T.ATTN_QKV, "qkv", "embd"), W(T.ATTN_OUT, "embd", "q"),
+                     W(T.FFN_NORM, "embd"), W(T.FFN_UP, "gate_up", "embd"), W(T.FFN_DOWN, "embd", "ff"))
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         super().__init__(config, model_dir)
         self.n_ctx = int(self.hp.require("n_positions", "max_position_embeddings"))
         self.n_ctx_orig = int(self.rope["original_max_position_embeddings"])
         self.n_rot = int(float(self.rope["partial_rotary_factor"]) * self.n_embd) // self.n_head
+
+    def dims(self) -> dict[str, Dim]:
+        dims = super().dims()
+        q, kv = dims["q"], dims["kv"]
+        dims["qkv"] = Dim(q.size + 2 * kv.size, f"{q.key} + 2 x {kv.key}")
+        if "ff" in dims:
+            dims["gate_up"] = Dim(2 * dims["ff"].size, f"2 x {dims['ff'].key}")
+        return dims
 
     def metadata(self) -> Metadata:
         # Phi3MiniModel.set_gguf_parameters (not TextModel's, but the same where both write)

@@ -25,9 +25,9 @@ from typing import ClassVar
 import gguf
 
 from ..errors import UnsupportedError
-from .base import Metadata
+from .base import ATTENTION, QK_NORM, Metadata
 from .llama import Llama
-from .moe import Experts
+from .moe import MOE_FFN, Experts
 
 K = gguf.Keys
 
@@ -40,7 +40,9 @@ class Qwen2(Llama):
     # Qwen2Config's; its __post_init__ replaces a null num_key_value_heads by the head count
     defaults: ClassVar[dict] = dict(
         vocab_size=151936, max_position_embeddings=32768, num_attention_heads=32, num_key_value_heads=32,
-        rms_norm_eps=1e-6, rope_theta=10000.0)
+        rms_norm_eps=1e-6, rope_theta=10000.0, tie_word_embeddings=False)
+    # Qwen2Attention: q/k/v always with biases, o_proj without; Qwen2MLP without
+    tensor_flag_keys: ClassVar[dict] = {"qkv_bias": True, "out_bias": False, "mlp_bias": False}
 
     def metadata(self) -> Metadata:
         md = super().metadata()
@@ -52,7 +54,10 @@ class Qwen2(Llama):
 class Qwen3(Qwen2):
     gguf_arch = gguf.MODEL_ARCH.QWEN3
     hf_architectures = ("Qwen3ForCausalLM",)
-    defaults: ClassVar[dict] = {**Qwen2.defaults, "head_dim": 128}  # Qwen3Config's
+    defaults: ClassVar[dict] = {**Qwen2.defaults, "head_dim": 128, "attention_bias": False}  # Qwen3Config's
+    layer_tensors = Qwen2.layer_tensors + QK_NORM
+    # Qwen3Attention: q/k/v/o with bias=config.attention_bias
+    tensor_flag_keys: ClassVar[dict] = {"qkv_bias": "attention_bias", "out_bias": "attention_bias", "mlp_bias": False}
 
 
 class Qwen3Moe(Experts, Qwen2):
@@ -70,12 +75,15 @@ class Qwen3Moe(Experts, Qwen2):
     expert_kinds = ("down_proj", "gate_proj", "up_proj")
     stack_name = "model.layers.{bid}.mlp.experts.{kind}.weight"
     gate_up_down = ("gate_proj", "up_proj", "down_proj")
+    expert_ff_key = "moe_intermediate_size"
+    layer_tensors = ATTENTION + QK_NORM + MOE_FFN
+    tensor_flag_keys = Qwen3.tensor_flag_keys
 
     # Qwen3MoeConfig's (no head_dim: transformers uses hidden_size / heads); its __post_init__
     # turns a null mlp_only_layers into []
     defaults: ClassVar[dict] = {
         **Qwen2.defaults, "num_key_value_heads": 4, "num_experts": 128, "num_experts_per_tok": 8,
-        "norm_topk_prob": False, "decoder_sparse_step": 1, "mlp_only_layers": lambda hp: []}
+        "attention_bias": False, "norm_topk_prob": False, "decoder_sparse_step": 1, "mlp_only_layers": lambda hp: []}
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         super().__init__(config, model_dir)
