@@ -123,7 +123,7 @@ def _pread_exact(fd: int, path: Path, offset: int, nbytes: int, ended_early_ok: 
             raise CheckpointError(f"{show(path.name)} ended early (was it truncated while converting?)")
         chunks.append(chunk)
         done += len(chunk)
-    return b"".join(chunks)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one read is the rule: no copy
 
 
 def read_safetensors_header(fd: int, file: Path) -> tuple[list[HeaderEntry], int]:
