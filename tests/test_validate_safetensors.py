@@ -143,7 +143,7 @@ SINGLE_CASES: list[tuple[str, Callable, tuple[str, ...]]] = [
     ("duplicate-name", _text(lambda t: t.replace(b'"lm_head.weight"', b'"model.norm.weight"', 1)),
      ("model.safetensors", "key model.norm.weight appears twice")),
     ("nan-in-shape", _text(lambda t: t.replace(b'"shape":[64]', b'"shape":[NaN]', 1)),
-     ("model.safetensors", "NaN is not valid JSON")),
+     ("model.safetensors", "not valid JSON (NaN is not a JSON number)")),
     ("unknown-dtype", _set(NORM, dtype="F48"), ("model.safetensors", NORM, "unknown dtype the string 'F48'")),
     ("dtype-not-a-string", _set(NORM, dtype=4), ("model.safetensors", NORM, "unknown dtype the number 4")),
     ("missing-dtype", _text(lambda t: t.replace(b'"dtype":"F32","shape":[64]', b'"shape":[64]', 1)),

@@ -45,8 +45,9 @@ from ..errors import CheckpointError
 MAX_HEADER_BYTES = 100_000_000
 
 # Every dtype of the safetensors format with a whole number of bytes per element (Dtype::size in
-# tensor.rs). Knowing the size of a dtype qconvert does not decode still lets a header be checked
-# fully before saying "unsupported dtype".
+# tensor.rs; the sub-byte F4/F6 types are refused as unknown, qconvert decodes none of them).
+# Knowing the size of a dtype qconvert does not decode still lets a header be checked fully
+# before saying "unsupported dtype".
 DTYPE_SIZES: dict[str, int] = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
     "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -123,13 +124,13 @@ def _reject_duplicates(where: str) -> Any:
 
 def _reject_constant(where: str) -> Any:
     def hook(name: str) -> Any:
-        raise CheckpointError(f"{where}: {name} is not valid JSON (found in the header)")
+        raise CheckpointError(f"{where}: not valid JSON ({name} is not a JSON number)")
     return hook
 
 
 def strict_json(text: bytes, where: str) -> Any:
-    """Parse UTF-8 JSON as strictly as serde_json: no NaN/Infinity, keys unique, valid Unicode.
-    Errors name `where` (the file, or the file's header)."""
+    """Parse UTF-8 JSON as strictly as serde_json (no NaN/Infinity, no UTF-16), and stricter in
+    refusing a key given twice in one object. Errors name `where` (the file, or its header)."""
     try:
         decoded = text.decode("utf-8")  # json.loads(bytes) would also guess UTF-16/32
     except UnicodeDecodeError as e:
