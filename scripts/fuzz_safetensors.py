@@ -13,17 +13,25 @@ outcome must be one of:
 
 - refused: exit 1, one line `error: ...`, nothing at the target;
 - identical: exit 0 and the output is byte for byte the unmutated checkpoint's;
-- valid-different: exit 0 for a mutation the safetensors library reads as other tensors (two
-  tensors' offsets exchanged, say), and the output is byte for byte that of converting what the
-  library reads.
+- valid-different: exit 0 for a mutation the safetensors library reads as the same tensors
+  (names, dtypes, shapes) holding other data (two same-sized tensors' offsets exchanged), and the
+  output is byte for byte that of converting what the library reads.
 
-Anything else is a bad outcome: crash (a traceback, another exit code, more than one line,
-a file left at the target), hang (longer than --timeout), different (exit 0, other bytes),
-accepted-invalid (exit 0 for a shard the library refuses), memory (tracemalloc's peak above the
-reference conversion's peak plus MEMORY_PER_BYTE times the checkpoint's size: reading a header
-holds it as bytes, as text and parsed, a few times its size, but nothing may grow with what a
-header claims, such as a shape of 2**40 elements). Counts are printed at the end; the
-exit status is 1 if any bad outcome occurred, and --save DIR keeps each bad input to replay.
+Anything else is a bad outcome:
+
+- crash: a traceback, another exit code, more than one line, a file left at the target;
+- hang: longer than --timeout;
+- different: exit 0 and other bytes for the same tensors;
+- wrong-tensors: exit 0 for a checkpoint whose tensors' names, dtypes or shapes are no longer the
+  original's (a tensor renamed to an ignorable name such as *.rotary_emb.inv_freq: the output
+  lacks it; refusing that is the architecture checks' job, validate/model.py);
+- accepted-invalid: exit 0 for a shard the safetensors library refuses;
+- memory: tracemalloc's peak above the reference conversion's peak plus MEMORY_PER_BYTE times
+  the checkpoint's size (reading a header holds it as bytes, as text and parsed, a few times its
+  size; nothing may grow with what a header claims, such as a shape of 2**40 elements).
+
+Counts are printed at the end; the exit status is 1 if any bad outcome occurred, and --save DIR
+keeps each bad input to replay.
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ from test_cli_errors import sharded  # noqa: E402
 # per byte measured; and the reference peak itself varies by a few per cent from run to run.
 MEMORY_PER_BYTE = 4
 
-BAD = ("crash", "hang", "different", "accepted-invalid", "memory")
+BAD = ("crash", "hang", "different", "wrong-tensors", "accepted-invalid", "memory")
 OUTCOMES = ("refused", "identical", "valid-different") + BAD
 
 # Bytes that change JSON's structure or numbers when they land in a header.
@@ -71,6 +79,7 @@ INTERESTING_STRINGS = [
     "F32", "F16", "BF16", "F64", "I32", "U32", "I64", "I8", "U8", "BOOL", "F8_E4M3", "f32", "F48", "",
     "__metadata__", "dtype", "shape", "data_offsets", "format", "lm_head.weight", "model.norm.weight",
     "model.embed_tokens.weight", "model.layers.0.self_attn.q_proj.weight", "rotary_emb.inv_freq",
+    "model.rotary_emb.inv_freq", "model.layers.0.self_attn.rotary_emb.inv_freq", "h.0.attention.bias",
     "model.layers.1.mlp.up_proj.weight", "weight_map", "metadata", "model.safetensors", "../model.safetensors",
     "/etc/passwd", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "\\u0000",
     "\\udc80", "a\\nb", "\\\\",
@@ -85,6 +94,7 @@ class Target:
     name: str
     original: bytes
     reference: bytes  # the unmutated checkpoint's GGUF
+    layout: dict  # {shard: {name: (dtype, shape)}} of the unmutated checkpoint, as the library reads it
 
     @property
     def is_index(self) -> bool:
@@ -200,9 +210,10 @@ def make_targets(work: Path) -> list[Target]:
         out = work / f"{model.name}-reference.gguf"
         proc = run_cli_inprocess("quantize", model, "-t", "Q8_0", "-o", out, "--no-progress", "-j", "1")
         assert proc.returncode == 0, proc.stderr
+        layout = tensor_layout(library_view(model))
         for f in sorted(model.iterdir()):
             if f.name.endswith((".safetensors", ".index.json")):
-                targets.append(Target(model, f.name, f.read_bytes(), out.read_bytes()))
+                targets.append(Target(model, f.name, f.read_bytes(), out.read_bytes(), layout))
         out.unlink()
     return targets
 
@@ -222,9 +233,13 @@ def library_view(model: Path) -> dict | None:
     return view
 
 
+def tensor_layout(view: dict) -> dict:
+    return {shard: {k: (d, s) for k, (d, s, _) in tensors.items()} for shard, tensors in view.items()}
+
+
 def expected_output(target: Target, work: Path, cache: dict) -> bytes | None:
     """What a successful conversion of the mutated checkpoint must write when the safetensors
-    library reads other tensors from it than from the original (two same-sized tensors' offsets
+    library reads the original's tensors holding other data (two same-sized tensors' offsets
     exchanged): the conversion of the same checkpoint with each shard rewritten by the library
     from what it read (same folder name and shard layout: both are in the output). None if the
     library refuses a shard, or reads a dtype qconvert does not convert."""
@@ -290,12 +305,17 @@ def run_one(target: Target, mutated: bytes, work: Path, timeout: float, memory_b
         got = out.read_bytes()
         if got == target.reference:
             return "identical", ""
-        want = expected_output(target, work, cache) if not target.is_index else target.reference
-        if want is None:
+        view = library_view(target.model)
+        if view is None:
             return "accepted-invalid", "the safetensors library refuses this shard"
+        if tensor_layout(view) != target.layout:  # a tensor renamed, say: the checkpoint lacks one
+            changed = sorted({(s, k) for s, t in view.items() for k in t} ^
+                             {(s, k) for s, t in target.layout.items() for k in t})
+            return "wrong-tensors", f"the tensors are not the original's ({changed[:4]}), yet it converted"
+        want = expected_output(target, work, cache)
         if got == want:
-            return "valid-different", "the library reads other tensors; the output matches them"
-        return "different", f"{len(got)} bytes, expected {len(want)}"
+            return "valid-different", "the library reads other data for the same tensors; the output matches it"
+        return "different", f"{len(got)} bytes, expected {len(want or b'')}"
     finally:
         path.write_bytes(target.original)
         out.unlink(missing_ok=True)
