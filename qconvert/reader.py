@@ -1,8 +1,9 @@
 """Read a Hugging Face checkpoint directory without torch: config, safetensors headers, tensors.
 
-Every shard is validated when the checkpoint is opened (header parses, every tensor's bytes lie
-inside the file, dtypes are floats we decode or integer buffers an adapter skips), so a bad
-checkpoint fails before any output exists.
+Every shard and the index are validated when the checkpoint is opened, as strictly as the
+safetensors library does (the rules live in validate/safetensors.py), and only regular files are
+read (`open_regular`), so a bad checkpoint fails before any output exists; dtypes must then be
+floats we decode or integer buffers an adapter skips.
 Tensor data is read on demand with positional reads (`read_rows`: just the rows asked for, into
 memory the caller owns) rather than through a memory map, whose touched pages would stay
 resident and make the process's memory grow with the model's size.
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-import struct
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import CheckpointError, QConvertError, UnsupportedError
+from .validate.safetensors import (INDEX_NAME, HeaderEntry, check_shards, header_length, index_weight_map, show,
+                                   strict_json, validate_header)
 
 # safetensors dtype -> (numpy storage dtype, bytes per element). BF16 is stored as uint16 and
 # widened by a shift: a bfloat16 is the top half of a float32.
@@ -39,9 +42,6 @@ OTHER_DTYPES: dict[str, np.dtype] = {
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
-
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
-
 
 @dataclass(frozen=True)
 class TensorInfo:
@@ -75,28 +75,64 @@ def decode_to_f32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) ->
     return dst
 
 
-def read_safetensors_header(path: Path) -> tuple[dict, int]:
-    """Parse one shard's header; return (header dict, absolute offset where data begins)."""
+def open_regular(path: Path) -> int:
+    """A read-only descriptor on `path`, which must be a regular file once symlinks are followed
+    (a Hugging Face cache snapshot links each file to ../../blobs/HASH; that is fine).
+
+    A FIFO, device, socket or directory under a checkpoint's file name is refused without being
+    read: reading a FIFO blocks until someone writes, a device may never end. The name is stat'ed
+    first so that such a file is not even opened (opening some devices has effects); the open
+    itself uses O_NONBLOCK, so that a FIFO swapped in after the stat cannot block it, and the
+    descriptor is fstat'ed, so that what is read is what was checked. (O_NONBLOCK changes nothing
+    for the regular file it then is.)"""
+    _check_regular(path, os.stat(path).st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            prefix = f.read(8)
-            if len(prefix) < 8:
-                raise CheckpointError(f"{path.name}: file is {size} bytes, too short for a safetensors header")
-            (n,) = struct.unpack("<Q", prefix)
-            if n > MAX_HEADER_BYTES or 8 + n > size:
-                raise CheckpointError(
-                    f"{path.name}: corrupt safetensors header (declares {n} header bytes, file has {size})")
-            text = f.read(n)
-    except FileNotFoundError:
-        raise CheckpointError(f"missing shard {path.name} in {path.parent}") from None
+        _check_regular(path, os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    if not stat.S_ISREG(mode):
+        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+                else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+        raise CheckpointError(f"{show(str(path))} is {kind}; expected a regular file")
+
+
+def read_regular(path: Path) -> bytes:
+    """The whole content of a regular file (see open_regular), at most the size fstat gave: a file
+    that grows while read cannot make this allocate more."""
+    fd = open_regular(path)
     try:
-        header = json.loads(text)
-        if not isinstance(header, dict):
-            raise ValueError("not a JSON object")
-    except (ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path.name}: corrupt safetensors header ({e})") from None
-    return header, 8 + n
+        return _pread_exact(fd, path, 0, os.fstat(fd).st_size, ended_early_ok=True)
+    finally:
+        os.close(fd)
+
+
+def _pread_exact(fd: int, path: Path, offset: int, nbytes: int, ended_early_ok: bool = False) -> bytes:
+    chunks, done = [], 0
+    while done < nbytes:
+        chunk = os.pread(fd, nbytes - done, offset + done)
+        if not chunk:
+            if ended_early_ok:
+                break
+            raise CheckpointError(f"{show(path.name)} ended early (was it truncated while converting?)")
+        chunks.append(chunk)
+        done += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one read is the rule: no copy
+
+
+def read_safetensors_header(fd: int, file: Path) -> tuple[list[HeaderEntry], int]:
+    """Read and validate one shard's header from its descriptor; return its tensors (sorted by
+    name) and the absolute offset where the data begins. All rules in validate/safetensors.py."""
+    size = os.fstat(fd).st_size
+    n = header_length(show(file.name), _pread_exact(fd, file, 0, min(8, size)), size)
+    entries, _ = validate_header(show(file.name), _pread_exact(fd, file, 8, n), size)
+    return entries, 8 + n
 
 
 class Checkpoint:
@@ -112,22 +148,55 @@ class Checkpoint:
 
     @classmethod
     def open(cls, path: str | Path) -> Checkpoint:
+        """Open a checkpoint folder, validating config.json's form, every shard's header and the
+        index (validate/safetensors.py) before anything else reads them. Each shard stays open on
+        the descriptor its header was validated through, so the data read later is that file's."""
         path = Path(path)
         if not path.is_dir():
             raise CheckpointError(f"{path} is not a directory (expected a Hugging Face checkpoint folder)")
         config = load_config(path)
-        tensors: dict[str, TensorInfo] = {}
-        for shard in shard_files(path):
-            tensors.update(scan_shard(shard))
-        if not tensors:
-            raise CheckpointError(f"{path}: the safetensors files hold no tensors")
-        return cls(path, config, tensors)
+        files, weight_map = shard_files(path)
+        fds: dict[Path, int] = {}
+        try:
+            found: dict[Path, list[HeaderEntry]] = {}
+            starts: dict[Path, int] = {}
+            missing = []
+            for file in files:
+                try:
+                    fds[file] = open_regular(file)
+                except FileNotFoundError:
+                    missing.append(file.name)
+                    continue
+                found[file], starts[file] = read_safetensors_header(fds[file], file)
+            if missing:
+                listed = f" (listed in {INDEX_NAME})" if weight_map is not None else ""
+                raise CheckpointError(f"missing shard{'s' if len(missing) > 1 else ''} "
+                                      f"{', '.join(map(show, missing))}{listed} in {path}")
+            check_shards({f.name: (e.name for e in entries) for f, entries in found.items()}, weight_map)
+            tensors: dict[str, TensorInfo] = {}
+            for file, entries in found.items():
+                for e in entries:
+                    if e.dtype not in DTYPES and e.dtype not in OTHER_DTYPES:
+                        raise UnsupportedError(
+                            f"{show(file.name)}: tensor {show(e.name)} has dtype {e.dtype}; supported dtypes are "
+                            f"{', '.join(DTYPES)}")
+                    tensors[e.name] = TensorInfo(e.name, e.dtype, e.shape, file, starts[file] + e.begin,
+                                                 e.end - e.begin)
+            if not tensors:
+                raise CheckpointError(f"{path}: the safetensors files hold no tensors")
+        except BaseException:
+            for fd in fds.values():
+                os.close(fd)
+            raise
+        ckpt = cls(path, config, tensors)
+        ckpt._fds = fds
+        return ckpt
 
     def _pread(self, file: Path, offset: int, nbytes: int,
                scratch: Callable[[int], bytearray] | None = None) -> memoryview:
         fd = self._fds.get(file)
         if fd is None:
-            fd = self._fds.setdefault(file, os.open(file, os.O_RDONLY))
+            fd = self._fds.setdefault(file, open_regular(file))
         buf = scratch(nbytes) if scratch is not None else bytearray(nbytes)
         view, done = memoryview(buf)[:nbytes], 0
         while done < nbytes:
@@ -173,6 +242,9 @@ class Checkpoint:
             os.close(fd)
         self._fds.clear()
 
+    def __del__(self) -> None:  # a conversion that fails after opening must not leak descriptors
+        self.close()
+
 
 def read_json(path: Path, expect: type | tuple[type, ...] = dict, *, missing_ok: bool = False,
               error: type[QConvertError] = CheckpointError) -> Any:
@@ -184,14 +256,16 @@ def read_json(path: Path, expect: type | tuple[type, ...] = dict, *, missing_ok:
     True
     """
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(read_regular(path).decode("utf-8"))
     except FileNotFoundError:
         if missing_ok:
             return None
         raise error(f"{path} is missing") from None
+    except CheckpointError as e:  # not a regular file: said in the caller's class
+        raise error(str(e)) from None
     except OSError as e:
         raise error(f"{path} cannot be read ({e.strerror})") from None
-    except (ValueError, UnicodeDecodeError) as e:
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise error(f"{path}: not valid JSON ({e})") from None
     if not isinstance(value, expect):
         kinds = expect if isinstance(expect, tuple) else (expect,)
@@ -205,64 +279,33 @@ _JSON_KINDS = {dict: "a JSON object", list: "a JSON array", str: "a string", int
 
 
 def load_config(path: Path) -> dict:
-    cfg = path / "config.json"
-    if not cfg.is_file():
+    config = read_json(path / "config.json", missing_ok=True)
+    if config is None:
         raise CheckpointError(f"{path}: no config.json (is this a Hugging Face checkpoint folder?)")
-    return read_json(cfg)
+    return config
 
 
-def shard_files(path: Path) -> list[Path]:
-    """The safetensors files of a checkpoint: from the index if there is one, else the files."""
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
+def shard_files(path: Path) -> tuple[list[Path], dict[str, str] | None]:
+    """The safetensors files of a checkpoint and its index's weight_map: the files the index
+    names if there is one (validated, see validate/safetensors.py), else model.safetensors, else
+    every *.safetensors file. A name that exists as something other than a regular file (a FIFO,
+    a directory) is taken at its word, and refused when opened, rather than skipped."""
+    index = path / INDEX_NAME
+    if os.path.lexists(index):
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise CheckpointError(f"{index.name}: not a valid safetensors index ({e})") from None
-        names = sorted(set(weight_map.values()))
-        missing = [n for n in names if not (path / n).is_file()]
-        if missing:
-            raise CheckpointError(
-                f"missing shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                f"(listed in {index.name}) in {path}")
-        return [path / n for n in names]
+            weight_map = index_weight_map(strict_json(read_regular(index), INDEX_NAME), INDEX_NAME)
+        except FileNotFoundError:  # a dangling symlink
+            raise CheckpointError(f"{index} is missing (a symlink to nowhere)") from None
+        except OSError as e:
+            raise CheckpointError(f"{index} cannot be read ({e.strerror})") from None
+        return [path / n for n in sorted(set(weight_map.values()))], weight_map
     single = path / "model.safetensors"
-    if single.is_file():
-        return [single]
+    if os.path.lexists(single):
+        return [single], None
     found = sorted(path.glob("*.safetensors"))
     if found:
-        return found
+        return found, None
     hint = ""
     if any(path.glob("*.bin")) or any(path.glob("*.pth")):
         hint = "; PyTorch .bin/.pth weights are not supported, save the model with safe_serialization=True"
     raise CheckpointError(f"{path}: no safetensors weights (model.safetensors or an index){hint}")
-
-
-def scan_shard(file: Path) -> dict[str, TensorInfo]:
-    header, data_start = read_safetensors_header(file)
-    size = file.stat().st_size
-    out: dict[str, TensorInfo] = {}
-    # Sorted by name, as safetensors' own readers list them: llama.cpp's converter writes tensors
-    # in this order, and so do we.
-    for name, meta in sorted(header.items()):
-        if name == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = meta["dtype"], tuple(meta["shape"]), meta["data_offsets"]
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{file.name}: corrupt safetensors header entry for {name!r}") from None
-        if dtype not in DTYPES and dtype not in OTHER_DTYPES:
-            raise UnsupportedError(
-                f"{file.name}: tensor {name} has dtype {dtype}; supported dtypes are "
-                f"{', '.join(DTYPES)}")
-        nbytes = int(np.prod(shape, dtype=np.int64)) * (DTYPES.get(dtype) or OTHER_DTYPES[dtype]).itemsize
-        if end - begin != nbytes or begin < 0:
-            raise CheckpointError(
-                f"{file.name}: corrupt safetensors header: {name} {dtype}{list(shape)} needs {nbytes} "
-                f"bytes, offsets give {end - begin}")
-        if data_start + end > size:
-            raise CheckpointError(
-                f"{file.name} is truncated: tensor {name} ends at byte {data_start + end}, "
-                f"the file has {size}")
-        out[name] = TensorInfo(name, dtype, shape, file, data_start + begin, nbytes)
-    return out

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +13,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from qconvert.errors import CheckpointError, TokenizerError
-from qconvert.reader import Checkpoint, decode_to_f32, read_json
+from qconvert import reader
+from qconvert.reader import Checkpoint, decode_to_f32, open_regular, read_json
 
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -102,3 +106,67 @@ def test_read_json(tmp_path: Path):
     with pytest.raises(CheckpointError, match="x.json: not valid JSON") as e:
         read_json(f, (dict, list))
     assert "\n" not in str(e.value)
+
+
+def test_read_json_refuses_what_is_not_a_regular_file(tmp_path: Path):
+    """A FIFO is refused from its stat, never opened (a blocking open would wait for a writer);
+    the error is of the caller's class."""
+    fifo, folder = tmp_path / "x.json", tmp_path / "d.json"
+    os.mkfifo(fifo)
+    folder.mkdir()
+    with pytest.raises(TokenizerError, match="x.json is a FIFO .named pipe.; expected a regular file"):
+        read_json(fifo, error=TokenizerError)
+    with pytest.raises(CheckpointError, match="d.json is a directory"):
+        read_json(folder, missing_ok=True)  # missing_ok is for absent files, not for odd ones
+    (tmp_path / "link.json").symlink_to(tmp_path / "nowhere.json")
+    assert read_json(tmp_path / "link.json", missing_ok=True) is None
+
+
+def test_a_fifo_swapped_in_after_the_stat_is_still_refused(tmp_path: Path, monkeypatch):
+    """The race: the name is a regular file when stat'ed and a FIFO when opened. The open is
+    non-blocking and the descriptor is checked, so this neither hangs nor reads the FIFO."""
+    regular, fifo = tmp_path / "regular", tmp_path / "fifo"
+    regular.write_text("{}")
+    os.mkfifo(fifo)
+    real_stat = os.stat
+    monkeypatch.setattr(reader.os, "stat", lambda p, *a, **k: real_stat(regular) if Path(p) == fifo
+                        else real_stat(p, *a, **k))
+    before = len(os.listdir("/proc/self/fd"))
+
+    def hang(signum, frame):
+        raise AssertionError("opening the FIFO blocked")
+
+    previous = signal.signal(signal.SIGALRM, hang)
+    signal.alarm(10)  # a blocking open would wait for a writer forever
+    try:
+        with pytest.raises(CheckpointError, match="fifo is a FIFO"):
+            open_regular(fifo)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert len(os.listdir("/proc/self/fd")) == before  # the descriptor was closed
+    fd = open_regular(regular)
+    assert stat.S_ISREG(os.fstat(fd).st_mode)
+    os.close(fd)
+
+
+def test_shards_are_read_through_the_descriptors_that_were_validated(tmp_path: Path):
+    """A shard replaced after the checkpoint was opened (and validated) does not change what is
+    read: each shard stays open on the descriptor its header was checked through."""
+    (tmp_path / "config.json").write_text("{}")
+    save_file({"x": np.arange(8, dtype=np.float32)}, str(tmp_path / "model.safetensors"))
+    ckpt = Checkpoint.open(tmp_path)
+    save_file({"x": np.full(8, 7, np.float32)}, str(tmp_path / "other.safetensors"))
+    os.replace(tmp_path / "other.safetensors", tmp_path / "model.safetensors")
+    assert ckpt.load("x").tolist() == list(range(8))
+    ckpt.close()
+
+
+def test_failed_open_leaks_no_descriptor(tmp_path: Path):
+    (tmp_path / "config.json").write_text("{}")
+    save_file({"x": np.zeros(2, np.float32)}, str(tmp_path / "model-1.safetensors"))
+    save_file({"x": np.zeros(2, np.float32)}, str(tmp_path / "model-2.safetensors"))
+    before = sorted(os.listdir("/proc/self/fd"))
+    with pytest.raises(CheckpointError, match="tensor x is in two shards, model-1.safetensors and model-2"):
+        Checkpoint.open(tmp_path)
+    assert sorted(os.listdir("/proc/self/fd")) == before
