@@ -31,3 +31,7 @@ class TokenizerError(QConvertError):
 
 class QuantizationError(QConvertError):
     """A tensor cannot be quantized to the requested type (shape not a multiple of the block)."""
+
+
+class GGUFError(QConvertError):
+    """A file given as GGUF is missing, not a regular file, or not a well-formed GGUF file."""
