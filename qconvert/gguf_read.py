@@ -182,11 +182,11 @@ class _Parser:
     def string_bytes(self, what: str) -> bytes:
         at = self.pos
         n = self.unpack("<Q", f"the length of {what}")
-        if n > MAX_STRING_BYTES:
-            raise self.fail(f"{what} at byte {at} is {n} bytes long, llama.cpp reads at most {MAX_STRING_BYTES}")
         if n > self.remaining():
             raise self.fail(f"{what} at byte {at} is {n} bytes long, beyond the end of the file "
                             f"({self.remaining()} bytes remain)")
+        if n > MAX_STRING_BYTES:
+            raise self.fail(f"{what} at byte {at} is {n} bytes long, llama.cpp reads at most {MAX_STRING_BYTES}")
         start = self.take(n, what)
         return self.buf[start:start + n]
 
@@ -240,7 +240,7 @@ class _Parser:
         fields = self.parse_fields(n_kv)
         alignment = self.alignment(fields)
         tensors = self.parse_tensor_infos(n_tensors)
-        data_offset = -(-self.pos // alignment) * alignment
+        data_offset = _padded(self.pos, alignment)
         if tensors and data_offset > self.size:
             raise self.fail(f"truncated: the tensor data would start at byte {data_offset} (after the tensor infos, "
                             f"aligned to {alignment}), the file ends at byte {self.size}")
@@ -274,12 +274,12 @@ class _Parser:
         start = self.pos
         item_bytes = (STRING_LENGTH_BYTES if item_type == GGUFValueType.STRING
                       else struct.calcsize(SCALAR_FORMATS[item_type]))
-        if count > MAX_ARRAY_ITEMS:
-            raise self.fail(f"{_show(key)} (byte {at}) is an array of {count} elements, llama.cpp reads at most "
-                            f"{MAX_ARRAY_ITEMS}")
         if count > self.remaining() // item_bytes:  # for strings, the lengths alone
             raise self.fail(f"{_show(key)} (byte {at}) is an array of {count} {item_type.name} needing at least "
                             f"{count * item_bytes} bytes, but only {self.remaining()} remain")
+        if count > MAX_ARRAY_ITEMS:
+            raise self.fail(f"{_show(key)} (byte {at}) is an array of {count} elements, llama.cpp reads at most "
+                            f"{MAX_ARRAY_ITEMS}")
         if item_type == GGUFValueType.STRING:
             head = [self.scalar(item_type, f"element {j} of {_show(key)}") for j in range(min(count, HEAD_ITEMS))]
             for j in range(len(head), count):  # the rest only checked: at most remaining/8 iterations
@@ -321,7 +321,7 @@ class _Parser:
             if name in seen:
                 raise self.fail(f"tensor name {_show(name)} appears twice (tensors {seen[name]} and {i}, byte {at})")
             seen[name] = i
-            where = f"tensor {_show(name)} (byte {at})"
+            where = f"tensor {_show(name)} (info at byte {at})"
             n_dims = self.unpack("<I", f"the dimension count of tensor {_show(name)}")
             if not 1 <= n_dims <= MAX_DIMS:
                 raise self.fail(f"{where} has {n_dims} dimensions, expected 1 to {MAX_DIMS}")
@@ -353,24 +353,29 @@ class _Parser:
         refuses any other offset ("tensor '%s' has offset %lu, expected %zu")."""
         expected = 0
         starts: list[int] = []
-        for i, t in enumerate(tensors):
+        for t in tensors:
             where = f"tensor {_show(t.name)} (info at byte {t.info_offset})"
             if t.offset % alignment:
                 raise self.fail(f"{where} has data offset {t.offset}, not a multiple of the alignment {alignment}")
-            if t.offset < expected:
-                k = bisect.bisect_right(starts, t.offset) - 1
-                other = tensors[k]
-                raise self.fail(f"{where} has data offset {t.offset}, inside the data of tensor {_show(other.name)} "
-                                f"(offsets {other.offset} to {other.offset + other.nbytes})")
-            if t.offset != expected:
-                raise self.fail(f"{where} has data offset {t.offset}, expected {expected}: llama.cpp requires tensor "
-                                f"data in order, each padded to the alignment {alignment}")
             end = data_offset + t.offset + t.nbytes
             if end > self.size:
                 raise self.fail(f"{where}: its {t.nbytes} bytes of data end at byte {end}, beyond the end of the "
                                 f"file ({self.size} bytes)")
+            if t.offset < expected:
+                other = tensors[bisect.bisect_right(starts, t.offset) - 1]
+                raise self.fail(f"{where} has data offset {t.offset}, which overlaps tensor {_show(other.name)} "
+                                f"(offsets {other.offset} to {other.offset + _padded(other.nbytes, alignment)} "
+                                f"with its padding)")
+            if t.offset != expected:
+                raise self.fail(f"{where} has data offset {t.offset}, expected {expected}: llama.cpp requires tensor "
+                                f"data in order, each padded to the alignment {alignment}")
             starts.append(t.offset)
-            expected = t.offset + -(-t.nbytes // alignment) * alignment
+            expected = t.offset + _padded(t.nbytes, alignment)
+
+
+def _padded(n: int, alignment: int) -> int:
+    """`n` rounded up to a multiple of `alignment` (ggml's GGML_PAD)."""
+    return -(-n // alignment) * alignment
 
 
 # ggml's types by number: the ones gguf-py knows sizes for (removed types such as Q4_2 are absent).
