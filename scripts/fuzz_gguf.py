@@ -257,6 +257,9 @@ def run_inspect(path: Path, timeout: float) -> tuple[int | None, str, str, str |
         raise Hang()
 
     previous = signal.signal(signal.SIGALRM, on_timer)
+    tracing = tracemalloc.is_tracing()  # traced for this run only: tracing slows every allocation
+    if not tracing:
+        tracemalloc.start()
     tracemalloc.reset_peak()
     base = tracemalloc.get_traced_memory()[0]
     start = time.perf_counter()
@@ -275,8 +278,10 @@ def run_inspect(path: Path, timeout: float) -> tuple[int | None, str, str, str |
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
         sys.argv = saved_argv
-    seconds = time.perf_counter() - start
-    peak = tracemalloc.get_traced_memory()[1] - base
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] - base
+        if not tracing:
+            tracemalloc.stop()
     return code, out.getvalue(), err.getvalue(), escaped, peak, seconds
 
 
@@ -325,6 +330,16 @@ class GGMLOracle:
         return bool(ctx)
 
 
+def warm_up(workdir: Path, seeds: dict[str, bytes]) -> None:
+    """Run inspect once on each seed: the first run imports the CLI's modules, which is memory
+    that no later run allocates again and no file's fault."""
+    for name, data in seeds.items():
+        p = workdir / f"warm-{name}"
+        p.write_bytes(data)
+        run_inspect(p, 60.0)
+        p.unlink()
+
+
 def judge(path: Path, size: int, timeout: float, oracle: GGMLOracle | None) -> Outcome:
     code, out, err, escaped, peak, seconds = run_inspect(path, timeout)
     lines = err.splitlines()
@@ -351,36 +366,29 @@ def fuzz(seeds: dict[str, bytes], count: int, seed: int, workdir: Path, timeout:
          oracle: GGMLOracle | None = None, keep: Path | None = None) -> tuple[Counter, list[tuple[Case, Outcome]]]:
     """Run `count` mutations; return the outcome counts and the bad cases."""
     os.environ.pop("QCONVERT_DEBUG", None)  # it turns errors into tracebacks on purpose
+    warm_up(workdir, seeds)
     layouts = {}
     for name, data in seeds.items():
         p = workdir / f"seed-{name}"
         p.write_bytes(data)
         layouts[name] = layout(p)
-        run_inspect(p, timeout)  # warm up: the first run imports the CLI's modules
     rng = random.Random(seed)
     names = sorted(seeds)
     counts: Counter = Counter()
     bad: list[tuple[Case, Outcome]] = []
     target = workdir / "mutant.gguf"
-    started = not tracemalloc.is_tracing()
-    if started:
-        tracemalloc.start()
-    try:
-        for i in range(count):
-            name = rng.choice(names)
-            data, what = mutate(seeds[name], layouts[name], rng)
-            target.write_bytes(data)
-            outcome = judge(target, len(data), timeout, oracle)
-            counts[outcome.kind] += 1
-            if outcome.kind not in GOOD:
-                case = Case(name, what, data)
-                bad.append((case, outcome))
-                if keep is not None:
-                    keep.mkdir(parents=True, exist_ok=True)
-                    (keep / f"bad-{i}-{name}").write_bytes(data)
-    finally:
-        if started:
-            tracemalloc.stop()
+    for i in range(count):
+        name = rng.choice(names)
+        data, what = mutate(seeds[name], layouts[name], rng)
+        target.write_bytes(data)
+        outcome = judge(target, len(data), timeout, oracle)
+        counts[outcome.kind] += 1
+        if outcome.kind not in GOOD:
+            case = Case(name, what, data)
+            bad.append((case, outcome))
+            if keep is not None:
+                keep.mkdir(parents=True, exist_ok=True)
+                (keep / f"bad-{i}-{name}").write_bytes(data)
     return counts, bad
 
 
