@@ -1,6 +1,6 @@
 """Fuzz `qconvert inspect` with mutated GGUF files.
 
-    python scripts/fuzz_gguf.py --count 10000 --seed 1 [--keep DIR] [--timeout 10]
+    python scripts/fuzz_gguf.py --count 10000 --seed 1 [--keep DIR] [--timeout 10] [--only FILE.gguf ...]
 
 Seeds are real GGUF files: the tiny Llama of tests/conftest.py converted by qconvert to Q8_0 and
 Q4_K_M, one file written with gguf-py that holds every value type, array kind and tensor rank,
@@ -374,7 +374,7 @@ def fuzz(seeds: dict[str, bytes], count: int, seed: int, workdir: Path, timeout:
         layouts[name] = layout(p)
     rng = random.Random(seed)
     names = sorted(seeds)
-    counts: Counter = Counter()
+    counts: Counter = Counter()  # outcome kinds, and "slowest ms" / "peak KiB" as maxima
     bad: list[tuple[Case, Outcome]] = []
     target = workdir / "mutant.gguf"
     for i in range(count):
@@ -383,6 +383,8 @@ def fuzz(seeds: dict[str, bytes], count: int, seed: int, workdir: Path, timeout:
         target.write_bytes(data)
         outcome = judge(target, len(data), timeout, oracle)
         counts[outcome.kind] += 1
+        counts["slowest ms"] = max(counts["slowest ms"], round(outcome.seconds * 1000))
+        counts["peak KiB"] = max(counts["peak KiB"], outcome.peak // 1024)
         if outcome.kind not in GOOD:
             case = Case(name, what, data)
             bad.append((case, outcome))
@@ -399,19 +401,23 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=10.0, help="seconds after which a case is a hang")
     ap.add_argument("--keep", type=Path, help="folder to save the bad cases in")
     ap.add_argument("--no-oracle", action="store_true", help="do not cross-check accepted files with ggml")
+    ap.add_argument("--only", type=Path, action="append", default=[],
+                    help="fuzz this GGUF file instead of the built-in seeds (repeatable)")
     args = ap.parse_args()
     oracle = None if args.no_oracle else GGMLOracle.find()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        seeds = make_seeds(work)
+        seeds = {p.name: p.read_bytes() for p in args.only} if args.only else make_seeds(work)
         start = time.perf_counter()
         counts, bad = fuzz(seeds, args.count, args.seed, work, args.timeout, oracle, args.keep)
         seconds = time.perf_counter() - start
     for case, outcome in bad[:20]:
         print(f"BAD {outcome.kind}: {case.seed_name}: {case.mutation}: {outcome.detail}")
-    summary = ", ".join(f"{k} {counts[k]}" for k in sorted(counts))
-    print(f"{args.count} mutations (seed {args.seed}, {len(seeds)} seed files, ggml oracle "
-          f"{'on' if oracle else 'off'}): {summary}; {len(bad)} bad; {seconds:.1f} s")
+    summary = ", ".join(f"{k} {counts[k]}" for k in sorted(counts) if k not in ("slowest ms", "peak KiB"))
+    print(f"{args.count} mutations (seed {args.seed}, {len(seeds)} seed files, largest "
+          f"{max(map(len, seeds.values())) // 1024} KiB, ggml oracle {'on' if oracle else 'off'}): {summary}; "
+          f"{len(bad)} bad; slowest case {counts['slowest ms']} ms, largest Python peak {counts['peak KiB']} KiB; "
+          f"{seconds:.1f} s")
     return 1 if bad else 0
 
 
