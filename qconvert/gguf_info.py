@@ -11,6 +11,7 @@ from pathlib import Path
 from .gguf_read import GGUFArray, GGUFField, read_gguf
 
 SHOWN_ITEMS = 5  # array elements printed before "..."
+SHOWN_CHARS = 120  # a value longer than this is cut, ending in "..."
 
 
 def field_value(field: GGUFField) -> str:
@@ -18,8 +19,24 @@ def field_value(field: GGUFField) -> str:
     if isinstance(value, GGUFArray):
         head = ", ".join(repr(v) for v in value.head[:SHOWN_ITEMS])
         return f"[{head}{', ...' if value.count > SHOWN_ITEMS else ''}] ({value.count} items)"
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return short_repr(value)
+
+
+def short_repr(value, limit: int = SHOWN_CHARS) -> str:
+    """repr(value) cut to `limit` characters, without building the repr of a long string (four
+    times its size when it is all control bytes).
+
+    >>> len(short_repr("x" * 10**6)), short_repr("x" * 200)[-5:], short_repr(7)
+    (120, 'xx...', '7')
+    """
+    if isinstance(value, str) and len(value) > limit:
+        # repr picks its quotes from the whole string: the suffix makes the prefix pick the same
+        # (double quotes only when there is a ' and no "), and falls beyond what is shown
+        suffix = ("'" if '"' not in value else "'\"") if "'" in value else ""
+        text = repr(value[:limit] + suffix)
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def describe(path: Path, tensors: bool = True) -> str:

@@ -4,8 +4,10 @@
 them as data (`GGUFFile`), or raises `GGUFError` naming the file, what is wrong and where (byte
 offset, key or tensor). It never builds anything from an unchecked count or length: every count
 is bounded by the bytes that remain before anything is allocated or looped over, so a damaged
-file costs at most time and memory proportional to its own size, and a FIFO or device path is
-refused before it is read (opening one for reading could block forever).
+file costs at most time and memory proportional to its own size (nothing is sized from a count;
+string values are decoded, and CPython's decoder may briefly take up to four times a string's
+bytes), and a FIFO or device path is refused before it is read (opening one for reading could
+block forever).
 
 The rules are those of ggml's `gguf_init_from_file_impl` (ggml/src/gguf.cpp) and of
 llama.cpp's model loader, which is what decides whether a file loads:

@@ -16,6 +16,8 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import ROOT, run_cli
 from test_cli_errors import assert_clean_failure
@@ -23,6 +25,7 @@ from test_cli_errors import assert_clean_failure
 sys.path.insert(0, str(ROOT / "scripts"))
 from fuzz_gguf import GGMLOracle, every_kind_gguf, run_inspect  # noqa: E402
 
+from qconvert.gguf_info import short_repr  # noqa: E402
 from qconvert.gguf_read import GGUFArray, read_gguf  # noqa: E402
 
 
@@ -188,7 +191,7 @@ def test_the_catalog_damages_a_sound_file(damage: Damage, tmp_path: Path):
     assert not oracle.accepts(path)
 
 
-def test_damaged_files_accepted_by_nobody(damage: Damage, tmp_path: Path):
+def test_ggml_refuses_the_same_damages(damage: Damage, tmp_path: Path):
     """Every catalog damage that ggml's reader checks is refused by ggml too: the rules are its rules."""
     oracle = GGMLOracle.find()
     assert oracle is not None
@@ -262,3 +265,11 @@ def test_conversion_inspects(tiny_checkpoint: Path, tmp_path: Path):
     assert code == 0 and err == "" and "general.architecture = 'llama'" in shown
     assert {t.name for t in read_gguf(out).tensors} == {t.name for t in gguf.GGUFReader(out).tensors}
     assert GGMLOracle.find().accepts(out)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.text(alphabet=st.sampled_from("ab'\"\\\x00\n\u00e9\ufffd\U0001f600"), max_size=300))
+def test_long_values_are_cut_as_before(text: str):
+    """Values print as `repr` cut to 120 characters did, without building the whole repr."""
+    want = repr(text)
+    assert short_repr(text) == (want if len(want) <= 120 else want[:117] + "...")
