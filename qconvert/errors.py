@@ -51,3 +51,7 @@ class Interrupted(BaseException):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+class GGUFError(QConvertError):
+    """A file given as GGUF is missing, not a regular file, or not a well-formed GGUF file."""
