@@ -95,12 +95,16 @@ def open_regular(path: Path) -> int:
     return fd
 
 
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular file is, for a message: "a directory", "a FIFO ..."."""
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
+            else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
+
+
 def _check_regular(path: Path, mode: int) -> None:
     if not stat.S_ISREG(mode):
-        kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-                else "a character device" if stat.S_ISCHR(mode) else "a block device" if stat.S_ISBLK(mode)
-                else "a socket" if stat.S_ISSOCK(mode) else "not a regular file")
-        raise CheckpointError(f"{show(str(path))} is {kind}; expected a regular file")
+        raise CheckpointError(f"{show(str(path))} is {file_kind(mode)}; expected a regular file")
 
 
 def read_regular(path: Path) -> bytes:

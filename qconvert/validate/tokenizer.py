@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import TokenizerError
+from ..reader import file_kind
 
 # Every file that qconvert or gguf.SpecialVocab opens when it is present (SpecialVocab reads
 # merges.txt and the chat template files too). Opening a FIFO blocks until a writer comes, and a
@@ -88,20 +89,8 @@ def check_regular_files(model_dir: Path, names: Iterable[str] = TOKENIZER_INPUT_
         except OSError as e:
             raise TokenizerError(f"{path} cannot be read ({e.strerror})") from None
         if not stat.S_ISREG(st.st_mode):
-            raise TokenizerError(f"{path} is {_file_kind(st.st_mode)}, not a regular file; "
+            raise TokenizerError(f"{path} is {file_kind(st.st_mode)}, not a regular file; "
                                  "tokenizer files must be plain files")
-
-
-def _file_kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "a special file"
 
 
 def check_vocab_size(path: Path, vocab_size: Any) -> None:
