@@ -1,0 +1,363 @@
+"""verify: is a GGUF file sound, and is it its checkpoint's?
+
+`verify(path)` checks what a file holds on its own: its structure (gguf_read's strict reader:
+header, offsets, alignment, known types) and that every block's fp16 scale fields, and every value
+of a float tensor, are finite (ggml_validate_row_data's rule, which llama-quantize applies to its
+output rows). It reads the scale fields in place over a memory map, a chunk of rows at a time.
+
+`verify(path, model_dir)` also compares every tensor with the checkpoint: the file's bytes are
+dequantized with gguf-py's decoders (an implementation independent of qconvert's), the
+checkpoint's tensor is read as the conversion reads it (the architecture adapter's
+SourceTensors: Q/K row orders, stacked experts, norm offsets, transposes, generated tensors), and
+for each tensor the report gives the relative RMS error, the largest absolute error, and whether
+the bytes are exactly what qconvert's quantizers make of those values in the file's type. A tensor
+missing, extra, of another shape, with a non-finite scale, or with an error beyond its type's
+limit (LIMITS) is a problem; so is a file of another architecture. llama.cpp's converter and
+llama-quantize write the same bytes as qconvert for the types both have, so their files come out
+exact too (from an F32 or same-dtype intermediate; llama-quantize from an F16 file of a BF16
+checkpoint has an extra rounding, small against any limit, and `exact` false).
+
+The report is data (VerifyReport, problem codes and numbers); report.text_verify renders it.
+Memory stays bounded: each tensor is read in chunks of about CHUNK_ELEMENTS weights (a tensor the
+conversion itself reads whole, a transposed or generated one, is read whole here too).
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterator
+
+import gguf
+import numpy as np
+from gguf import GGMLQuantizationType as T
+
+from . import arch as arch_registry
+from . import quants
+from .arch import SourceTensor
+from .convert import in_order
+from .gguf_read import GGUFFile, GGUFTensorInfo, read_gguf
+from .reader import Checkpoint, decode_to_f32
+from .validate.model import check_tensors
+
+CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float64 intermediates)
+
+# The largest relative RMS error (sqrt(sum (file - checkpoint)^2 / sum checkpoint^2)) each type
+# may show before a tensor fails. Measured with scripts/measure_verify_limits.py (qconvert's
+# quantizers, gguf-py's decoders), the worst tensor of: gaussian rows, Student-t (3 degrees of
+# freedom) rows, every matrix of tests/fixtures/models, and SmolLM2-135M's matrices:
+#
+#   type   worst measured (source)     limit
+#   F32    0                           1e-6   (float32 rounding of a transform computed elsewhere)
+#   F16    2.16e-4 (fixtures)          6.5e-4 (3x)
+#   BF16   1.71e-3 (fixtures)          5.2e-3 (3x)
+#   Q8_0   8.45e-3 (Student-t)         0.026  (3x)
+#   Q6_K   2.56e-2 (Student-t)         0.077  (3x)
+#   Q5_K   4.71e-2 (Student-t)         0.14   (3x)
+#   Q5_1   5.33e-2 (SmolLM2)           0.16   (3x)
+#   Q5_0   6.66e-2 (Student-t)         0.20   (3x)
+#   Q4_K   9.31e-2 (Student-t)         0.28   (3x)
+#   Q4_1   0.100   (Student-t)         0.30   (3x)
+#   Q4_0   0.129   (Student-t)         0.39   (3x)
+#   Q3_K   0.191   (Student-t)         0.57   (3x)
+#   Q2_K   0.352   (Student-t)         0.70   (2x: 3x would pass an all-zero tensor, whose error is 1)
+#
+# (SmolLM2's checkpoint is rebuilt from a quantized GGUF, so its weights sit on a grid: its Q4_1
+# and K-quant errors are lower than random data's.) A wrong file is far beyond these: another
+# model's weights of the same shape give about 1.4, zeros 1, a tensor of flipped bytes more.
+LIMITS: dict[T, float] = {
+    T.F32: 1e-6, T.F16: 6.5e-4, T.BF16: 5.2e-3, T.Q8_0: 0.026, T.Q6_K: 0.077, T.Q5_K: 0.14, T.Q5_1: 0.16,
+    T.Q5_0: 0.20, T.Q4_K: 0.28, T.Q4_1: 0.30, T.Q4_0: 0.39, T.Q3_K: 0.57, T.Q2_K: 0.70,
+}
+
+# Tensor problem codes (TensorCheck.problem), worst first when a tensor has several
+MISSING = "missing"                    # the checkpoint gives this tensor; the file lacks it
+EXTRA = "extra"                        # the file has a tensor the checkpoint does not give
+SHAPE = "shape"                        # the file's shape is not the checkpoint's (expected_shape)
+NONFINITE = "nonfinite"                # NaN/Inf in an fp16 scale field or a float value (nonfinite: how many)
+UNSUPPORTED_TYPE = "unsupported_type"  # a type without a limit here (no measured error bound)
+ERROR = "error"                        # rel_rms beyond limit
+
+# Why TensorCheck.exact is None
+NO_MODEL = "no_model"                  # no checkpoint to compare with
+IMATRIX = "imatrix"                    # the file was quantized with an importance matrix (quantize.imatrix.*)
+                                       # that verify does not have
+NOT_COMPARED = "not_compared"          # missing, extra or mis-shaped: nothing to compare
+TYPE_NOT_WRITTEN = "type_not_written"  # qconvert has no quantizer for the file's type
+
+# File problem codes (VerifyReport.problems)
+ARCHITECTURE = "architecture"          # general.architecture is not the checkpoint's
+
+FLOAT_VIEWS = {T.F32: np.float32, T.F16: np.float16, T.F64: np.float64}
+
+
+@dataclass
+class TensorCheck:
+    name: str
+    type: str | None                   # in the file (None when missing)
+    shape: list[int] | None            # in the file, GGUF order (None when missing)
+    problem: str | None = None         # a code above, or None
+    nonfinite: int = 0                 # blocks with a NaN/Inf fp16 field, or NaN/Inf values of a float tensor
+    rel_rms: float | None = None       # with a model: sqrt(sum (file - checkpoint)^2 / sum checkpoint^2)
+    max_abs: float | None = None       # with a model: max |file - checkpoint|
+    limit: float | None = None         # the type's rel_rms limit (LIMITS)
+    exact: bool | None = None          # the bytes equal qconvert's quantization of the checkpoint's values
+    exact_unknown: str | None = NO_MODEL  # why exact is None (a code above)
+    expected_shape: list[int] | None = None  # the checkpoint's, GGUF order (with a model)
+    file: int = 0                      # index in VerifyReport.files
+
+
+@dataclass
+class VerifyReport:
+    command: str                       # "verify"
+    ok: bool
+    files: list[Path]                  # the file, or the members of a split set in order
+    model: Path | None                 # the checkpoint folder compared with
+    architecture: str | None           # the file's general.architecture
+    expected_architecture: str | None  # the checkpoint's (with a model)
+    imatrix: bool                      # the file records an importance matrix (quantize.imatrix.*)
+    problems: list[str]                # file-level codes
+    failed: list[str]                  # the names of the tensors with a problem
+    tensors: list[TensorCheck] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def read_files(path: Path) -> list[GGUFFile]:
+    """The file at `path` (a set's members once gguf_read reads split sets)."""
+    return [read_gguf(path)]
+
+
+def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: int | None = None,
+           on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+    """Check the GGUF file (or split set) at `path`, and with `model_dir` compare it with that
+    checkpoint folder. Raises GGUFError when the file is not well-formed GGUF at all (nothing
+    can then be checked tensor by tensor); any other problem is in the report (`ok` False).
+    `on_progress(n)` is called with the elements checked as chunks complete."""
+    start = time.perf_counter()
+    files = read_files(Path(path))
+    first = files[0]
+    arch_field = first.fields.get(gguf.Keys.General.ARCHITECTURE)
+    architecture = arch_field.value if arch_field is not None and isinstance(arch_field.value, str) else None
+    imatrix = any(k.startswith("quantize.imatrix.") for k in first.fields)
+    located = [(i, t) for i, f in enumerate(files) for t in f.tensors]
+
+    sources: dict[str, SourceTensor] = {}
+    ckpt = expected_arch = None
+    if model_dir is not None:
+        ckpt = Checkpoint.open(model_dir)
+        adapter = arch_registry.for_config(ckpt.config, ckpt.path)
+        source_list = adapter.tensors(ckpt.tensors)
+        check_tensors(adapter, source_list)
+        sources = {s.gguf_name: s for s in source_list}
+        expected_arch = adapter.arch_name
+
+    checks: list[TensorCheck] = []
+    work: list[tuple[TensorCheck, GGUFTensorInfo, SourceTensor | None]] = []
+    for index, info in located:
+        c = TensorCheck(info.name, info.type.name, list(info.shape), file=index)
+        checks.append(c)
+        src = sources.get(info.name)
+        if ckpt is not None:
+            c.limit = LIMITS.get(info.type)
+            if src is None:
+                c.problem, c.exact_unknown = EXTRA, NOT_COMPARED
+            elif list(reversed(src.shape)) != c.shape:
+                c.problem, c.exact_unknown, c.expected_shape = SHAPE, NOT_COMPARED, list(reversed(src.shape))
+            else:
+                c.expected_shape = c.shape
+                c.exact_unknown = (IMATRIX if imatrix else TYPE_NOT_WRITTEN if info.type not in quants.REGISTRY
+                                   else None)
+        work.append((c, info, src if c.problem is None else None))
+    if ckpt is not None:
+        present = {info.name for _, info in located}
+        for name, src in sources.items():
+            if name not in present:
+                checks.append(TensorCheck(name, None, None, MISSING, exact_unknown=NOT_COMPARED,
+                                          expected_shape=list(reversed(src.shape))))
+
+    try:
+        run_checks(files, work, ckpt, threads, on_progress, exact=not imatrix)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+
+    problems = [ARCHITECTURE] if ckpt is not None and architecture != expected_arch else []
+    failed = [c.name for c in checks if c.problem is not None]
+    return VerifyReport("verify", not failed and not problems, [f.path for f in files],
+                        Path(model_dir) if model_dir is not None else None, architecture, expected_arch, imatrix,
+                        problems, failed, checks, time.perf_counter() - start)
+
+
+@dataclass
+class Sums:
+    """What a chunk contributes to a tensor's figures."""
+
+    nonfinite: int = 0
+    err_ss: float = 0.0
+    ref_ss: float = 0.0
+    max_abs: float = 0.0
+    exact: bool | None = None
+    elements: int = 0
+
+
+def run_checks(files: list[GGUFFile], work: list[tuple[TensorCheck, GGUFTensorInfo, SourceTensor | None]],
+               ckpt: Checkpoint | None, threads: int | None, on_progress: Callable[[int], None] | None,
+               exact: bool) -> None:
+    """Every tensor's chunks through the pool (in order, a bounded window in flight), their sums
+    folded into each TensorCheck."""
+    threads = threads or os.cpu_count() or 1
+    maps: list[mmap.mmap] = []
+    try:
+        for f in files:
+            with open(f.path, "rb") as fh:
+                maps.append(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
+        totals: dict[int, Sums] = {}
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            jobs = chunk_jobs(files, maps, work, ckpt, exact)
+            for key, sums in in_order(pool, jobs, window=2 * threads + 2):
+                add(totals.setdefault(key, Sums()), sums)
+                if on_progress is not None:
+                    on_progress(sums.elements)
+        for key, (c, info, src) in enumerate(work):
+            finish(c, info, src, totals.get(key, Sums()), ckpt is not None)
+    finally:
+        for m in maps:
+            m.close()
+
+
+def add(total: Sums, s: Sums) -> None:
+    total.nonfinite += s.nonfinite
+    total.err_ss += s.err_ss
+    total.ref_ss += s.ref_ss
+    total.max_abs = float(np.maximum(total.max_abs, s.max_abs))  # a NaN stays
+    total.elements += s.elements
+    if s.exact is not None:
+        total.exact = s.exact if total.exact is None else total.exact and s.exact
+
+
+def finish(c: TensorCheck, info: GGUFTensorInfo, src: SourceTensor | None, s: Sums, with_model: bool) -> None:
+    """A tensor's figures and its problem code from its chunks' sums."""
+    c.nonfinite = s.nonfinite
+    if src is not None:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            c.rel_rms = float(np.sqrt(s.err_ss / s.ref_ss)) if s.ref_ss > 0 else (0.0 if s.err_ss == 0 else np.inf)
+        c.max_abs = float(s.max_abs)
+        if c.exact_unknown is None:
+            c.exact = bool(s.exact)
+    if c.problem is not None:
+        return
+    if c.nonfinite:
+        c.problem = NONFINITE
+    elif with_model and c.limit is None:
+        c.problem = UNSUPPORTED_TYPE
+    elif src is not None and not c.rel_rms <= c.limit:  # NaN fails too
+        c.problem = ERROR
+
+
+def chunk_jobs(files, maps, work, ckpt, exact) -> Iterator[Callable[[], tuple[int, Sums]]]:
+    """One job per chunk of rows of every tensor; a job returns (tensor index in `work`, Sums).
+    A chunk stays within one expert of a stacked tensor (one checkpoint tensor per read), and a
+    tensor the conversion reads whole is one chunk."""
+    for key, (c, info, src) in enumerate(work):
+        data = tensor_bytes(files[c.file], maps[c.file], info)
+        cols = info.shape[0]
+        n_rows = data.shape[0]
+        if src is not None and (src.generate is not None or len(src.shape) < 2 or src.transpose):
+            yield partial(check_chunk, key, data, info.type, ckpt, src, 0, n_rows, exact)
+            continue
+        per_part = n_rows // (len(src.stack) if src is not None and src.stack else 1)
+        step = max(1, CHUNK_ELEMENTS // cols)
+        for first in range(0, n_rows, per_part):
+            for lo in range(first, first + per_part, step):
+                hi = min(lo + step, first + per_part)
+                yield partial(check_chunk, key, data[lo:hi], info.type, ckpt, src, lo, hi, exact)
+
+
+def tensor_bytes(f: GGUFFile, buf: mmap.mmap, info: GGUFTensorInfo) -> np.ndarray:
+    """The tensor's data as u8[rows, row bytes], a view of the mapped file."""
+    block, type_size = gguf.GGML_QUANT_SIZES[info.type]
+    row_bytes = info.shape[0] // block * type_size
+    raw = np.frombuffer(buf, np.uint8, info.nbytes, f.data_offset + info.offset)
+    return raw.reshape(-1, row_bytes)
+
+
+def check_chunk(key: int, data: np.ndarray, qtype: T, ckpt: Checkpoint | None, src: SourceTensor | None,
+                lo: int, hi: int, exact: bool) -> tuple[int, Sums]:
+    """Rows lo..hi of a tensor (`data`, their bytes): non-finite fields or values, and with a
+    source, the error against the checkpoint's rows and whether the bytes are qconvert's."""
+    s = Sums(nonfinite=count_nonfinite(data, qtype), elements=data.shape[0] * (data.shape[1] if data.size else 0))
+    if src is None or ckpt is None:
+        return key, s
+    x = source_rows(ckpt, src, lo, hi)
+    y = gguf.quants.dequantize(data, qtype).reshape(x.shape)
+    s.elements = x.size
+    with np.errstate(invalid="ignore", over="ignore"):
+        d = y.astype(np.float64) - x
+        s.err_ss = float(np.dot(d.reshape(-1), d.reshape(-1)))
+        xf = x.reshape(-1).astype(np.float64)
+        s.ref_ss = float(np.dot(xf, xf))
+        s.max_abs = float(np.abs(d).max(initial=0.0))
+    if exact and qtype in quants.REGISTRY:
+        s.exact = bool(np.array_equal(quants.quantize_rows(qtype, x), data))
+    return key, s
+
+
+def count_nonfinite(data: np.ndarray, qtype: T) -> int:
+    """Blocks of `data` (u8[rows, row bytes] of `qtype`) whose fp16 scale fields are NaN/Inf
+    (the registry's fp16_fields), or NaN/Inf values of a float tensor; for another type gguf-py
+    can decode, blocks whose decoded values are not all finite. Integer types have none."""
+    if data.size == 0:
+        return 0
+    if qtype in FLOAT_VIEWS:
+        return int((~np.isfinite(np.ascontiguousarray(data).view(FLOAT_VIEWS[qtype]))).sum())
+    if qtype == T.BF16:  # all exponent bits set: 0x7F80 of the bfloat16
+        bits = np.ascontiguousarray(data).view(np.uint16)
+        return int(((bits & np.uint16(0x7F80)) == np.uint16(0x7F80)).sum())
+    qt = quants.REGISTRY.get(qtype)
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    blocks = data.reshape(-1, type_size)
+    if qt is not None:
+        bad = np.zeros(blocks.shape[0], bool)
+        for offset in qt.fp16_fields:  # an fp16 is Inf or NaN when its exponent bits, 0x7C of its high byte, are set
+            bad |= (blocks[:, offset + 1] & np.uint8(0x7C)) == np.uint8(0x7C)
+        return int(bad.sum())
+    try:
+        values = gguf.quants.dequantize(data, qtype)
+    except NotImplementedError:  # the integer types: nothing can be non-finite
+        return 0
+    return int((~np.isfinite(values.reshape(-1, block))).any(axis=1).sum())
+
+
+def source_rows(ckpt: Checkpoint, src: SourceTensor, lo: int, hi: int) -> np.ndarray:
+    """Rows lo..hi of the GGUF tensor `src` (seen as 2-D [rows, row length]) as float32 from the
+    checkpoint: the values the conversion quantizes (convert.row_chunk and whole_tensor read
+    them the same way). Rows within one expert of a stacked tensor, or all rows of a tensor the
+    conversion reads whole."""
+    cols = src.shape[-1]
+    if src.generate is not None or len(src.shape) < 2 or src.transpose:
+        if src.generate is not None:
+            arr = src.generate().astype(np.float32)
+        else:
+            arr = ckpt.load(src.src)
+            if src.transpose:
+                arr = arr.T
+            if src.row_order is not None:
+                arr = arr.reshape(-1, arr.shape[-1])[src.row_order]
+        x = np.ascontiguousarray(arr.reshape(-1, cols), dtype=np.float32)[lo:hi]
+    else:
+        name = src.src
+        if src.stack:
+            per_part = src.n_elements // cols // len(src.stack)
+            name = src.stack[lo // per_part]
+            lo, hi = lo % per_part, (hi - 1) % per_part + 1
+        rows = src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi)
+        x = np.ascontiguousarray(decode_to_f32(ckpt.read_rows(name, rows), ckpt.tensors[name].dtype))
+    if src.transform is not None:
+        x = x.copy() if not x.flags.writeable else x
+        src.transform(x)
+    return x
