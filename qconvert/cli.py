@@ -147,6 +147,24 @@ def inspect(
     report.emit(inspect_report(path, tensors=tensors), json_)
 
 
+@app.command()
+def verify(
+    path: Annotated[Path, typer.Argument(help="GGUF file (the first file of a split set).", show_default=False)],
+    model_dir: Annotated[Optional[Path], typer.Argument(
+        help="Checkpoint folder to compare every tensor with.", show_default=False)] = None,
+    threads: ThreadsOpt = None,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Check a GGUF file's structure and scales; with MODEL, compare every tensor with the checkpoint.
+    Exit 1 naming the tensors when any is missing, extra, mis-shaped or beyond its type's error limit."""
+    from .verify import verify as run_verify
+    result = run_verify(path, model_dir, threads=threads)
+    report.emit(result, json_, quiet=quiet)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     """Console entry point: run the app; every failure becomes one line and an exit code (above),
     and with --json also an error report on stdout."""

@@ -322,6 +322,61 @@ def text_inspect(r: InspectReport) -> str:
 # ---------------------------------------------------------------------------------------------
 # verify (qconvert/verify.py builds VerifyReport)
 
+# what verify's codes mean, for people
+VERIFY_PROBLEMS = {
+    "missing": "missing from the file", "extra": "not in the checkpoint", "shape": "shape differs",
+    "nonfinite": "NaN/Inf scales or values", "unsupported_type": "no error limit for this type",
+    "error": "error beyond the limit", "architecture": "architecture differs",
+}
+VERIFY_EXACT_UNKNOWN = {
+    "imatrix": "made with an importance matrix verify does not have",
+    "type_not_written": "a type qconvert does not write",
+}
+
+
+def text_verify(r) -> str:
+    """The table of a VerifyReport (qconvert/verify.py): one line per tensor, then the verdict."""
+    def num(v, fmt: str, width: int) -> str:
+        return f"{'-':>{width}}" if v is None else format(v, f"{width}{fmt}")
+
+    def shown(t) -> str:
+        if t.problem == "shape":
+            return f"shape differs: {'x'.join(map(str, t.shape))}, checkpoint {'x'.join(map(str, t.expected_shape))}"
+        if t.problem == "nonfinite":
+            return f"{t.nonfinite} NaN/Inf scales or values"
+        return VERIFY_PROBLEMS.get(t.problem, t.problem) if t.problem else ""
+
+    with_model = r.model is not None
+    width = max((len(t.name) for t in r.tensors), default=6)
+    lines = [" ".join(str(f) for f in r.files) + (f" against {r.model}" if with_model else "")]
+    head = f"{'tensor':<{width}}  {'type':<6}"
+    columns = f" {'rel RMS':>9} {'max abs':>9} {'limit':>8} {'exact':<5} problem" if with_model else " problem"
+    lines.append(head + columns)
+    for t in r.tensors:
+        row = f"{t.name:<{width}}  {t.type or '-':<6}"
+        if with_model:
+            exact = "-" if t.exact is None else "yes" if t.exact else "no"
+            row += f" {num(t.rel_rms, '.2e', 9)} {num(t.max_abs, '.2e', 9)} {num(t.limit, '.2g', 8)} {exact:<5} "
+        else:
+            row += " "
+        lines.append((row + shown(t)).rstrip())
+    for code in r.problems:
+        detail = f": file {r.architecture}, checkpoint {r.expected_architecture}" if code == "architecture" else ""
+        lines.append(f"file: {VERIFY_PROBLEMS.get(code, code)}{detail}")
+    unknown = {t.exact_unknown for t in r.tensors if t.exact_unknown in VERIFY_EXACT_UNKNOWN}
+    for code in sorted(unknown):
+        lines.append(f"exact not known: {VERIFY_EXACT_UNKNOWN[code]}")
+    if r.ok:
+        against = "matches its checkpoint" if with_model else "is sound (give MODEL to compare with a checkpoint)"
+        lines.append(f"OK: {len(r.tensors)} tensors, the file {against} ({r.seconds:.1f} s)")
+    else:
+        failed = ", ".join(r.failed[:10]) + (f" and {len(r.failed) - 10} more" if len(r.failed) > 10 else "")
+        lines.append("FAILED: " + "; ".join(filter(None, [
+            f"{len(r.failed)} tensor{'s' if len(r.failed) != 1 else ''}: {failed}" if r.failed else "",
+            ", ".join(VERIFY_PROBLEMS.get(c, c) for c in r.problems)])))
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------------------------
 # batch (qconvert/batch.py builds BatchReport)
 
