@@ -65,14 +65,14 @@ CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float64 inte
 #   Q4_1   0.100   (Student-t)         0.30   (3x)
 #   Q4_0   0.129   (Student-t)         0.39   (3x)
 #   Q3_K   0.191   (Student-t)         0.57   (3x)
-#   Q2_K   0.352   (Student-t)         0.70   (2x: 3x would pass an all-zero tensor, whose error is 1)
+#   Q2_K   0.352   (Student-t)         0.75   (2.1x: 3x would pass an all-zero tensor, whose error is 1)
 #
 # (SmolLM2's checkpoint is rebuilt from a quantized GGUF, so its weights sit on a grid: its Q4_1
 # and K-quant errors are lower than random data's.) A wrong file is far beyond these: another
 # model's weights of the same shape give about 1.4, zeros 1, a tensor of flipped bytes more.
 LIMITS: dict[T, float] = {
     T.F32: 1e-6, T.F16: 6.5e-4, T.BF16: 5.2e-3, T.Q8_0: 0.026, T.Q6_K: 0.077, T.Q5_K: 0.14, T.Q5_1: 0.16,
-    T.Q5_0: 0.20, T.Q4_K: 0.28, T.Q4_1: 0.30, T.Q4_0: 0.39, T.Q3_K: 0.57, T.Q2_K: 0.70,
+    T.Q5_0: 0.20, T.Q4_K: 0.28, T.Q4_1: 0.30, T.Q4_0: 0.39, T.Q3_K: 0.57, T.Q2_K: 0.75,
 }
 
 # Tensor problem codes (TensorCheck.problem), worst first when a tensor has several

@@ -1,0 +1,372 @@
+"""qconvert verify: files made by qconvert, by llama.cpp's converter and by llama-quantize pass
+against their checkpoint, bytes exact; damaged files, files missing or adding tensors, and files
+of another model fail, naming the tensors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType as T
+from safetensors.numpy import save_file
+
+from conftest import MODELS, ROOT, check_report, memoized, oracle_vocab_pre, report, run_cli, run_json
+from qconvert import quants, verify as verify_mod
+from qconvert.convert import convert
+from qconvert.errors import GGUFError
+from qconvert.gguf_read import read_gguf
+from qconvert.reader import Checkpoint
+from qconvert.verify import LIMITS, verify
+
+sys.path.insert(0, str(ROOT / "scripts"))
+from llama_quantize import llama_quantize  # noqa: E402
+from oracle_convert import oracle_convert  # noqa: E402
+
+K256 = MODELS / "llama-k256-bf16"  # rows of 256: every K-quant, as llama-quantize's mixes choose them
+FIXTURE_MODELS = sorted(p.name for p in MODELS.iterdir() if (p / "config.json").is_file())
+
+
+@pytest.fixture(scope="module")
+def ours(tmp_path_factory):
+    """(model, type) -> qconvert's file."""
+    def make(model: str, qtype: str) -> Path:
+        out = tmp_path_factory.mktemp("ours") / f"{model}-{qtype}.gguf"
+        convert(MODELS / model, out, qtype, threads=2)
+        return out
+
+    return memoized(make)
+
+
+@pytest.fixture(scope="module")
+def theirs_f32(tmp_path_factory) -> Path:
+    """llama.cpp's convert_hf_to_gguf.py output of K256, --outtype f32."""
+    out = tmp_path_factory.mktemp("oracle") / "k256-f32.gguf"
+    oracle_convert(K256, out, "f32", vocab_pre=oracle_vocab_pre(K256))
+    return out
+
+
+def by_name(r) -> dict:
+    return {t.name: t for t in r.tensors}
+
+
+def copy_gguf(src: Path, out: Path, edit=None, extra: dict[str, np.ndarray] | None = None) -> Path:
+    """A GGUF written by gguf-py's GGUFWriter from the tensors of a real output (its architecture
+    key kept): `edit(name, type, data)` returns the (type, data) to write, or None to leave the
+    tensor out; `extra` tensors (F32) are added."""
+    reader = gguf.GGUFReader(src)
+    arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    w = gguf.GGUFWriter(out, arch)
+    for t in reader.tensors:
+        qtype, data = T(t.tensor_type), np.array(t.data)
+        if edit is not None:
+            got = edit(t.name, qtype, data)
+            if got is None:
+                continue
+            qtype, data = got
+        if qtype in (T.F32, T.F16):
+            w.add_tensor(t.name, data)
+        else:
+            w.add_tensor(t.name, data, raw_dtype=qtype)
+    for name, data in (extra or {}).items():
+        w.add_tensor(name, data)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return out
+
+
+# -- files that must pass ------------------------------------------------------------------------
+
+def test_qconvert_k_quant_mix_passes_exact(ours):
+    r = verify(ours("llama-k256-bf16", "Q4_K_M"), K256, threads=2)
+    assert r.ok and not r.failed and not r.problems, r.failed
+    assert {t.type for t in r.tensors} == {"F32", "Q4_K", "Q6_K"}
+    for t in r.tensors:
+        assert t.exact is True and t.exact_unknown is None, t.name
+        assert t.rel_rms <= t.limit == LIMITS[T[t.type]], t.name
+        assert t.max_abs >= 0 and t.expected_shape == t.shape
+    # quantization leaves an error, and the figures show it
+    assert min(t.rel_rms for t in r.tensors if t.type == "Q4_K") > 0.01
+
+
+@pytest.mark.parametrize("model", FIXTURE_MODELS)
+def test_every_architecture_passes(model, ours):
+    """Every adapter's transforms (Q/K row orders, stacked experts, norm offsets, transposed
+    Conv1D weights, generated rope factors) are applied when reading the checkpoint: qconvert's
+    Q4_K_M file of each fixture comes out exact."""
+    r = verify(ours(model, "Q4_K_M"), MODELS / model, threads=2)
+    assert r.ok, [(t.name, t.problem, t.rel_rms) for t in r.tensors if t.problem]
+    assert all(t.exact for t in r.tensors), [t.name for t in r.tensors if not t.exact]
+    assert r.architecture == r.expected_architecture
+
+
+def test_llama_cpp_converter_and_llama_quantize_pass_exact(theirs_f32, tmp_path):
+    """Files of llama.cpp's own tools: the converter's F32 file, and llama-quantize's Q4_K_M and
+    Q2_K of it, pass against the checkpoint with every tensor byte-exact (qconvert's quantizers
+    write ggml's bytes)."""
+    files = {"converter F32": theirs_f32}
+    for mix in ("Q4_K_M", "Q2_K"):
+        files[f"llama-quantize {mix}"] = llama_quantize(theirs_f32, tmp_path / f"{mix}.gguf", mix, nthread=2)
+    for what, path in files.items():
+        r = verify(path, K256, threads=2)
+        assert r.ok, (what, r.failed)
+        assert all(t.exact for t in r.tensors), (what, [t.name for t in r.tensors if not t.exact])
+        worst = max(r.tensors, key=lambda t: t.rel_rms / t.limit)
+        report(f"verify {what} of llama-k256: worst tensor {worst.name} {worst.type} rel RMS {worst.rel_rms:.3g} "
+               f"(limit {worst.limit})")
+    assert {t.type for t in verify(files["llama-quantize Q2_K"], K256).tensors} >= {"Q2_K", "Q3_K"}
+
+
+def test_without_model_a_sound_file_passes(ours):
+    r = verify(ours("llama-k256-bf16", "Q4_K_M"))
+    assert r.ok and r.model is None and r.expected_architecture is None
+    assert all(t.exact is None and t.exact_unknown == "no_model" and t.rel_rms is None for t in r.tensors)
+    assert all(t.nonfinite == 0 and t.limit is None for t in r.tensors)
+
+
+def test_imatrix_file_passes_exact_unknown(tmp_path):
+    from conftest import write_gguf_imatrix
+    from qconvert.convert import prepare
+
+    rows = prepare(K256, "Q4_K_M").rows
+    rng = np.random.default_rng(0)
+    entries = {r.gguf_name: (rng.uniform(0.1, 2, (1, r.shape[-1])), np.full((1, 1), 7.0))
+               for r in rows if len(r.shape) == 2 and r.gguf_name != "token_embd.weight"}
+    write_gguf_imatrix(tmp_path / "imatrix.gguf", entries)
+    out = tmp_path / "q.gguf"
+    convert(K256, out, "Q4_K_M", imatrix=tmp_path / "imatrix.gguf", threads=2)
+    r = verify(out, K256)
+    assert r.ok and r.imatrix
+    assert all(t.exact is None and t.exact_unknown == "imatrix" for t in r.tensors)
+    assert all(t.rel_rms <= t.limit for t in r.tensors)
+
+
+# -- files that must fail ------------------------------------------------------------------------
+
+def test_flipped_bytes_exceed_the_limit(ours, tmp_path):
+    """A Q4_K tensor whose quants are flipped (scales untouched): error far beyond the limit, not
+    exact, named; the other tensors still pass."""
+    src = ours("llama-k256-bf16", "Q4_K_M")
+    bad = tmp_path / "flipped.gguf"
+    shutil.copy(src, bad)
+    g = read_gguf(src)
+    info = next(t for t in g.tensors if t.name == "blk.0.ffn_up.weight")
+    data_offset = g.data_offset
+    raw = bytearray(bad.read_bytes())
+    blocks = np.frombuffer(raw, np.uint8, info.nbytes, data_offset + info.offset).reshape(-1, 144).copy()
+    blocks[:, 16:] ^= 0xFF  # every 4-bit level q becomes 15 - q
+    raw[data_offset + info.offset:data_offset + info.offset + info.nbytes] = blocks.tobytes()
+    bad.write_bytes(bytes(raw))
+
+    assert verify(bad).ok  # the structure and scales are sound
+    r = verify(bad, K256)
+    t = by_name(r)["blk.0.ffn_up.weight"]
+    assert not r.ok and r.failed == ["blk.0.ffn_up.weight"]
+    assert t.problem == "error" and t.exact is False and t.rel_rms > 3 * t.limit
+    proc = run_cli("verify", bad, K256)
+    assert proc.returncode == 1
+    assert "blk.0.ffn_up.weight" in proc.stdout and "FAILED" in proc.stdout
+    assert "error beyond the limit" in proc.stdout
+
+
+@pytest.mark.parametrize("qtype,field", [("Q8_0", 0), ("Q4_K_M", 2), ("F16", None)])
+def test_nonfinite_scale_or_value_is_a_structural_problem(qtype, field, ours, tmp_path):
+    """A NaN fp16 scale (Q8_0's d, Q4_K's dmin) or a NaN in an F16 tensor is found without a
+    model, counted per block, and fails."""
+    src = ours("llama-k256-bf16", qtype)
+    g = read_gguf(src)
+    info = next(t for t in g.tensors if t.name == "blk.1.attn_q.weight")
+    raw = bytearray(src.read_bytes())
+    start = g.data_offset + info.offset
+    type_size = gguf.GGML_QUANT_SIZES[info.type][1]
+    for block in (3, 7):  # two blocks: 0x7E00, a quiet NaN, little-endian
+        at = start + block * type_size + (field or 0)
+        raw[at:at + 2] = b"\x00\x7e"
+    bad = tmp_path / "nan.gguf"
+    bad.write_bytes(bytes(raw))
+    for model in (None, K256):
+        r = verify(bad, model)
+        t = by_name(r)["blk.1.attn_q.weight"]
+        assert not r.ok and r.failed == ["blk.1.attn_q.weight"]
+        assert t.problem == "nonfinite" and t.nonfinite == 2
+    proc, data = run_json("verify", bad)
+    assert proc.returncode == 1 and data["ok"] is False and data["failed"] == ["blk.1.attn_q.weight"]
+
+
+def test_missing_extra_and_misshaped_tensors_fail(ours, tmp_path):
+    """Files written by gguf-py's GGUFWriter from a real output: one tensor left out, one added,
+    one with rows dropped: each named with its problem."""
+    src = ours("llama-k256-bf16", "Q4_K_M")
+
+    def edit(name, qtype, data):
+        if name == "blk.0.attn_v.weight":
+            return None
+        if name == "token_embd.weight":
+            return qtype, data[:-1]  # 400 rows of the 401
+        return qtype, data
+
+    bad = copy_gguf(src, tmp_path / "edited.gguf", edit, extra={"blk.2.attn_norm.weight": np.ones(256, np.float32)})
+    assert verify(bad).ok  # a sound file on its own
+    r = verify(bad, K256)
+    got = {t.name: t.problem for t in r.tensors if t.problem}
+    assert got == {"blk.0.attn_v.weight": "missing", "blk.2.attn_norm.weight": "extra", "token_embd.weight": "shape"}
+    assert sorted(r.failed) == sorted(got) and not r.ok
+    t = by_name(r)["token_embd.weight"]
+    assert t.shape == [256, 400] and t.expected_shape == [256, 401] and t.exact is None
+    missing = by_name(r)["blk.0.attn_v.weight"]
+    assert missing.type is None and missing.shape is None and missing.expected_shape == [256, 128]
+    # every other tensor, copied unchanged, still passes exact
+    assert all(t.exact for t in r.tensors if t.problem is None)
+
+
+def test_file_without_the_qk_permutation_fails(ours, tmp_path):
+    """A converter that forgot llama.cpp's Q/K row permutation: attn_q/attn_k in the checkpoint's
+    row order fail, so verify does compare after the adapter's permutation."""
+    ckpt = Checkpoint.open(K256)
+    src = ours("llama-k256-bf16", "F16")
+
+    def edit(name, qtype, data):
+        if name in ("blk.0.attn_q.weight", "blk.0.attn_k.weight"):
+            return qtype, ckpt.load(f"model.layers.0.self_attn.{name.split('.')[2][-1]}_proj.weight").astype(np.float16)
+        return qtype, data
+
+    r = verify(copy_gguf(src, tmp_path / "unpermuted.gguf", edit), K256)
+    assert sorted(r.failed) == ["blk.0.attn_k.weight", "blk.0.attn_q.weight"]
+    assert all(by_name(r)[n].problem == "error" for n in r.failed)
+
+
+def test_gemma_norm_without_offset_fails(ours, tmp_path):
+    """Gemma's norms are written as 1 + weight (the adapter's transform): a file that kept the
+    checkpoint's value fails on those tensors."""
+    model = "gemma2-spm-bf16"
+    ckpt = Checkpoint.open(MODELS / model)
+    src = ours(model, "F16")
+
+    def edit(name, qtype, data):
+        if name == "blk.0.attn_norm.weight":
+            return qtype, ckpt.load("model.layers.0.input_layernorm.weight")
+        return qtype, data
+
+    r = verify(copy_gguf(src, tmp_path / "no-offset.gguf", edit), MODELS / model)
+    assert r.failed == ["blk.0.attn_norm.weight"] and by_name(r)["blk.0.attn_norm.weight"].problem == "error"
+
+
+def test_file_of_another_model_fails(ours, tmp_path):
+    """Against another fixture (other shapes) every tensor is named; against a checkpoint of the
+    same shapes and other weights, every weight tensor is beyond its limit; against another
+    architecture, the file-level problem says so."""
+    q4 = ours("llama-k256-bf16", "Q4_K_M")
+    r = verify(q4, MODELS / "llama-spm-f32")
+    assert not r.ok and len(r.failed) == len(r.tensors)
+    assert {t.problem for t in r.tensors} <= {"shape", "extra", "missing"}
+
+    other = tmp_path / "other-weights"
+    shutil.copytree(K256, other)
+    ckpt = Checkpoint.open(K256)
+    rng = np.random.default_rng(1)
+    tensors = {}
+    for name in ckpt.tensors:  # float32: fresh weights of the same scale for the matrices
+        v = ckpt.load(name)
+        fresh = rng.standard_normal(v.shape) * np.abs(v).mean() * 1.25
+        tensors[name] = fresh.astype(np.float32) if v.ndim == 2 else v
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    r = verify(q4, other)
+    matrices = {t.name for t in r.tensors if len(t.shape) == 2}
+    assert set(r.failed) == matrices
+    assert all(by_name(r)[n].rel_rms > 1 for n in matrices)
+
+    r = verify(ours("qwen2-bpe-bf16", "F16"), MODELS / "llama-bpe-bf16-sharded")
+    assert r.problems == ["architecture"] and r.architecture == "qwen2" and r.expected_architecture == "llama"
+    assert not r.ok
+
+
+def test_not_a_gguf_file_is_an_error(tmp_path):
+    bad = tmp_path / "x.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 8)
+    with pytest.raises(GGUFError):
+        verify(bad)
+    proc, data = run_json("verify", bad)
+    assert proc.returncode == 1 and data["error"]["kind"] == "gguf"
+
+
+# -- limits, CLI, JSON -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("qtype", sorted(LIMITS, key=lambda t: t.name), ids=lambda t: t.name)
+def test_limits_have_margin_and_reject_wrong_data(qtype):
+    """Each type's limit is at least twice its error on gaussian and heavy-tailed rows (the
+    figures behind LIMITS), and below what zeros or unrelated weights of the same scale give."""
+    rng = np.random.default_rng(7)
+    for x in (rng.standard_normal((32, 1024)), rng.standard_t(3, (32, 1024))):
+        x = x.astype(np.float32)
+        y = gguf.quants.dequantize(quants.quantize_rows(qtype, x), qtype)
+        err = float(np.sqrt(((y.astype(np.float64) - x) ** 2).sum() / (x.astype(np.float64) ** 2).sum()))
+        assert err * 2 <= LIMITS[qtype] or (qtype == T.F32 and err == 0), (qtype.name, err)
+    assert LIMITS[qtype] <= 0.75  # zeros: 1; an unrelated tensor of the same scale: about 1.4
+
+
+def test_cli_text_and_json(ours):
+    path = ours("llama-k256-bf16", "Q4_K_M")
+    proc = run_cli("verify", path, K256)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert lines[1].split() == ["tensor", "type", "rel", "RMS", "max", "abs", "limit", "exact", "problem"]
+    assert any(line.startswith("blk.0.attn_q.weight") and " yes" in line for line in lines)
+    assert lines[-1].startswith("OK: 21 tensors")
+    proc, data = run_json("verify", path, K256)
+    assert proc.returncode == 0 and data["ok"] is True and data["command"] == "verify"
+    assert data["model"] == str(K256) and len(data["tensors"]) == 21
+    assert all(t["exact"] is True for t in data["tensors"])
+    assert run_cli("verify", path, "--quiet").stdout == ""
+
+
+def test_json_nonfinite_figures_are_null():
+    """A rel RMS that is infinite (a tensor of zeros in the checkpoint, not in the file) is null
+    in JSON, as the schema says, and the report still validates."""
+    from qconvert.report import as_document
+    c = verify_mod.TensorCheck("a", "F32", [4], "error", rel_rms=float("inf"), max_abs=1.0, limit=1e-6, exact=False,
+                               exact_unknown=None, expected_shape=[4])
+    r = verify_mod.VerifyReport("verify", False, [Path("x.gguf")], Path("m"), "llama", "llama", False, [], ["a"], [c])
+    data = check_report(json.loads(json.dumps(as_document(r))))
+    assert data["tensors"][0]["rel_rms"] is None
+
+
+# -- slow: a real model ----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_smollm2_qconvert_and_llama_quantize_pass(smollm2_dir, tmp_path):
+    """SmolLM2-135M: qconvert's Q4_K_M and llama-quantize's Q4_K_M of the converter's F32 file
+    both pass, every tensor exact."""
+    import time
+
+    ours_path = tmp_path / "ours.gguf"
+    convert(smollm2_dir, ours_path, "Q4_K_M", threads=2)
+    f32 = tmp_path / "f32.gguf"
+    oracle_convert(smollm2_dir, f32, "f32")
+    theirs = llama_quantize(f32, tmp_path / "theirs.gguf", "Q4_K_M", nthread=2)
+    for what, path in (("qconvert", ours_path), ("llama-quantize", theirs)):
+        start = time.perf_counter()
+        r = verify(path, smollm2_dir, threads=2)
+        seconds = time.perf_counter() - start
+        assert r.ok, (what, r.failed)
+        assert all(t.exact for t in r.tensors), (what, [t.name for t in r.tensors if not t.exact])
+        worst = max(r.tensors, key=lambda t: t.rel_rms / t.limit)
+        report(f"verify SmolLM2 Q4_K_M by {what}: {len(r.tensors)} tensors in {seconds:.1f} s on 2 threads, worst "
+               f"{worst.name} {worst.type} rel RMS {worst.rel_rms:.3g} (limit {worst.limit})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", FIXTURE_MODELS)
+def test_converter_f16_of_every_fixture_passes(model, tmp_path):
+    """llama.cpp's converter's F16 file of every fixture passes, exact: verify reads every
+    architecture as llama.cpp's converter writes it."""
+    out = tmp_path / "theirs.gguf"
+    oracle_convert(MODELS / model, out, "f16", vocab_pre=oracle_vocab_pre(MODELS / model))
+    r = verify(out, MODELS / model)
+    assert r.ok, [(t.name, t.problem) for t in r.tensors if t.problem]
+    assert all(t.exact for t in r.tensors), [t.name for t in r.tensors if not t.exact]
