@@ -123,6 +123,17 @@ def test_llama_cpp_converter_and_llama_quantize_pass_exact(theirs_f32, tmp_path)
     assert {t.type for t in verify(files["llama-quantize Q2_K"], K256).tensors} >= {"Q2_K", "Q3_K"}
 
 
+def test_requantized_from_f16_passes_not_exact(ours, tmp_path):
+    """llama-quantize's Q8_0 of an F16 file of an F32 checkpoint: the F16 step rounds the
+    values first, so the bytes are not qconvert's (exact false), but the file passes."""
+    theirs = llama_quantize(ours("llama-spm-f32", "F16"), tmp_path / "q8.gguf", "Q8_0", nthread=2)
+    r = verify(theirs, MODELS / "llama-spm-f32")
+    assert r.ok, r.failed
+    inexact = [t for t in r.tensors if t.exact is False]
+    assert inexact and {t.type for t in inexact} == {"Q8_0"}
+    assert all(t.exact for t in r.tensors if t.type == "F32")
+
+
 def test_without_model_a_sound_file_passes(ours):
     r = verify(ours("llama-k256-bf16", "Q4_K_M"))
     assert r.ok and r.model is None and r.expected_architecture is None
