@@ -174,8 +174,7 @@ def quantize_report(job, ref: str, files, seconds: float | None) -> QuantizeRepo
             name = str(p)
         inputs.append(InputFile(name, p.stat().st_size))
     tensor_bytes, bpw = summarize(job.rows)
-    tensors = [TensorReport(r.gguf_name, r.src, list(reversed(r.shape)), r.src_dtype, r.qtype.name, r.reason,
-                            r.wanted.name if r.wanted is not None else None, r.nbytes) for r in job.rows]
+    tensors = tensor_reports(job.rows)
     out_files = [OutputFileReport(f.path, f.nbytes, f.sha256) for f in files]
     output = out_files[0].path if len(out_files) == 1 else [f.path for f in out_files]
     return QuantizeReport(
@@ -186,13 +185,19 @@ def quantize_report(job, ref: str, files, seconds: float | None) -> QuantizeRepo
         tensors=tensors)
 
 
+def tensor_reports(rows) -> list[TensorReport]:
+    """A plan's rows (planner.PlanRow) as the report lists them."""
+    return [TensorReport(r.gguf_name, r.src, list(reversed(r.shape)), r.src_dtype, r.qtype.name, r.reason,
+                         r.wanted.name if r.wanted is not None else None, r.nbytes) for r in rows]
+
+
 def text_quantize(r: QuantizeReport) -> str:
     if r.dry_run:
         return text_plan(r)
     where = r.output if not isinstance(r.output, list) else f"{r.output[0]} (+{len(r.output) - 1} files)"
     lines = [f"wrote {where} ({r.bytes / 2**20:.1f} MiB, {len(r.tensors)} tensors, "
              f"{r.bits_per_weight:.2f} bits per weight) in {r.seconds:.1f} s"]
-    if (line := fallback_line(r)) is not None:
+    if (line := fallback_line(r.tensors, r.bits_per_weight)) is not None:
         lines.append(line)
     return "\n".join(lines)
 
@@ -207,14 +212,14 @@ def text_plan(r: QuantizeReport) -> str:
                  f"{r.bits_per_weight:.2f} bits per weight")
     files = ", ".join(f"{f.path} ({f.bytes} bytes)" for f in r.files)
     lines.append(f"would write {files}")
-    if (line := fallback_line(r)) is not None:
+    if (line := fallback_line(r.tensors, r.bits_per_weight)) is not None:
         lines.append(line)
     return "\n".join(lines)
 
 
-def fallback_line(r: QuantizeReport) -> str | None:
+def fallback_line(tensors: list[TensorReport], bits_per_weight: float) -> str | None:
     """One line on what fallbacks did: how many tensors, which type changes, bits per weight."""
-    fell = [t for t in r.tensors if t.wanted is not None]
+    fell = [t for t in tensors if t.wanted is not None]
     if not fell:
         return None
     changes: dict[str, int] = {}
@@ -222,16 +227,16 @@ def fallback_line(r: QuantizeReport) -> str | None:
         key = f"{t.wanted}->{t.type}"
         changes[key] = changes.get(key, 0) + 1
     detail = ", ".join(f"{k} x{n}" for k, n in sorted(changes.items()))
-    intended = wanted_bits_per_weight(r)
-    return (f"{len(fell)} of {len(r.tensors)} tensors fell back ({detail}): {r.bits_per_weight:.2f} bits per "
+    intended = wanted_bits_per_weight(tensors)
+    return (f"{len(fell)} of {len(tensors)} tensors fell back ({detail}): {bits_per_weight:.2f} bits per "
             f"weight instead of {intended:.2f}")
 
 
-def wanted_bits_per_weight(r: QuantizeReport) -> float:
+def wanted_bits_per_weight(tensors: list[TensorReport]) -> float:
     """Bits per weight had every tensor got its rule's type."""
     import gguf
     bits = n = 0
-    for t in r.tensors:
+    for t in tensors:
         block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t.wanted or t.type]]
         count = math.prod(t.shape)
         bits += 8 * size * count / block
