@@ -153,13 +153,23 @@ def verify(
     model_dir: Annotated[Optional[Path], typer.Argument(
         help="Checkpoint folder to compare every tensor with.", show_default=False)] = None,
     threads: ThreadsOpt = None,
+    progress: ProgressOpt = None,
     quiet: QuietOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Check a GGUF file's structure and scales; with MODEL, compare every tensor with the checkpoint.
     Exit 1 naming the tensors when any is missing, extra, mis-shaped or beyond its type's error limit."""
     from .verify import verify as run_verify
-    result = run_verify(path, model_dir, threads=threads)
+    bar = None
+    if wants_progress(progress, quiet):
+        from tqdm import tqdm
+        bar = tqdm(unit="weights", unit_scale=True, desc=path.name, file=sys.stderr)
+    try:
+        result = run_verify(path, model_dir, threads=threads, on_start=bar.reset if bar is not None else None,
+                            on_progress=bar.update if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     report.emit(result, json_, quiet=quiet)
     if not result.ok:
         raise typer.Exit(1)

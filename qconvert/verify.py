@@ -133,11 +133,13 @@ def read_files(path: Path) -> list[GGUFFile]:
 
 
 def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: int | None = None,
+           on_start: Callable[[int], None] | None = None,
            on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check the GGUF file (or split set) at `path`, and with `model_dir` compare it with that
     checkpoint folder. Raises GGUFError when the file is not well-formed GGUF at all (nothing
     can then be checked tensor by tensor); any other problem is in the report (`ok` False).
-    `on_progress(n)` is called with the elements checked as chunks complete."""
+    `on_start(total)` is called once with the number of weights to check, `on_progress(n)` with
+    the weights checked as chunks complete (the calls add up to total)."""
     start = time.perf_counter()
     files = read_files(Path(path))
     first = files[0]
@@ -180,6 +182,8 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: in
                 checks.append(TensorCheck(name, None, None, MISSING, exact_unknown=NOT_COMPARED,
                                           expected_shape=list(reversed(src.shape))))
 
+    if on_start is not None:
+        on_start(sum(n_weights(info) for _, info, _ in work))
     try:
         run_checks(files, work, ckpt, threads, on_progress, exact=not imatrix)
     finally:
@@ -278,6 +282,10 @@ def chunk_jobs(files, maps, work, ckpt, exact) -> Iterator[Callable[[], tuple[in
                 yield partial(check_chunk, key, data[lo:hi], info.type, ckpt, src, lo, hi, exact)
 
 
+def n_weights(info: GGUFTensorInfo) -> int:
+    return int(np.prod(info.shape, dtype=np.int64))
+
+
 def tensor_bytes(f: GGUFFile, buf: mmap.mmap, info: GGUFTensorInfo) -> np.ndarray:
     """The tensor's data as u8[rows, row bytes], a view of the mapped file."""
     block, type_size = gguf.GGML_QUANT_SIZES[info.type]
@@ -290,12 +298,12 @@ def check_chunk(key: int, data: np.ndarray, qtype: T, ckpt: Checkpoint | None, s
                 lo: int, hi: int, exact: bool) -> tuple[int, Sums]:
     """Rows lo..hi of a tensor (`data`, their bytes): non-finite fields or values, and with a
     source, the error against the checkpoint's rows and whether the bytes are qconvert's."""
-    s = Sums(nonfinite=count_nonfinite(data, qtype), elements=data.shape[0] * (data.shape[1] if data.size else 0))
+    block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+    s = Sums(nonfinite=count_nonfinite(data, qtype), elements=data.size // type_size * block)
     if src is None or ckpt is None:
         return key, s
     x = source_rows(ckpt, src, lo, hi)
     y = gguf.quants.dequantize(data, qtype).reshape(x.shape)
-    s.elements = x.size
     with np.errstate(invalid="ignore", over="ignore"):
         # float32 differences, summed per row in float32 and across rows in float64: a relative
         # error near 1e-8 of the sums, for a tenth of the time of float64 copies

@@ -334,6 +334,9 @@ def test_cli_text_and_json(ours):
     assert data["model"] == str(K256) and len(data["tensors"]) == 21
     assert all(t["exact"] is True for t in data["tensors"])
     assert run_cli("verify", path, "--quiet").stdout == ""
+    # a progress bar only when asked for (stderr is not a terminal here)
+    assert "weights" not in proc.stderr
+    assert "1.39M/1.39M" in run_cli("verify", path, K256, "--progress").stderr
 
 
 def test_json_nonfinite_figures_are_null():
