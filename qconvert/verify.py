@@ -172,8 +172,7 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: in
                 c.problem, c.exact_unknown, c.expected_shape = SHAPE, NOT_COMPARED, list(reversed(src.shape))
             else:
                 c.expected_shape = c.shape
-                c.exact_unknown = (IMATRIX if imatrix else TYPE_NOT_WRITTEN if info.type not in quants.REGISTRY
-                                   else None)
+                c.exact_unknown = exact_unknown(info.type, imatrix)
         work.append((c, info, src if c.problem is None else None))
     if ckpt is not None:
         present = {info.name for _, info in located}
@@ -185,7 +184,7 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: in
     if on_start is not None:
         on_start(sum(n_weights(info) for _, info, _ in work))
     try:
-        run_checks(files, work, ckpt, threads, on_progress, exact=not imatrix)
+        run_checks(files, work, ckpt, threads, on_progress)
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -210,8 +209,7 @@ class Sums:
 
 
 def run_checks(files: list[GGUFFile], work: list[tuple[TensorCheck, GGUFTensorInfo, SourceTensor | None]],
-               ckpt: Checkpoint | None, threads: int | None, on_progress: Callable[[int], None] | None,
-               exact: bool) -> None:
+               ckpt: Checkpoint | None, threads: int | None, on_progress: Callable[[int], None] | None) -> None:
     """Every tensor's chunks through the pool (in order, a bounded window in flight), their sums
     folded into each TensorCheck."""
     threads = threads or os.cpu_count() or 1
@@ -222,7 +220,7 @@ def run_checks(files: list[GGUFFile], work: list[tuple[TensorCheck, GGUFTensorIn
                 maps.append(mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ))
         totals: dict[int, Sums] = {}
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            jobs = chunk_jobs(files, maps, work, ckpt, exact)
+            jobs = chunk_jobs(files, maps, work, ckpt)
             for key, sums in in_order(pool, jobs, window=2 * threads + 2):
                 add(totals.setdefault(key, Sums()), sums)
                 if on_progress is not None:
@@ -263,12 +261,13 @@ def finish(c: TensorCheck, info: GGUFTensorInfo, src: SourceTensor | None, s: Su
         c.problem = ERROR
 
 
-def chunk_jobs(files, maps, work, ckpt, exact) -> Iterator[Callable[[], tuple[int, Sums]]]:
+def chunk_jobs(files, maps, work, ckpt) -> Iterator[Callable[[], tuple[int, Sums]]]:
     """One job per chunk of rows of every tensor; a job returns (tensor index in `work`, Sums).
     A chunk stays within one expert of a stacked tensor (one checkpoint tensor per read), and a
     tensor the conversion reads whole is one chunk."""
     for key, (c, info, src) in enumerate(work):
         data = tensor_bytes(files[c.file], maps[c.file], info)
+        exact = src is not None and c.exact_unknown is None
         cols = info.shape[0]
         n_rows = data.shape[0]
         if src is not None and (src.generate is not None or len(src.shape) < 2 or src.transpose):
@@ -280,6 +279,16 @@ def chunk_jobs(files, maps, work, ckpt, exact) -> Iterator[Callable[[], tuple[in
             for lo in range(first, first + per_part, step):
                 hi = min(lo + step, first + per_part)
                 yield partial(check_chunk, key, data[lo:hi], info.type, ckpt, src, lo, hi, exact)
+
+
+def exact_unknown(qtype: T, imatrix: bool) -> str | None:
+    """Why a tensor of `qtype` cannot be checked for exact bytes, or None when it can: qconvert
+    must write the type, and an importance matrix the file was made with must not matter to it
+    (ggml ignores one for Q8_0 and the float types)."""
+    qt = quants.REGISTRY.get(qtype)
+    if qt is None:
+        return TYPE_NOT_WRITTEN
+    return IMATRIX if imatrix and qt.imatrix != "ignored" else None
 
 
 def n_weights(info: GGUFTensorInfo) -> int:
@@ -311,7 +320,7 @@ def check_chunk(key: int, data: np.ndarray, qtype: T, ckpt: Checkpoint | None, s
         s.err_ss = float(np.einsum("ij,ij->i", d, d).sum(dtype=np.float64))
         s.ref_ss = float(np.einsum("ij,ij->i", x, x).sum(dtype=np.float64))
         s.max_abs = float(np.abs(d).max(initial=0.0))
-    if exact and qtype in quants.REGISTRY:
+    if exact:
         s.exact = bool(np.array_equal(quants.quantize_rows(qtype, x), data))
     return key, s
 

@@ -154,8 +154,14 @@ def test_imatrix_file_passes_exact_unknown(tmp_path):
     convert(K256, out, "Q4_K_M", imatrix=tmp_path / "imatrix.gguf", threads=2)
     r = verify(out, K256)
     assert r.ok and r.imatrix
-    assert all(t.exact is None and t.exact_unknown == "imatrix" for t in r.tensors)
+    # the quantized tensors' bytes depend on the matrix; the F32 norms' do not, and are exact
+    assert all(t.exact is None and t.exact_unknown == "imatrix" for t in r.tensors if t.type in ("Q4_K", "Q6_K"))
+    assert all(t.exact is True for t in r.tensors if t.type == "F32")
     assert all(t.rel_rms <= t.limit for t in r.tensors)
+    # ggml's Q8_0 ignores an importance matrix: such a file is exact all through
+    convert(K256, tmp_path / "q8.gguf", "Q8_0", imatrix=tmp_path / "imatrix.gguf", threads=2)
+    r = verify(tmp_path / "q8.gguf", K256)
+    assert r.ok and r.imatrix and all(t.exact for t in r.tensors)
 
 
 # -- files that must fail ------------------------------------------------------------------------
