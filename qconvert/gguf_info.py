@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gguf_read import GGUFArray, GGUFField, read_gguf
+from .gguf_read import GGUFArray, GGUFField, read_gguf_set
 
 SHOWN_ITEMS = 5  # array elements printed before "..."
 SHOWN_CHARS = 120  # a value longer than this is cut, ending in "..."
@@ -40,14 +40,25 @@ def short_repr(value, limit: int = SHOWN_CHARS) -> str:
 
 
 def describe(path: Path, tensors: bool = True) -> str:
-    info = read_gguf(path)
-    lines = [f"{path}: GGUF, {len(info.fields)} metadata keys, {len(info.tensors)} tensors"]
+    """The file's metadata and tensors; for a member of a split set, the whole set (the first
+    file's metadata, every file's tensors)."""
+    files = read_gguf_set(path)
+    info = files[0]
+    if len(files) == 1:
+        lines = [f"{path}: GGUF, {len(info.fields)} metadata keys, {len(info.tensors)} tensors"]
+    else:
+        n_tensors = sum(len(f.tensors) for f in files)
+        lines = [f"{path}: GGUF split set of {len(files)} files, {len(info.fields)} metadata keys, {n_tensors} tensors"]
+        lines += [f"  file {i + 1}: {f.path} ({f.size} bytes, {len(f.tensors)} tensors)" for i, f in enumerate(files)]
     for name, field in info.fields.items():
         lines.append(f"  {name} = {field_value(field)}")
     if tensors:
-        width = max((len(t.name) for t in info.tensors), default=6)
-        lines.append(f"  {'tensor':<{width}}  {'type':<5} {'shape':<18} bytes")
-        for t in info.tensors:
+        rows = [(t, i) for i, f in enumerate(files) for t in f.tensors]
+        width = max((len(t.name) for t, _ in rows), default=6)
+        file_col = "  file" if len(files) > 1 else ""
+        lines.append(f"  {'tensor':<{width}}  {'type':<5} {'shape':<18} bytes{file_col}")
+        for t, i in rows:
             shape = "x".join(str(d) for d in t.shape)
-            lines.append(f"  {t.name:<{width}}  {t.type.name:<5} {shape:<18} {t.nbytes}")
+            where = f"  {i + 1}" if len(files) > 1 else ""
+            lines.append(f"  {t.name:<{width}}  {t.type.name:<5} {shape:<18} {t.nbytes}{where}")
     return "\n".join(lines)
