@@ -416,7 +416,8 @@ def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, thre
                 fail(i, e)
         jobs = [job for job, _ in outputs]
         try:
-            for parts, nbytes in in_order(pool, tensor_chunks(jobs, stopped), window=2 * threads + 2):
+            chunks = tensor_chunks(jobs, stopped) if writers else iter(())
+            for parts, nbytes in in_order(pool, chunks, window=2 * threads + 2):
                 for i, part in enumerate(parts):
                     if i not in writers:
                         continue
