@@ -1,21 +1,25 @@
-"""What `inspect` reports of a GGUF file: its metadata (arrays as their first elements) and tensors.
+"""What `inspect` reports of a GGUF file or split set: its metadata (arrays as their first
+elements) and tensors.
 
-The file is read by gguf_read.read_gguf, which checks its whole structure first: a damaged file
-is one GGUFError naming what is wrong and where, never a traceback or a huge allocation.
+The file is read by gguf_read.read_gguf_set, which checks the whole structure of every file of a
+set first: a damaged file is one GGUFError naming what is wrong and where, never a traceback or a
+huge allocation. For a member of a split set, the whole set is reported (the first file's
+metadata, every file's tensors).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from .gguf_read import GGUFArray, read_gguf
-from .report import ArrayValue, InspectReport, InspectTensor, MetadataEntry
+from .gguf_read import GGUFArray, read_gguf_set
+from .report import ArrayValue, InspectFile, InspectReport, InspectTensor, MetadataEntry
 
 HEAD_ITEMS = 8  # array elements kept in the report (gguf_read keeps as many)
 
 
 def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
-    info = read_gguf(path)
+    files = read_gguf_set(path)
+    info = files[0]
     metadata = []
     for name, f in info.fields.items():
         value = f.value
@@ -24,5 +28,7 @@ def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
         metadata.append(MetadataEntry(name, f.type.name, value))
     table = None
     if tensors:
-        table = [InspectTensor(t.name, t.type.name, list(t.shape), t.offset, t.nbytes) for t in info.tensors]
-    return InspectReport("inspect", [Path(path)], info.size, info.version, info.alignment, metadata, table)
+        table = [InspectTensor(t.name, t.type.name, list(t.shape), t.offset, t.nbytes, i)
+                 for i, f in enumerate(files) for t in f.tensors]
+    return InspectReport("inspect", Path(path), [InspectFile(f.path, f.size, len(f.tensors)) for f in files],
+                         sum(f.size for f in files), info.version, info.alignment, metadata, table)
