@@ -1,9 +1,10 @@
 """verify: is a GGUF file sound, and is it its checkpoint's?
 
 `verify(path)` checks what a file holds on its own: its structure (gguf_read's strict reader:
-header, offsets, alignment, known types) and that every block's fp16 scale fields, and every value
-of a float tensor, are finite (ggml_validate_row_data's rule, which llama-quantize applies to its
-output rows). It reads the scale fields in place over a memory map, a chunk of rows at a time.
+header, offsets, alignment, known types; a split set complete, given any of its files) and that
+every block's fp16 scale fields, and every value of a float tensor, are finite
+(ggml_validate_row_data's rule, which llama-quantize applies to its output rows). It reads the
+scale fields in place over a memory map, a chunk of rows at a time.
 
 `verify(path, model_dir)` also compares every tensor with the checkpoint: the file's bytes are
 dequantized with gguf-py's decoders (an implementation independent of qconvert's), the
@@ -41,7 +42,7 @@ from . import arch as arch_registry
 from . import quants
 from .arch import SourceTensor
 from .convert import in_order
-from .gguf_read import GGUFFile, GGUFTensorInfo, read_gguf
+from .gguf_read import GGUFFile, GGUFTensorInfo, read_gguf_set
 from .reader import Checkpoint, decode_to_f32
 from .validate.model import check_tensors
 
@@ -127,11 +128,6 @@ class VerifyReport:
     seconds: float = 0.0
 
 
-def read_files(path: Path) -> list[GGUFFile]:
-    """The file at `path` (a set's members once gguf_read reads split sets)."""
-    return [read_gguf(path)]
-
-
 def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: int | None = None,
            on_start: Callable[[int], None] | None = None,
            on_progress: Callable[[int], None] | None = None) -> VerifyReport:
@@ -141,7 +137,7 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: in
     `on_start(total)` is called once with the number of weights to check, `on_progress(n)` with
     the weights checked as chunks complete (the calls add up to total)."""
     start = time.perf_counter()
-    files = read_files(Path(path))
+    files = read_gguf_set(Path(path))  # every file of a split set, or GGUFError naming the one missing
     first = files[0]
     arch_field = first.fields.get(gguf.Keys.General.ARCHITECTURE)
     architecture = arch_field.value if arch_field is not None and isinstance(arch_field.value, str) else None

@@ -15,12 +15,14 @@ import pytest
 from gguf import GGMLQuantizationType as T
 from safetensors.numpy import save_file
 
-from conftest import MODELS, ROOT, check_report, memoized, oracle_vocab_pre, report, run_cli, run_json
+from conftest import (MODELS, ROOT, check_report, memoized, oracle_vocab_pre, report, run_cli_inprocess,
+                      run_json)
 from qconvert import quants, verify as verify_mod
 from qconvert.convert import convert
 from qconvert.errors import GGUFError
 from qconvert.gguf_read import read_gguf
 from qconvert.reader import Checkpoint
+from qconvert.writer import Split
 from qconvert.verify import LIMITS, verify
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -50,17 +52,27 @@ def theirs_f32(tmp_path_factory) -> Path:
     return out
 
 
+def json_inprocess(*args):
+    """run_json's (process, validated report), run in this process (a new interpreter costs seconds)."""
+    proc = run_cli_inprocess(*args, "--json")
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, (proc.stdout[-2000:], proc.stderr[-2000:])
+    return proc, check_report(json.loads(lines[0]))
+
+
 def by_name(r) -> dict:
     return {t.name: t for t in r.tensors}
 
 
-def copy_gguf(src: Path, out: Path, edit=None, extra: dict[str, np.ndarray] | None = None) -> Path:
+def copy_gguf(src: Path, out: Path, edit=None, extra: dict[str, np.ndarray] | None = None,
+              split_max_tensors: int = 0) -> Path:
     """A GGUF written by gguf-py's GGUFWriter from the tensors of a real output (its architecture
     key kept): `edit(name, type, data)` returns the (type, data) to write, or None to leave the
-    tensor out; `extra` tensors (F32) are added."""
+    tensor out; `extra` tensors (F32) are added. With `split_max_tensors`, a split set as
+    llama.cpp's converter writes one (--split-max-tensors), OUT-00001-of-0000N.gguf..."""
     reader = gguf.GGUFReader(src)
     arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    w = gguf.GGUFWriter(out, arch)
+    w = gguf.GGUFWriter(out, arch, split_max_tensors=split_max_tensors)
     for t in reader.tensors:
         qtype, data = T(t.tensor_type), np.array(t.data)
         if edit is not None:
@@ -186,7 +198,7 @@ def test_flipped_bytes_exceed_the_limit(ours, tmp_path):
     t = by_name(r)["blk.0.ffn_up.weight"]
     assert not r.ok and r.failed == ["blk.0.ffn_up.weight"]
     assert t.problem == "error" and t.exact is False and t.rel_rms > 3 * t.limit
-    proc = run_cli("verify", bad, K256)
+    proc = run_cli_inprocess("verify", bad, K256)
     assert proc.returncode == 1
     assert "blk.0.ffn_up.weight" in proc.stdout and "FAILED" in proc.stdout
     assert "error beyond the limit" in proc.stdout
@@ -212,7 +224,7 @@ def test_nonfinite_scale_or_value_is_a_structural_problem(qtype, field, ours, tm
         t = by_name(r)["blk.1.attn_q.weight"]
         assert not r.ok and r.failed == ["blk.1.attn_q.weight"]
         assert t.problem == "nonfinite" and t.nonfinite == 2
-    proc, data = run_json("verify", bad)
+    proc, data = json_inprocess("verify", bad)
     assert proc.returncode == 1 and data["ok"] is False and data["failed"] == ["blk.1.attn_q.weight"]
 
 
@@ -308,8 +320,49 @@ def test_not_a_gguf_file_is_an_error(tmp_path):
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 8)
     with pytest.raises(GGUFError):
         verify(bad)
-    proc, data = run_json("verify", bad)
+    proc, data = json_inprocess("verify", bad)
     assert proc.returncode == 1 and data["error"]["kind"] == "gguf"
+
+
+# -- split sets ----------------------------------------------------------------------------------
+
+def test_split_sets_are_read_whole(ours, tmp_path):
+    """qconvert's split output (--split-max-tensors) and gguf-py's (llama.cpp's converter's
+    --split-max-tensors) pass from any member, every tensor checked in its own file."""
+    convert(K256, tmp_path / "ours.gguf", "Q4_K_M", threads=2, split=Split(max_tensors=8))
+    ours_set = sorted(tmp_path.glob("ours-*-of-*.gguf"))
+    copy_gguf(ours("llama-k256-bf16", "Q4_K_M"), tmp_path / "theirs.gguf", split_max_tensors=5)
+    theirs_set = sorted(tmp_path.glob("theirs-*-of-*.gguf"))
+    assert len(ours_set) == 3 and len(theirs_set) == 5
+    for members in (ours_set, theirs_set):
+        for given in (members[0], members[-1]):
+            r = verify(given, K256)
+            assert r.ok and r.files == members, r.failed
+            assert len(r.tensors) == 21 and all(t.exact for t in r.tensors)
+            assert {t.file for t in r.tensors} == set(range(len(members)))
+    proc, data = json_inprocess("verify", ours_set[1], K256)
+    assert proc.returncode == 0 and data["files"] == [str(p) for p in ours_set]
+
+
+def test_split_set_incomplete_or_damaged_fails(tmp_path):
+    convert(K256, tmp_path / "m.gguf", "Q8_0", threads=2, split=Split(max_tensors=8))
+    members = sorted(tmp_path.glob("m-*-of-*.gguf"))
+    # a NaN scale in the last file: that tensor is named, with its file
+    g = read_gguf(members[-1])
+    info = g.tensors[-1] if g.tensors[-1].type == T.Q8_0 else next(t for t in g.tensors if t.type == T.Q8_0)
+    raw = bytearray(members[-1].read_bytes())
+    at = g.data_offset + info.offset
+    raw[at:at + 2] = b"\x00\x7e"
+    members[-1].write_bytes(bytes(raw))
+    r = verify(members[0])
+    assert r.failed == [info.name] and by_name(r)[info.name].file == len(members) - 1
+    # a member gone: the set cannot be read, whichever member is given
+    members[1].unlink()
+    for given in (members[0], members[-1]):
+        with pytest.raises(GGUFError, match="missing"):
+            verify(given, K256)
+    proc, data = json_inprocess("verify", members[0])
+    assert proc.returncode == 1 and data["error"]["kind"] == "gguf" and members[1].name in data["error"]["message"]
 
 
 # -- limits, CLI, JSON -----------------------------------------------------------------------------
@@ -329,20 +382,20 @@ def test_limits_have_margin_and_reject_wrong_data(qtype):
 
 def test_cli_text_and_json(ours):
     path = ours("llama-k256-bf16", "Q4_K_M")
-    proc = run_cli("verify", path, K256)
+    proc = run_cli_inprocess("verify", path, K256)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[1].split() == ["tensor", "type", "rel", "RMS", "max", "abs", "limit", "exact", "problem"]
     assert any(line.startswith("blk.0.attn_q.weight") and " yes" in line for line in lines)
     assert lines[-1].startswith("OK: 21 tensors")
-    proc, data = run_json("verify", path, K256)
+    proc, data = run_json("verify", path, K256)  # the real command line, in a process of its own
     assert proc.returncode == 0 and data["ok"] is True and data["command"] == "verify"
     assert data["model"] == str(K256) and len(data["tensors"]) == 21
     assert all(t["exact"] is True for t in data["tensors"])
-    assert run_cli("verify", path, "--quiet").stdout == ""
+    assert run_cli_inprocess("verify", path, "--quiet").stdout == ""
     # a progress bar only when asked for (stderr is not a terminal here)
     assert "weights" not in proc.stderr
-    assert "1.39M/1.39M" in run_cli("verify", path, K256, "--progress").stderr
+    assert "1.39M/1.39M" in run_cli_inprocess("verify", path, K256, "--progress").stderr
 
 
 def test_json_nonfinite_figures_are_null():
