@@ -225,7 +225,10 @@ def run_checks(files: list[GGUFFile], work: list[tuple[TensorCheck, GGUFTensorIn
             finish(c, info, src, totals.get(key, Sums()), ckpt is not None)
     finally:
         for m in maps:
-            m.close()
+            try:
+                m.close()
+            except BufferError:  # after an error, views of it may live on in a traceback: unmapped with them
+                pass
 
 
 def add(total: Sums, s: Sums) -> None:

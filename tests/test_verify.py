@@ -324,6 +324,21 @@ def test_not_a_gguf_file_is_an_error(tmp_path):
     assert proc.returncode == 1 and data["error"]["kind"] == "gguf"
 
 
+def test_a_read_error_mid_check_propagates(ours, monkeypatch):
+    """A checkpoint read failing inside a worker reaches the caller as itself, not masked by
+    the file's memory map being closed under live views."""
+    real = verify_mod.source_rows
+
+    def failing(ckpt, src, lo, hi):
+        if src.gguf_name == "blk.1.ffn_up.weight":
+            raise OSError(5, "Input/output error")
+        return real(ckpt, src, lo, hi)
+
+    monkeypatch.setattr(verify_mod, "source_rows", failing)
+    with pytest.raises(OSError, match="Input/output error"):
+        verify(ours("llama-k256-bf16", "Q4_K_M"), K256, threads=2)
+
+
 # -- split sets ----------------------------------------------------------------------------------
 
 def test_split_sets_are_read_whole(ours, tmp_path):
