@@ -346,6 +346,7 @@ VERIFY_PROBLEMS = {
     "missing": "missing from the file", "extra": "not in the checkpoint", "shape": "shape differs",
     "nonfinite": "NaN/Inf scales or values", "unsupported_type": "no error limit for this type",
     "error": "error beyond the limit", "architecture": "architecture differs",
+    "metadata": "settings differ from the checkpoint's",
 }
 VERIFY_EXACT_UNKNOWN = {
     "imatrix": "made with an importance matrix verify does not have",
@@ -382,6 +383,12 @@ def text_verify(r) -> str:
     for code in r.problems:
         detail = f": file {r.architecture}, checkpoint {r.expected_architecture}" if code == "architecture" else ""
         lines.append(f"file: {VERIFY_PROBLEMS.get(code, code)}{detail}")
+    for m in r.metadata:
+        if m.problem == "differs":
+            lines.append(f"  {m.key} = {short_repr(m.found)}, checkpoint {short_repr(m.expected)}")
+    absent = [m.key for m in r.metadata if m.problem == "absent"]
+    if absent:
+        lines.append(f"keys qconvert would write that the file lacks: {', '.join(absent)}")
     unknown = {t.exact_unknown for t in r.tensors if t.exact_unknown in VERIFY_EXACT_UNKNOWN}
     for code in sorted(unknown):
         lines.append(f"exact not known: {VERIFY_EXACT_UNKNOWN[code]}")

@@ -32,17 +32,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as T
+from gguf import GGUFValueType
 
 from . import arch as arch_registry
 from . import quants
 from .arch import SourceTensor
 from .convert import in_order
-from .gguf_read import GGUFFile, GGUFTensorInfo, read_gguf_set
+from .gguf_read import GGUFArray, GGUFFile, GGUFTensorInfo, read_gguf_set
 from .reader import Checkpoint, decode_to_f32
 from .validate.model import check_tensors
 
@@ -93,6 +94,8 @@ TYPE_NOT_WRITTEN = "type_not_written"  # qconvert has no quantizer for the file'
 
 # File problem codes (VerifyReport.problems)
 ARCHITECTURE = "architecture"          # general.architecture is not the checkpoint's
+METADATA = "metadata"                  # a setting the architecture writes (head counts, rope, norm eps...) has
+                                       # another value in the file (VerifyReport.metadata)
 
 FLOAT_VIEWS = {T.F32: np.float32, T.F16: np.float16, T.F64: np.float64}
 
@@ -114,6 +117,17 @@ class TensorCheck:
 
 
 @dataclass
+class MetadataCheck:
+    """A key the checkpoint's architecture adapter writes, and what the file holds for it."""
+
+    key: str
+    expected: Any                      # the checkpoint's value
+    found: Any = None                  # the file's (None when absent)
+    problem: str | None = None         # "differs", "absent" (absent alone does not fail: llama.cpp's converter
+                                       # leaves out some keys qconvert writes, e.g. defaults)
+
+
+@dataclass
 class VerifyReport:
     command: str                       # "verify"
     ok: bool
@@ -125,6 +139,7 @@ class VerifyReport:
     problems: list[str]                # file-level codes
     failed: list[str]                  # the names of the tensors with a problem
     tensors: list[TensorCheck] = field(default_factory=list)
+    metadata: list[MetadataCheck] = field(default_factory=list)  # with a model: the adapter's keys not as expected
     seconds: float = 0.0
 
 
@@ -146,6 +161,7 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: in
 
     sources: dict[str, SourceTensor] = {}
     ckpt = expected_arch = None
+    metadata: list[MetadataCheck] = []
     if model_dir is not None:
         ckpt = Checkpoint.open(model_dir)
         adapter = arch_registry.for_config(ckpt.config, ckpt.path)
@@ -153,6 +169,7 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: in
         check_tensors(adapter, source_list)
         sources = {s.gguf_name: s for s in source_list}
         expected_arch = adapter.arch_name
+        metadata = check_metadata(first, adapter.metadata().items)
 
     checks: list[TensorCheck] = []
     work: list[tuple[TensorCheck, GGUFTensorInfo, SourceTensor | None]] = []
@@ -186,10 +203,35 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: in
             ckpt.close()
 
     problems = [ARCHITECTURE] if ckpt is not None and architecture != expected_arch else []
+    if any(m.problem == "differs" for m in metadata):
+        problems.append(METADATA)
     failed = [c.name for c in checks if c.problem is not None]
     return VerifyReport("verify", not failed and not problems, [f.path for f in files],
                         Path(model_dir) if model_dir is not None else None, architecture, expected_arch, imatrix,
-                        problems, failed, checks, time.perf_counter() - start)
+                        problems, failed, checks, metadata, time.perf_counter() - start)
+
+
+def check_metadata(f: GGUFFile, expected: dict[str, tuple[Any, GGUFValueType]]) -> list[MetadataCheck]:
+    """The adapter's keys (hyper-parameters: what llama.cpp builds the graph from) that the file
+    lacks or holds with another value; floats compared as the float32 GGUF stores."""
+    out: list[MetadataCheck] = []
+    for key, (value, vtype) in expected.items():
+        field_ = f.fields.get(key)
+        if field_ is None:
+            out.append(MetadataCheck(key, value, None, "absent"))
+            continue
+        found = field_.value
+        if isinstance(found, GGUFArray):
+            same = (isinstance(value, (list, tuple)) and found.count == len(value)
+                    and list(found.head) == list(value)[:len(found.head)])
+            found = list(found.head)
+        elif vtype in (GGUFValueType.FLOAT32, GGUFValueType.FLOAT64) and isinstance(found, float):
+            same = np.float32(found) == np.float32(value)
+        else:
+            same = found == value and isinstance(found, bool) == isinstance(value, bool)
+        if not same:
+            out.append(MetadataCheck(key, value, found, "differs"))
+    return out
 
 
 @dataclass

@@ -315,6 +315,30 @@ def test_file_of_another_model_fails(ours, tmp_path):
     assert not r.ok
 
 
+def test_settings_that_differ_fail(ours, tmp_path):
+    """A file whose tensors are right but whose hyper-parameters are not (a head count, the rope
+    base, patched in place) is not its checkpoint's: the keys are named with both values."""
+    import struct
+
+    src = ours("llama-k256-bf16", "Q4_K_M")
+    g = read_gguf(src)
+    raw = bytearray(src.read_bytes())
+    patched = {"llama.attention.head_count": ("<I", 8), "llama.rope.freq_base": ("<f", 5000.0)}
+    for key, (fmt, value) in patched.items():
+        f = g.fields[key]
+        struct.pack_into(fmt, raw, f.offset + 8 + len(key.encode()) + 4, value)
+    bad = tmp_path / "settings.gguf"
+    bad.write_bytes(bytes(raw))
+    r = verify(bad, K256)
+    assert not r.ok and r.problems == ["metadata"] and not r.failed
+    differs = {m.key: (m.found, m.expected) for m in r.metadata if m.problem == "differs"}
+    assert differs == {"llama.attention.head_count": (8, g.fields["llama.attention.head_count"].value),
+                       "llama.rope.freq_base": (5000.0, pytest.approx(g.fields["llama.rope.freq_base"].value))}
+    proc = run_cli_inprocess("verify", bad, K256)
+    assert proc.returncode == 1 and "llama.attention.head_count = 8, checkpoint" in proc.stdout
+    assert verify(src, K256).metadata == []  # the unpatched file: every setting as expected
+
+
 def test_not_a_gguf_file_is_an_error(tmp_path):
     bad = tmp_path / "x.gguf"
     bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\xff" * 8)
@@ -456,5 +480,7 @@ def test_converter_f16_of_every_fixture_passes(model, tmp_path):
     out = tmp_path / "theirs.gguf"
     oracle_convert(MODELS / model, out, "f16", vocab_pre=oracle_vocab_pre(MODELS / model))
     r = verify(out, MODELS / model)
-    assert r.ok, [(t.name, t.problem) for t in r.tensors if t.problem]
+    assert r.ok, ([(t.name, t.problem) for t in r.tensors if t.problem], r.metadata)
     assert all(t.exact for t in r.tensors), [t.name for t in r.tensors if not t.exact]
+    if absent := [m.key for m in r.metadata if m.problem == "absent"]:
+        report(f"verify: llama.cpp's converter leaves out of {model} what qconvert writes: {', '.join(absent)}")
