@@ -13,10 +13,11 @@ SourceTensors: Q/K row orders, stacked experts, norm offsets, transposes, genera
 for each tensor the report gives the relative RMS error, the largest absolute error, and whether
 the bytes are exactly what qconvert's quantizers make of those values in the file's type. A tensor
 missing, extra, of another shape, with a non-finite scale, or with an error beyond its type's
-limit (LIMITS) is a problem; so is a file of another architecture. llama.cpp's converter and
-llama-quantize write the same bytes as qconvert for the types both have, so their files come out
-exact too (from an F32 or same-dtype intermediate; llama-quantize from an F16 file of a BF16
-checkpoint has an extra rounding, small against any limit, and `exact` false).
+limit (LIMITS) is a problem; so is a file of another architecture, or one whose settings (the
+adapter's metadata keys: head counts, rope, norm epsilons...) hold other values. llama.cpp's
+converter and llama-quantize write the same bytes as qconvert for the types both have, so their
+files come out exact too (llama-quantize run on an F16 file of an F32 checkpoint quantizes values
+rounded once more: within the limits, `exact` false).
 
 The report is data (VerifyReport, problem codes and numbers); report.text_verify renders it.
 Memory stays bounded: each tensor is read in chunks of about CHUNK_ELEMENTS weights (a tensor the
@@ -47,7 +48,7 @@ from .gguf_read import GGUFArray, GGUFFile, GGUFTensorInfo, read_gguf_set
 from .reader import Checkpoint, decode_to_f32
 from .validate.model import check_tensors
 
-CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float64 intermediates)
+CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float32 intermediates)
 
 # The largest relative RMS error (sqrt(sum (file - checkpoint)^2 / sum checkpoint^2)) each type
 # may show before a tensor fails. Measured with scripts/measure_verify_limits.py (qconvert's
