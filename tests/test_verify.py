@@ -484,3 +484,15 @@ def test_converter_f16_of_every_fixture_passes(model, tmp_path):
     assert all(t.exact for t in r.tensors), [t.name for t in r.tensors if not t.exact]
     if absent := [m.key for m in r.metadata if m.problem == "absent"]:
         report(f"verify: llama.cpp's converter leaves out of {model} what qconvert writes: {', '.join(absent)}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("outtype", ["q8_0", "bf16"])
+def test_converter_q8_0_and_bf16_pass_exact(outtype, tmp_path):
+    """The converter's own Q8_0 (gguf-py's quantizer) and BF16 files: exact against qconvert's."""
+    out = tmp_path / f"{outtype}.gguf"
+    oracle_convert(K256, out, outtype, vocab_pre=oracle_vocab_pre(K256))
+    r = verify(out, K256)
+    assert r.ok, r.failed
+    assert {t.type for t in r.tensors} == {"F32", outtype.upper()}
+    assert all(t.exact for t in r.tensors), [t.name for t in r.tensors if not t.exact]
