@@ -27,8 +27,10 @@ from .errors import Interrupted, QConvertError
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="Convert Hugging Face checkpoints to GGUF files for llama.cpp.")
 
-ModelDir = Annotated[Path, typer.Argument(help="Checkpoint folder: config.json, *.safetensors, tokenizer files.",
-                                          show_default=False)]
+# a str, not a Path: MODEL may be a Hub id (model_source)
+ModelArg = Annotated[str, typer.Argument(metavar="MODEL", show_default=False, help="Checkpoint folder (config.json, "
+                                         "*.safetensors, tokenizer files), or a Hugging Face repo id org/name"
+                                         "[@revision] (a local folder of that name wins).")]
 TypeOpt = Annotated[str, typer.Option("--type", "-t", help="Output type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
                                       "Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K (llama-quantize's mixes).")]
 # a str, not a Path: Path drops the trailing separator that makes "-o models/" a folder
@@ -55,7 +57,7 @@ def root(
 
 @app.command()
 def quantize(
-    model_dir: ModelDir,
+    model: ModelArg,
     qtype: TypeOpt = "Q8_0",
     output: OutOpt = None,
     threads: ThreadsOpt = None,
@@ -84,7 +86,7 @@ def quantize(
         "--allow-nonfinite", help="Write NaN/Inf weights, and values too large for the output type, instead of "
         "refusing the checkpoint (llama-quantize refuses such rows; llama.cpp cannot run them).")] = False,
 ) -> None:
-    """Convert MODEL_DIR to a GGUF file of the given type."""
+    """Convert MODEL to a GGUF file of the given type."""
     from . import convert as conv
     from .options import parse_kv_override, parse_tensor_type, parse_type
     from .planner import Overrides, fallback_summary, summarize
@@ -99,6 +101,7 @@ def quantize(
         no_fallback=no_fallback,
     )
     kv = tuple(parse_kv_override(o) for o in override_kv or ())
+    model_dir = model_source(model, progress and sys.stderr.isatty()).path
     out = conv.output_path(output, model_dir, qtype)
     if not dry_run:  # before reading the checkpoint: the cheapest errors first
         conv.check_output(out, overwrite, conv.input_files(model_dir, imatrix))
@@ -130,6 +133,14 @@ def inspect(
     """Print a GGUF file's metadata and tensor table."""
     from .gguf_info import describe
     typer.echo(describe(path, tensors=tensors))
+
+
+def model_source(model: str, progress: bool):
+    """MODEL as every command takes it (quantize, verify, batch), resolved once at the boundary: a
+    folder, or a Hub id downloaded or found in the cache (hub.resolve_model). `progress`: the Hub's
+    download bars (off with --quiet or when stderr is not a terminal)."""
+    from .hub import resolve_model
+    return resolve_model(model, progress=progress)
 
 
 def print_plan(rows) -> None:

@@ -182,12 +182,14 @@ def check_vocab(tokenizer: GGUFTokenizer, sources: list[SourceTensor], vocab_siz
 
 
 def default_output_name(model_dir: str | Path, qtype: str) -> str:
-    """The output's file name when none is given: the checkpoint folder's name and the type.
+    """The output's file name when none is given: the checkpoint folder's name (the repo's for a
+    Hub cache snapshot, hub.model_name) and the type.
 
     >>> default_output_name("models/SmolLM2-135M", "q8_0")
     'SmolLM2-135M-Q8_0.gguf'
     """
-    return f"{Path(model_dir).resolve().name}-{qtype.upper()}.gguf"
+    from .hub import model_name
+    return f"{model_name(model_dir)}-{qtype.upper()}.gguf"
 
 
 def output_path(out: str | Path | None, model_dir: str | Path, qtype: str) -> Path:
