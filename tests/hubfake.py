@@ -147,8 +147,13 @@ class FakeHub:
                               head=head)
         files = repo.commits[commit]
         if kind == "revision":
-            return self.reply(req, 200, {"id": repo_id, "modelId": repo_id, "sha": commit, "private": repo.private,
-                                         "gated": "auto" if repo.gated else False,
+            # the fields the Hub always sends (huggingface_hub < 0.24's ModelInfo requires them)
+            return self.reply(req, 200, {"_id": commit_id(repo_id)[:24], "id": repo_id, "modelId": repo_id,
+                                         "author": repo_id.split("/")[0], "sha": commit, "private": repo.private,
+                                         "gated": "auto" if repo.gated else False, "disabled": False,
+                                         "downloads": 0, "likes": 0, "tags": [], "library_name": "transformers",
+                                         "lastModified": "2026-01-01T00:00:00.000Z",
+                                         "createdAt": "2026-01-01T00:00:00.000Z",
                                          "siblings": [{"rfilename": p} for p in files]}, head=head)
         if kind == "tree":
             entries, folders = [], set()

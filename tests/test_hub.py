@@ -393,13 +393,22 @@ def test_token_opens_gated_and_private_repos(fake_hub: FakeHub, tmp_path: Path):
     assert (tmp_path / "gated-Q8_0.gguf").is_file() and (tmp_path / "private-Q8_0.gguf").is_file()
 
 
-def test_unreachable_hub_and_not_cached(tmp_path: Path):
-    """No HF_HUB_OFFLINE, but nothing answers at the endpoint: one line saying so."""
+def unreachable_endpoint() -> str:
     import socket
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = hf_env(tmp_path / "hf", HF_ENDPOINT=f"http://127.0.0.1:{port}")
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_unreachable_hub_and_cached(home: Path, tmp_path: Path):
+    """No HF_HUB_OFFLINE, but nothing answers: huggingface_hub falls back on the cache."""
+    (got,) = resolve("org/tiny@dev", env=hf_env(home, HF_ENDPOINT=unreachable_endpoint()), cwd=tmp_path)
+    assert got["commit"] == C2 and got["path"] == str(home / "hub" / "models--org--tiny" / "snapshots" / C2), got
+
+
+def test_unreachable_hub_and_not_cached(tmp_path: Path):
+    """No HF_HUB_OFFLINE, but nothing answers at the endpoint: one line saying so."""
+    env = hf_env(tmp_path / "hf", HF_ENDPOINT=unreachable_endpoint())
     proc = qconvert("quantize", "org/tiny", "-o", tmp_path / "x.gguf", env=env, cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith(f"error: org/tiny is not a folder here, nor in the Hugging Face cache "
