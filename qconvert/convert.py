@@ -57,8 +57,11 @@ class Job:
     allow_nonfinite: bool = False
 
     def model_meta(self, n_params: int = 0) -> gguf.Metadata:
-        """general.* as gguf finds them in the checkpoint (model card, config, folder name)."""
-        meta = gguf.Metadata.load(None, self.checkpoint.path, None, n_params)
+        """general.* as gguf finds them in the checkpoint (model card, config, folder name; a Hub
+        cache snapshot's folder is named after its commit, so there the repo's name)."""
+        from .hub import name_after_repo
+        meta = name_after_repo(gguf.Metadata.load(None, self.checkpoint.path, None, n_params), self.checkpoint.path,
+                               n_params)
         if meta.name is None:
             meta.name = self.checkpoint.path.resolve().name
         return meta

@@ -111,6 +111,29 @@ def cached_repo_id(folder: str | Path) -> str | None:
 
 
 COMMIT = re.compile(r"[0-9a-f]{40}")
+# gguf.Metadata's fields that its heuristics derive from a model id or a folder's name
+NAME_FIELDS = ("name", "organization", "basename", "finetune", "version", "size_label")
+
+
+def name_after_repo(meta, folder: str | Path, n_params: int = 0):
+    """gguf.Metadata.load names a model after its folder where the model card and config.json do
+    not (its folder name fallback heuristic); a Hub cache snapshot's folder is named after its
+    commit (general.name '3f1c...', and often general.finetune too). For a snapshot, the fields
+    that fallback filled are derived from the repo id instead, by the heuristic gguf applies to
+    config.json's `_name_or_path`: 'HuggingFaceTB/SmolLM2-135M-Instruct' gives organization
+    HuggingFaceTB, basename SmolLM2, size label 135M, finetune Instruct. `meta` is a
+    gguf.Metadata, returned changed in place; any other folder's is returned as it is."""
+    repo_id = cached_repo_id(folder)
+    if repo_id is None:
+        return meta
+    import gguf
+    by_commit = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), None, None, Path(folder), n_params)
+    by_repo = gguf.Metadata.apply_metadata_heuristic(gguf.Metadata(), None, {"_name_or_path": repo_id}, None, n_params)
+    for field in NAME_FIELDS:
+        value = getattr(meta, field)
+        if value is None or value == getattr(by_commit, field):
+            setattr(meta, field, getattr(by_repo, field))
+    return meta
 # A revision is a branch or tag name (git check-ref-format's rules, as the Hub enforces them)
 # or a commit hash; refs/pr/N names a pull request's head.
 _BAD_REVISION = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|^[-/.]|[/.]$|\.lock$|/\.|^@$")

@@ -258,25 +258,52 @@ def test_cli_converts_a_cached_hub_id_offline(home: Path, tmp_path: Path):
     ref = np.load(MODELS / MODEL / "reference.npz")
     kind = reference_kind(MODELS / MODEL)
     assert relative_error(llama_outputs(out, ref["tokens"], kind), ref[kind]) <= 1e-4
-    local = tmp_path / C1  # the folder's name feeds general.name: the snapshot's is the commit
-    shutil.copytree(MODELS / MODEL, local)
-    convert(local, tmp_path / "local.gguf", "F32")
+    convert(named_copy(tmp_path, "org/tiny"), tmp_path / "local.gguf", "F32")
     assert out.read_bytes() == (tmp_path / "local.gguf").read_bytes()
 
 
+def named_copy(tmp_path: Path, repo_id: str, model: str = MODEL) -> Path:
+    """The fixture model copied to a folder named after the repo, its config.json naming the repo
+    as transformers' save_pretrained writes it (`_name_or_path`): general.* as a Hub snapshot of
+    that repo gets them (hub.name_after_repo)."""
+    copy = tmp_path / "copies" / repo_id.split("/")[1]
+    shutil.copytree(MODELS / model, copy)
+    config = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps(config | {"_name_or_path": repo_id}))
+    return copy
+
+
 def test_snapshot_path_is_a_folder(home: Path, tmp_path: Path):
-    """A snapshot folder given as MODEL converts like a plain copy of its files: same bytes."""
+    """A snapshot folder given as MODEL (symlinks to blobs) converts as a copy of its files does:
+    the same bytes (general.* named after the repo, not the commit)."""
     snapshot = home / "hub" / "models--org--tiny" / "snapshots" / C1
     assert (snapshot / "model.safetensors").is_symlink()
-    copy = tmp_path / "copy" / C1
-    shutil.copytree(snapshot, copy)  # follows the symlinks: regular files
-    assert not (copy / "model.safetensors").is_symlink()
+    copy = named_copy(tmp_path, "org/tiny")
     for qtype in ("Q8_0", "Q4_K_M"):
         a, b = convert(snapshot, tmp_path / f"snap-{qtype}.gguf", qtype), convert(copy, tmp_path / f"c-{qtype}.gguf",
                                                                                   qtype)
         assert a.path.read_bytes() == b.path.read_bytes()
     reader = gguf.GGUFReader(tmp_path / "snap-Q8_0.gguf")
     assert len(reader.tensors) == 20
+
+
+def general(path: Path) -> dict[str, str]:
+    reader = gguf.GGUFReader(path)
+    return {k: f.contents() for k, f in reader.fields.items() if k.startswith("general.") and
+            isinstance(f.contents(), str)}
+
+
+def test_general_keys_name_the_repo_not_the_commit(tmp_path: Path):
+    """gguf's folder-name heuristic would name a snapshot's model after its commit hash."""
+    repo_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    snapshot = add_to_cache(tmp_path / "hub", repo_id, C1, fixture_files())
+    convert(snapshot, tmp_path / "snap.gguf", "Q8_0")
+    got = general(tmp_path / "snap.gguf")
+    assert got["general.name"] == "SmolLM2 135M Instruct" and got["general.organization"] == "HuggingFaceTB"
+    assert got["general.basename"] == "SmolLM2"
+    assert not any(C1 in v for v in got.values()), got
+    convert(named_copy(tmp_path, repo_id), tmp_path / "copy.gguf", "Q8_0")
+    assert (tmp_path / "snap.gguf").read_bytes() == (tmp_path / "copy.gguf").read_bytes()
 
 
 def test_snapshot_path_default_name_is_the_repos(home: Path, tmp_path: Path):
@@ -361,9 +388,7 @@ def test_sentence_transformers_files_are_downloaded(fake_hub: FakeHub, tmp_path:
     proc = qconvert("quantize", "org/bert", "-t", "F32", "-o", tmp_path / "hub.gguf", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert ("org/bert", "1_Pooling/config.json") in fake_hub.downloads
-    local = tmp_path / C2
-    shutil.copytree(MODELS / "bert-wpm-f32", local)
-    convert(local, tmp_path / "local.gguf", "F32")
+    convert(named_copy(tmp_path, "org/bert", "bert-wpm-f32"), tmp_path / "local.gguf", "F32")
     assert (tmp_path / "hub.gguf").read_bytes() == (tmp_path / "local.gguf").read_bytes()
     reader = gguf.GGUFReader(tmp_path / "hub.gguf")
     assert reader.get_field("bert.pooling_type") is not None
