@@ -204,8 +204,8 @@ def download(repo_id: str, revision: str | None, *, need_readme: bool = True, pr
                                      ignore_patterns=list(IGNORE_PATTERNS), library_name="qconvert",
                                      library_version=__version__)
     except GatedRepoError:  # a RepositoryNotFoundError too: first
-        raise HubError(f"{repo_id} is a gated model: accept its conditions on https://huggingface.co/{repo_id} and "
-                       "set HF_TOKEN to a token of that account") from None
+        raise HubError(f"{repo_id} is a gated model: accept its conditions on {constants.ENDPOINT}/{repo_id} and set "
+                       "HF_TOKEN to a token of that account") from None
     except RepositoryNotFoundError:
         raise HubError(f"{repo_id} is not a folder here, and the Hugging Face Hub has no model {repo_id} (or it is "
                        "private: set HF_TOKEN to a token that can read it)") from None

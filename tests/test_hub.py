@@ -344,6 +344,8 @@ def fake_hub():
         "org/gated": Repo({C1: files}, {"main": C1}, gated=True),
         "org/private": Repo({C1: files}, {"main": C1}, private=True),
         "org/bert": Repo({C2: bert}, {"main": C2}),
+        "org/binonly": Repo({C1: {"config.json": files["config.json"], "pytorch_model.bin": b"\0" * 64,
+                                  "tokenizer.json": files["tokenizer.json"]}}, {"main": C1}),
     }).start()
     yield hub
     hub.stop()
@@ -395,19 +397,49 @@ def test_sentence_transformers_files_are_downloaded(fake_hub: FakeHub, tmp_path:
 
 
 @pytest.mark.parametrize("ref, token, message", [
-    ("org/gated", None, "org/gated is a gated model: accept its conditions on https://huggingface.co/org/gated and "
-                        "set HF_TOKEN to a token of that account"),
+    ("org/gated", None, "org/gated is a gated model: accept its conditions on {endpoint}/org/gated and set HF_TOKEN "
+                        "to a token of that account"),
     ("org/private", None, "org/private is not a folder here, and the Hugging Face Hub has no model org/private (or it "
                           "is private: set HF_TOKEN to a token that can read it)"),
     ("org/nothing", "hf_x", "org/nothing is not a folder here, and the Hugging Face Hub has no model org/nothing (or "
                             "it is private: set HF_TOKEN to a token that can read it)"),
     ("org/tiny@v9", None, "org/tiny has no revision 'v9' (a branch, a tag or a commit hash)"),
+    ("org/binonly", None, "org/binonly: the snapshot {snapshots}/" + C1 + " holds no safetensors weights (the repo has "
+                          "none at this revision: PyTorch .bin/.pth weights are not supported)"),
 ])
 def test_hub_errors_are_one_line(fake_hub: FakeHub, tmp_path: Path, ref: str, token: str | None, message: str):
     env = hf_env(tmp_path / "hf", HF_ENDPOINT=fake_hub.endpoint, **({"HF_TOKEN": token} if token else {}))
     proc = qconvert("quantize", ref, "-o", tmp_path / "x.gguf", env=env, cwd=tmp_path)
+    snapshots = tmp_path / "hf" / "hub" / f"models--{ref.replace('/', '--')}" / "snapshots"
+    message = message.format(endpoint=fake_hub.endpoint, snapshots=snapshots)
     assert (proc.returncode, proc.stderr) == (1, f"error: {message}\n")
     assert not (tmp_path / "x.gguf").exists()
+
+
+def test_incomplete_cached_snapshot_offline(fake_hub: FakeHub, tmp_path: Path):
+    """A snapshot that lost a file since its download: offline, huggingface_hub >= 2 knows from
+    its cached tree listing that the snapshot is incomplete; older releases return the folder,
+    which has no weights. One line either way."""
+    try:
+        from huggingface_hub.errors import IncompleteSnapshotError  # noqa: F401
+        knows = True
+    except ImportError:
+        knows = False
+    home = tmp_path / "hf"
+    proc = qconvert("quantize", "org/tiny", "-o", tmp_path / "a.gguf", env=hf_env(home, HF_ENDPOINT=fake_hub.endpoint),
+                    cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (home / "hub" / "models--org--tiny" / "snapshots" / C1 / "model.safetensors").unlink()
+    proc = qconvert("quantize", "org/tiny", "-o", tmp_path / "b.gguf", env=hf_env(home, HF_HUB_OFFLINE="1"),
+                    cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
+    if not knows:
+        assert proc.stderr.startswith("error: org/tiny: the snapshot ") and "holds no safetensors weights (HF_HUB_" \
+            "OFFLINE is set and the cache holds only part of it)" in proc.stderr, proc.stderr
+    else:
+        assert proc.stderr == (f"error: the Hugging Face cache ({home / 'hub'}) holds only part of org/tiny's files, "
+                               "and HF_HUB_OFFLINE is set: unset it to download, or set HF_HOME to the cache that has "
+                               "the model\n")
 
 
 def test_token_opens_gated_and_private_repos(fake_hub: FakeHub, tmp_path: Path):
