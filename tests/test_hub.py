@@ -262,12 +262,14 @@ def test_cli_converts_a_cached_hub_id_offline(home: Path, tmp_path: Path):
     assert out.read_bytes() == (tmp_path / "local.gguf").read_bytes()
 
 
-def named_copy(tmp_path: Path, repo_id: str, model: str = MODEL) -> Path:
-    """The fixture model copied to a folder named after the repo, its config.json naming the repo
-    as transformers' save_pretrained writes it (`_name_or_path`): general.* as a Hub snapshot of
-    that repo gets them (hub.name_after_repo)."""
+def named_copy(tmp_path: Path, repo_id: str, model: str = MODEL, extra: dict[str, bytes] | None = None) -> Path:
+    """The fixture model (and `extra` files) copied to a folder named after the repo, its
+    config.json naming the repo as transformers' save_pretrained writes it (`_name_or_path`):
+    general.* as a Hub snapshot of that repo gets them (hub.name_after_repo)."""
     copy = tmp_path / "copies" / repo_id.split("/")[1]
     shutil.copytree(MODELS / model, copy)
+    for name, data in (extra or {}).items():
+        (copy / name).write_bytes(data)
     config = json.loads((copy / "config.json").read_text())
     (copy / "config.json").write_text(json.dumps(config | {"_name_or_path": repo_id}))
     return copy
@@ -383,17 +385,27 @@ def test_download_fetches_only_what_conversion_reads(fake_hub: FakeHub, tmp_path
     assert layout(home / "hub") == layout(by_hand)
 
 
-def test_sentence_transformers_files_are_downloaded(fake_hub: FakeHub, tmp_path: Path):
-    """BERT's pooling type comes from modules.json and 1_Pooling/config.json: a conversion from
-    the Hub equals the conversion of the fixture folder."""
+@pytest.mark.parametrize("model, needs", [
+    ("bert-wpm-f32", {"modules.json", "1_Pooling/config.json"}),  # BERT's pooling type
+    ("llama-bpe-bf16-sharded", {"model.safetensors.index.json", "model-00004-of-00004.safetensors"}),
+    ("gemma3-spm-bf16", {"tokenizer.model", "tokenizer.json"}),
+])
+def test_conversions_from_the_hub_equal_the_folders(fake_hub: FakeHub, tmp_path: Path, model: str, needs: set[str]):
+    """Every file a family reads arrives (BERT's sentence-transformers module configs, a sharded
+    checkpoint's index and shards, SentencePiece's model): the conversion of the repo id equals
+    that of the fixture folder."""
+    fake_hub.repos["org/m"] = Repo({C2: fixture_files(model) | EXTRA}, {"main": C2})
     env = hf_env(tmp_path / "hf", HF_ENDPOINT=fake_hub.endpoint)
-    proc = qconvert("quantize", "org/bert", "-t", "F32", "-o", tmp_path / "hub.gguf", env=env, cwd=tmp_path)
+    proc = qconvert("quantize", "org/m", "-t", "Q8_0", "-o", tmp_path / "hub.gguf", env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert ("org/bert", "1_Pooling/config.json") in fake_hub.downloads
-    convert(named_copy(tmp_path, "org/bert", "bert-wpm-f32"), tmp_path / "local.gguf", "F32")
+    assert needs <= {p for _, p in fake_hub.downloads}
+    readme = {"README.md": EXTRA["README.md"]}  # the model card: general.license
+    convert(named_copy(tmp_path, "org/m", model, readme), tmp_path / "local.gguf", "Q8_0")
     assert (tmp_path / "hub.gguf").read_bytes() == (tmp_path / "local.gguf").read_bytes()
     reader = gguf.GGUFReader(tmp_path / "hub.gguf")
-    assert reader.get_field("bert.pooling_type") is not None
+    assert reader.get_field("general.license").contents() == "mit"
+    if model.startswith("bert"):
+        assert reader.get_field("bert.pooling_type") is not None
 
 
 @pytest.mark.parametrize("ref, token, message", [
