@@ -15,12 +15,15 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import __version__
 from .errors import Interrupted, QConvertError
+
+if TYPE_CHECKING:
+    from .hub import ModelSource
 
 # no_args_is_help prints the help with an exit code that changed across click versions (0, then
 # 2 from 8.2): without it, a bare `qconvert` is click's "Missing command" usage error, 2 with all
@@ -101,7 +104,8 @@ def quantize(
         no_fallback=no_fallback,
     )
     kv = tuple(parse_kv_override(o) for o in override_kv or ())
-    model_dir = model_source(model, progress and sys.stderr.isatty()).path
+    source = model_source(model, progress and sys.stderr.isatty())  # source.ref/repo_id/commit: for the report
+    model_dir = source.path
     out = conv.output_path(output, model_dir, qtype)
     if not dry_run:  # before reading the checkpoint: the cheapest errors first
         conv.check_output(out, overwrite, conv.input_files(model_dir, imatrix))
@@ -135,7 +139,7 @@ def inspect(
     typer.echo(describe(path, tensors=tensors))
 
 
-def model_source(model: str, progress: bool):
+def model_source(model: str, progress: bool) -> ModelSource:
     """MODEL as every command takes it (quantize, verify, batch), resolved once at the boundary: a
     folder, or a Hub id downloaded or found in the cache (hub.resolve_model). `progress`: the Hub's
     download bars (off with --quiet or when stderr is not a terminal)."""
