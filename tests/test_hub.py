@@ -19,7 +19,8 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import MODELS, ROOT, llama_outputs, reference_kind, relative_error, run_cli_inprocess
+from conftest import (MODELS, ROOT, assert_same_conversion, llama_outputs, reference_kind, relative_error,
+                      run_cli_inprocess)
 from hubfake import FakeHub, Repo, add_to_cache, commit_id, read_folder
 
 from qconvert.convert import convert
@@ -259,7 +260,7 @@ def test_cli_converts_a_cached_hub_id_offline(home: Path, tmp_path: Path):
     kind = reference_kind(MODELS / MODEL)
     assert relative_error(llama_outputs(out, ref["tokens"], kind), ref[kind]) <= 1e-4
     convert(named_copy(tmp_path, "org/tiny"), tmp_path / "local.gguf", "F32")
-    assert out.read_bytes() == (tmp_path / "local.gguf").read_bytes()
+    assert_same_conversion(out, tmp_path / "local.gguf")
 
 
 def named_copy(tmp_path: Path, repo_id: str, model: str = MODEL, extra: dict[str, bytes] | None = None) -> Path:
@@ -277,14 +278,15 @@ def named_copy(tmp_path: Path, repo_id: str, model: str = MODEL, extra: dict[str
 
 def test_snapshot_path_is_a_folder(home: Path, tmp_path: Path):
     """A snapshot folder given as MODEL (symlinks to blobs) converts as a copy of its files does:
-    the same bytes (general.* named after the repo, not the commit)."""
+    the same keys and tensors (general.* named after the repo, not the commit), only the provenance
+    record differs."""
     snapshot = home / "hub" / "models--org--tiny" / "snapshots" / C1
     assert (snapshot / "model.safetensors").is_symlink()
     copy = named_copy(tmp_path, "org/tiny")
     for qtype in ("Q8_0", "Q4_K_M"):
         a, b = convert(snapshot, tmp_path / f"snap-{qtype}.gguf", qtype), convert(copy, tmp_path / f"c-{qtype}.gguf",
                                                                                   qtype)
-        assert a.path.read_bytes() == b.path.read_bytes()
+        assert_same_conversion(a.path, b.path)
     reader = gguf.GGUFReader(tmp_path / "snap-Q8_0.gguf")
     assert len(reader.tensors) == 20
 
@@ -305,7 +307,7 @@ def test_general_keys_name_the_repo_not_the_commit(tmp_path: Path):
     assert got["general.basename"] == "SmolLM2"
     assert not any(C1 in v for v in got.values()), got
     convert(named_copy(tmp_path, repo_id), tmp_path / "copy.gguf", "Q8_0")
-    assert (tmp_path / "snap.gguf").read_bytes() == (tmp_path / "copy.gguf").read_bytes()
+    assert_same_conversion(tmp_path / "snap.gguf", tmp_path / "copy.gguf")
 
 
 def test_snapshot_path_default_name_is_the_repos(home: Path, tmp_path: Path):
@@ -401,7 +403,7 @@ def test_conversions_from_the_hub_equal_the_folders(fake_hub: FakeHub, tmp_path:
     assert needs <= {p for _, p in fake_hub.downloads}
     readme = {"README.md": EXTRA["README.md"]}  # the model card: general.license
     convert(named_copy(tmp_path, "org/m", model, readme), tmp_path / "local.gguf", "Q8_0")
-    assert (tmp_path / "hub.gguf").read_bytes() == (tmp_path / "local.gguf").read_bytes()
+    assert_same_conversion(tmp_path / "hub.gguf", tmp_path / "local.gguf")
     reader = gguf.GGUFReader(tmp_path / "hub.gguf")
     assert reader.get_field("general.license").contents() == "mit"
     if model.startswith("bert"):
