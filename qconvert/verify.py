@@ -133,7 +133,8 @@ class VerifyReport:
     command: str                       # "verify"
     ok: bool
     files: list[Path]                  # the file, or the members of a split set in order
-    model: Path | None                 # the checkpoint folder compared with
+    model: Path | None                 # the checkpoint folder compared with (a Hub snapshot for a repo id)
+    model_ref: str | None              # MODEL as given (the folder, or org/name[@revision])
     architecture: str | None           # the file's general.architecture
     expected_architecture: str | None  # the checkpoint's (with a model)
     imatrix: bool                      # the file records an importance matrix (quantize.imatrix.*)
@@ -144,12 +145,14 @@ class VerifyReport:
     seconds: float = 0.0
 
 
-def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: int | None = None,
+def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: str | None = None,
+           threads: int | None = None,
            on_start: Callable[[int], None] | None = None,
            on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check the GGUF file (or split set) at `path`, and with `model_dir` compare it with that
-    checkpoint folder. Raises GGUFError when the file is not well-formed GGUF at all (nothing
-    can then be checked tensor by tensor); any other problem is in the report (`ok` False).
+    checkpoint folder (`model_ref`: how the user named it, by default the folder). Raises
+    GGUFError when the file is not well-formed GGUF at all (nothing can then be checked tensor
+    by tensor); any other problem is in the report (`ok` False).
     `on_start(total)` is called once with the number of weights to check, `on_progress(n)` with
     the weights checked as chunks complete (the calls add up to total)."""
     start = time.perf_counter()
@@ -208,7 +211,9 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, threads: in
         problems.append(METADATA)
     failed = [c.name for c in checks if c.problem is not None]
     return VerifyReport("verify", not failed and not problems, [f.path for f in files],
-                        Path(model_dir) if model_dir is not None else None, architecture, expected_arch, imatrix,
+                        Path(model_dir) if model_dir is not None else None,
+                        model_ref if model_ref is not None or model_dir is None else str(model_dir),
+                        architecture, expected_arch, imatrix,
                         problems, failed, checks, metadata, time.perf_counter() - start)
 
 

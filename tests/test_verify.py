@@ -443,7 +443,8 @@ def test_json_nonfinite_figures_are_null():
     from qconvert.report import as_document
     c = verify_mod.TensorCheck("a", "F32", [4], "error", rel_rms=float("inf"), max_abs=1.0, limit=1e-6, exact=False,
                                exact_unknown=None, expected_shape=[4])
-    r = verify_mod.VerifyReport("verify", False, [Path("x.gguf")], Path("m"), "llama", "llama", False, [], ["a"], [c])
+    r = verify_mod.VerifyReport("verify", False, [Path("x.gguf")], Path("m"), "m", "llama", "llama", False, [], ["a"],
+                                [c])
     data = check_report(json.loads(json.dumps(as_document(r))))
     assert data["tensors"][0]["rel_rms"] is None
 
