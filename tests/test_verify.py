@@ -404,6 +404,20 @@ def test_split_set_incomplete_or_damaged_fails(tmp_path):
     assert proc.returncode == 1 and data["error"]["kind"] == "gguf" and members[1].name in data["error"]["message"]
 
 
+def test_model_as_a_hub_id(ours, tmp_path):
+    """MODEL may be a Hub id: resolved in the Hugging Face cache (offline here), the report
+    keeps the id as given and the snapshot folder it read."""
+    from hubfake import add_to_cache, commit_id, read_folder
+
+    files = {k: v for k, v in read_folder(K256).items() if k != "reference.npz"}
+    snapshot = add_to_cache(tmp_path / "hf" / "hub", "org/k256", commit_id("k256"), files)
+    proc, data = run_json("verify", ours("llama-k256-bf16", "Q4_K_M"), "org/k256",
+                          env={"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0 and data["ok"], proc.stderr
+    assert data["model_ref"] == "org/k256" and Path(data["model"]) == snapshot
+    assert all(t["exact"] for t in data["tensors"])
+
+
 # -- limits, CLI, JSON -----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("qtype", sorted(LIMITS, key=lambda t: t.name), ids=lambda t: t.name)
