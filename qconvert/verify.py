@@ -70,12 +70,24 @@ CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float32 inte
 #   Q3_K   0.191   (Student-t)         0.57   (3x)
 #   Q2_K   0.352   (Student-t)         0.75   (2.1x: 3x would pass an all-zero tensor, whose error is 1)
 #
+# and for types only llama.cpp writes (qconvert can judge but not re-make them: exact is null),
+# llama-quantize's files (no importance matrix) of the llama-k256-bf16 fixture and of a copy with
+# Student-t weights (scripts/measure_verify_limits.py --llama-quantize):
+#
+#   IQ4_NL 0.105   (Student-t)         0.32   (3x)
+#   IQ4_XS 0.107   (Student-t)         0.32   (3x)
+#   IQ3_S  0.282   (Student-t)         0.75   (2.7x, as Q2_K)
+#
+# The other types (IQ2/IQ1, which llama-quantize makes only with an importance matrix; TQ1_0/TQ2_0,
+# ternary, whose error on ordinary weights is near 1) have no limit: verify reports them as
+# unsupported_type.
 # (SmolLM2's checkpoint is rebuilt from a quantized GGUF, so its weights sit on a grid: its Q4_1
 # and K-quant errors are lower than random data's.) A wrong file is far beyond these: another
 # model's weights of the same shape give about 1.4, zeros 1, a tensor of flipped bytes more.
 LIMITS: dict[T, float] = {
     T.F32: 1e-6, T.F16: 6.5e-4, T.BF16: 5.2e-3, T.Q8_0: 0.026, T.Q6_K: 0.077, T.Q5_K: 0.14, T.Q5_1: 0.16,
     T.Q5_0: 0.20, T.Q4_K: 0.28, T.Q4_1: 0.30, T.Q4_0: 0.39, T.Q3_K: 0.57, T.Q2_K: 0.75,
+    T.IQ4_NL: 0.32, T.IQ4_XS: 0.32, T.IQ3_S: 0.75,
 }
 
 # Tensor problem codes (TensorCheck.problem), worst first when a tensor has several

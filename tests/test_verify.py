@@ -146,6 +146,22 @@ def test_requantized_from_f16_passes_not_exact(ours, tmp_path):
     assert all(t.exact for t in r.tensors if t.type == "F32")
 
 
+def test_llama_only_types_pass_exact_unknown(theirs_f32, tmp_path):
+    """Types only llama.cpp writes (IQ4_NL, IQ4_XS, IQ3_S of the IQ3_M mix) are judged by their
+    error, their bytes not (exact null, type_not_written); TQ2_0, ternary, has no limit."""
+    for mix, qtype in (("IQ4_NL", "IQ4_NL"), ("IQ4_XS", "IQ4_XS"), ("IQ3_M", "IQ3_S")):
+        r = verify(llama_quantize(theirs_f32, tmp_path / f"{mix}.gguf", mix, nthread=2), K256)
+        assert r.ok, (mix, r.failed)
+        judged = [t for t in r.tensors if t.type == qtype]
+        assert judged and all(t.exact is None and t.exact_unknown == "type_not_written" for t in judged)
+        assert all(0 < t.rel_rms <= t.limit == LIMITS[T[qtype]] for t in judged)
+        assert all(t.exact for t in r.tensors if T[t.type] in quants.REGISTRY)
+    r = verify(llama_quantize(theirs_f32, tmp_path / "TQ2_0.gguf", "TQ2_0", nthread=2), K256)
+    assert {by_name(r)[n].problem for n in r.failed} == {"unsupported_type"}
+    assert all(by_name(r)[n].type == "TQ2_0" for n in r.failed)
+    assert verify(tmp_path / "TQ2_0.gguf").ok  # its structure and scales are sound
+
+
 def test_without_model_a_sound_file_passes(ours):
     r = verify(ours("llama-k256-bf16", "Q4_K_M"))
     assert r.ok and r.model is None and r.expected_architecture is None
@@ -420,7 +436,7 @@ def test_model_as_a_hub_id(ours, tmp_path):
 
 # -- limits, CLI, JSON -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("qtype", sorted(LIMITS, key=lambda t: t.name), ids=lambda t: t.name)
+@pytest.mark.parametrize("qtype", sorted(quants.REGISTRY, key=lambda t: t.name), ids=lambda t: t.name)
 def test_limits_have_margin_and_reject_wrong_data(qtype):
     """Each type's limit is at least twice its error on gaussian and heavy-tailed rows (the
     figures behind LIMITS), and below what zeros or unrelated weights of the same scale give."""
