@@ -80,7 +80,7 @@ def copy_gguf(src: Path, out: Path, edit=None, extra: dict[str, np.ndarray] | No
             if got is None:
                 continue
             qtype, data = got
-        if qtype in (T.F32, T.F16):
+        if qtype in (T.F32, T.F16, T.F64):
             w.add_tensor(t.name, data)
         else:
             w.add_tensor(t.name, data, raw_dtype=qtype)
@@ -160,6 +160,18 @@ def test_llama_only_types_pass_exact_unknown(theirs_f32, tmp_path):
     assert {by_name(r)[n].problem for n in r.failed} == {"unsupported_type"}
     assert all(by_name(r)[n].type == "TQ2_0" for n in r.failed)
     assert verify(tmp_path / "TQ2_0.gguf").ok  # its structure and scales are sound
+
+
+def test_a_type_without_decoder_is_unsupported_not_a_crash(ours, tmp_path):
+    """An F64 tensor (gguf-py has no decoder for it): checked for NaN/Inf on its own, and with a
+    model reported unsupported_type."""
+    def edit(name, qtype, data):
+        return (T.F64, np.ones(256, np.float64)) if name == "output_norm.weight" else (qtype, data)
+
+    f64 = copy_gguf(ours("llama-k256-bf16", "Q8_0"), tmp_path / "f64.gguf", edit)
+    assert by_name(verify(f64))["output_norm.weight"].type == "F64" and verify(f64).ok
+    r = verify(f64, K256)
+    assert r.failed == ["output_norm.weight"] and by_name(r)["output_norm.weight"].problem == "unsupported_type"
 
 
 def test_without_model_a_sound_file_passes(ours):
