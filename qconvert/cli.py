@@ -132,6 +132,27 @@ def inspect(
     typer.echo(describe(path, tensors=tensors))
 
 
+@app.command()
+def batch(
+    manifest: Annotated[Path, typer.Argument(help="TOML manifest: output_dir, name, [[job]] model and types "
+                                             "(see qconvert/batch.py).", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Remake every output, also those whose recorded "
+                                        "provenance matches.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be made, skipped or fail; "
+                                          "write nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON report on stdout.")] = False,
+    threads: ThreadsOpt = None,
+) -> None:
+    """Convert the models of MANIFEST into their types, one pass per model; skip what is up to date."""
+    from .batch import load_manifest, run_batch
+
+    result = run_batch(load_manifest(manifest), force=force, dry_run=dry_run, threads=threads)
+    from . import report
+    report.emit(result, as_json)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
 def print_plan(rows) -> None:
     from .planner import fallback_summary, summarize
     width = max(len(r.gguf_name) for r in rows)

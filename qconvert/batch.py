@@ -1,0 +1,433 @@
+"""Many models into many types from one TOML manifest, incrementally: `qconvert batch MANIFEST.toml`.
+
+    output_dir = "gguf"                  # relative to the manifest's folder (default: that folder)
+    name = "{model}-{type}.gguf"         # {model}: the model folder's (or repo id's) last part
+    threads = 8                          # optional; `--threads` wins
+
+    [[job]]
+    model = "ckpt/llama-ft-step1000"     # folder (relative to the manifest) or Hub id
+    types = ["F16", "Q8_0", "Q4_K_M"]
+    imatrix = "imatrix.gguf"             # any quantize option by its long name, - or _
+
+`load_manifest` validates the whole file at the boundary (a bad manifest is one UsageError
+naming the key and the job, exit 2, before anything is read). `run_batch` then, for each job:
+prepares the model once (convert.prepare_model), plans each type (plan_job), skips the outputs
+whose recorded provenance matches what this run would write (provenance.expected/matches), and
+makes the rest in ONE pass over the model's tensors (convert.write_many). A job that fails
+(a bad checkpoint, a type that cannot be planned, a value a type cannot hold) fails its outputs,
+never the others. The result is a BatchReport: data, rendered by report.py.
+
+sha256 of a skipped output is recomputed from the file, not recorded: the file cannot hold its
+own hash, a record beside it can go stale, and hashing reads at disk speed (about 1 s a GB),
+far cheaper than the conversion the skip saved.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import string
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import QConvertError, UsageError
+from .options import KVOverride, parse_kv_override, parse_tensor_type, parse_type
+
+DEFAULT_NAME = "{model}-{type}.gguf"
+TOP_KEYS = ("output_dir", "name", "threads", "job")
+# quantize's long options, by the name they take in a manifest (dashes become underscores)
+FLAG_KEYS = ("pure", "leave_output_tensor", "no_fallback", "allow_nonfinite")
+JOB_KEYS = ("model", "types", "imatrix", "output_tensor_type", "token_embedding_type", "tensor_type",
+            "override_kv", "split_max_size", "split_max_tensors", *FLAG_KEYS)
+NAME_FIELDS = ("model", "type")
+# a Hugging Face repo id, optionally @revision (hub.resolve_model's syntax)
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[^\s@]+)?$")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One [[job]] of a manifest, validated: quantize's options as their parsed values."""
+
+    index: int                     # 1 for the first [[job]]
+    model: str                     # as written: a folder (relative to the manifest) or a Hub id
+    folder: Path | None            # the folder, when `model` names an existing one
+    label: str                     # {model} in the name template
+    types: tuple[str, ...]         # recipe names, upper case (planner.RECIPES)
+    outputs: tuple[Path, ...]      # one target per type, in the same order
+    imatrix: Path | None = None
+    pure: bool = False
+    output_tensor_type: Any = None  # gguf.GGMLQuantizationType
+    token_embedding_type: Any = None
+    leave_output_tensor: bool = False
+    tensor_type: tuple[tuple[str, Any], ...] = ()
+    override_kv: tuple[KVOverride, ...] = ()
+    no_fallback: bool = False
+    allow_nonfinite: bool = False
+    split_max_size: int | None = None
+    split_max_tensors: int | None = None
+
+    def overrides(self):
+        from .planner import Overrides
+        return Overrides(pure=self.pure, output_tensor_type=self.output_tensor_type,
+                         token_embedding_type=self.token_embedding_type,
+                         leave_output_tensor=self.leave_output_tensor, tensor_types=self.tensor_type,
+                         no_fallback=self.no_fallback)
+
+    def split(self):
+        if self.split_max_size is None and self.split_max_tensors is None:
+            return None
+        from .convert import Split
+        return Split(max_bytes=self.split_max_size, max_tensors=self.split_max_tensors)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    path: Path
+    output_dir: Path
+    name: str
+    threads: int | None
+    jobs: tuple[JobSpec, ...]
+
+
+# ---- the manifest --------------------------------------------------------------------------------
+
+def load_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest; every refusal is a UsageError naming the key (and the job,
+    1-based, in file order)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"manifest {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UsageError(f"manifest {path}: not valid TOML ({e})") from None
+    except OSError as e:
+        raise UsageError(f"manifest {path} cannot be read ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise UsageError(f"manifest {path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    base = path.resolve().parent
+    where = f"manifest {path}"
+    top = normalized(data, TOP_KEYS, where)
+    output_dir = base / expect(top, "output_dir", str, where, ".")
+    name = expect(top, "name", str, where, DEFAULT_NAME)
+    check_template(name, where)
+    threads = positive_int(top, "threads", where)
+    jobs = top.get("job")
+    if jobs is None:
+        raise UsageError(f"{where}: no [[job]]; add one with model = \"...\" and types = [...]")
+    if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+        raise UsageError(f"{where}: job must be an array of tables ([[job]])")
+    specs = tuple(job_spec(i, job, base, output_dir, name, f"{where}: job {i}")
+                  for i, job in enumerate(jobs, start=1))
+    check_collisions(specs, where)
+    return Manifest(path, output_dir, name, threads, specs)
+
+
+def normalized(table: dict, known: tuple[str, ...], where: str) -> dict:
+    """The table with `-` in keys read as `_` (quantize's --long-names), unknown or doubled keys
+    refused."""
+    out: dict = {}
+    for key, value in table.items():
+        k = key.replace("-", "_")
+        if k not in known:
+            raise UsageError(f"{where}: unknown key {key!r}; known: {', '.join(known)}")
+        if k in out:
+            raise UsageError(f"{where}: key {key!r} given twice (as - and _)")
+        out[k] = value
+    return out
+
+
+def expect(table: dict, key: str, kind: type, where: str, default: Any = None) -> Any:
+    value = table.get(key, default)
+    # TOML's booleans are Python bools, which are ints too: an int key refuses them
+    if value is not default and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
+        raise UsageError(f"{where}: {key} must be {TOML_KINDS[kind]}, not {toml_kind(value)}")
+    return value
+
+
+TOML_KINDS = {str: "a string", bool: "true or false", int: "an integer", list: "an array"}
+
+
+def toml_kind(value: Any) -> str:
+    for kind, text in ((bool, "a boolean"), (str, "a string"), (int, "an integer"), (float, "a float"),
+                       (list, "an array"), (dict, "a table")):
+        if isinstance(value, kind):
+            return text
+    return type(value).__name__  # dates and times
+
+
+def positive_int(table: dict, key: str, where: str) -> int | None:
+    value = expect(table, key, int, where)
+    if value is not None and value < 1:
+        raise UsageError(f"{where}: {key} must be at least 1, not {value}")
+    return value
+
+
+def strings(table: dict, key: str, where: str) -> list[str]:
+    value = expect(table, key, list, where, [])
+    for item in value:
+        if not isinstance(item, str):
+            raise UsageError(f"{where}: {key} must be an array of strings, not one holding {toml_kind(item)}")
+    return value
+
+
+def check_template(name: str, where: str) -> None:
+    """`name` may use {model} and {type}, nothing else, and must name a .gguf file below
+    output_dir (an output elsewhere in a checkpoint folder would read as one of its inputs)."""
+    try:
+        parts = list(string.Formatter().parse(name))
+    except ValueError as e:
+        raise UsageError(f"{where}: name {name!r}: {e}") from None
+    for _, field_name, spec, conversion in parts:
+        if field_name is None:
+            continue
+        if field_name not in NAME_FIELDS or spec or conversion:
+            raise UsageError(f"{where}: name {name!r}: unknown field {{{field_name}}}; use {{model}} and {{type}}")
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise UsageError(f"{where}: name {name!r} must be a path below output_dir")
+    if not name.lower().endswith(".gguf"):
+        raise UsageError(f"{where}: name {name!r} must end with .gguf")
+
+
+def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, where: str) -> JobSpec:
+    from .planner import RECIPES, available
+
+    job = normalized(job, JOB_KEYS, where)
+    model = expect(job, "model", str, where)
+    if not model:
+        raise UsageError(f"{where}: model is missing; give a folder (relative to the manifest) or a Hub id")
+    types = strings(job, "types", where)
+    if not types:
+        raise UsageError(f"{where}: types must list at least one type, e.g. [\"Q8_0\"]")
+    for t in types:
+        if t.upper() not in RECIPES or t.upper() not in available():
+            raise UsageError(f"{where}: types: unknown type {t!r}; supported: {', '.join(available())}")
+    types = [t.upper() for t in types]
+    folder = base / model
+    folder = folder if folder.is_dir() else None
+    if folder is None and not HUB_ID.match(model):
+        folder = base / model  # not a repo id: a folder, missing now (the job fails when it runs)
+    label = folder.resolve().name if folder is not None else model.partition("@")[0].rsplit("/", 1)[-1]
+    outputs = tuple(output_dir / name.format(model=label, type=t) for t in types)
+    opts: dict[str, Any] = {}
+    for key in FLAG_KEYS:
+        opts[key] = expect(job, key, bool, where, False)
+    if (imatrix := expect(job, "imatrix", str, where)) is not None:
+        opts["imatrix"] = base / imatrix
+    for key in ("output_tensor_type", "token_embedding_type"):
+        if (value := expect(job, key, str, where)) is not None:
+            opts[key] = boundary(where, key, parse_type, value, key)
+    opts["tensor_type"] = tuple(boundary(where, "tensor_type", parse_tensor_type, t)
+                                for t in strings(job, "tensor_type", where))
+    opts["override_kv"] = tuple(boundary(where, "override_kv", parse_kv_override, o)
+                                for o in strings(job, "override_kv", where))
+    size = job.get("split_max_size")
+    if size is not None:
+        if isinstance(size, str):
+            from .options import parse_size
+            size = boundary(where, "split_max_size", parse_size, size)
+        elif not isinstance(size, int) or isinstance(size, bool):
+            raise UsageError(f"{where}: split_max_size must be a size (\"50G\", \"300M\") or bytes, "
+                             f"not {toml_kind(size)}")
+        if size < 1:
+            raise UsageError(f"{where}: split_max_size must be positive, not {size}")
+        opts["split_max_size"] = size
+    opts["split_max_tensors"] = positive_int(job, "split_max_tensors", where)
+    return JobSpec(index, model, folder, label, tuple(types), outputs, **opts)
+
+
+def boundary(where: str, key: str, parse: Callable, *args: Any) -> Any:
+    """A value through quantize's own parser; its refusal named with the manifest's key."""
+    try:
+        return parse(*args)
+    except UsageError as e:
+        message = str(e)
+        for prefix in (f"--{key.replace('_', '-')}: ", f"--{key.replace('_', '-')} "):  # the parser's own naming
+            message = message.removeprefix(prefix)
+        raise UsageError(f"{where}: {key}: {message}") from None
+
+
+def check_collisions(specs: tuple[JobSpec, ...], where: str) -> None:
+    seen: dict[str, tuple[int, str]] = {}
+    for spec in specs:
+        for qtype, out in zip(spec.types, spec.outputs):
+            key = os.path.normcase(os.path.abspath(out))
+            if key in seen:
+                job, other = seen[key]
+                first = f"job {job} ({other})" if (job, other) != (spec.index, qtype) else f"job {job}"
+                raise UsageError(f"{where}: job {spec.index} ({qtype}) and {first} both write {out}; "
+                                 "give name a {model} and {type}, or list each type once")
+            seen[key] = (spec.index, qtype)
+
+
+# ---- the run -------------------------------------------------------------------------------------
+
+@dataclass
+class BatchFile:
+    path: Path
+    bytes: int
+    sha256: str | None
+
+
+@dataclass
+class BatchError:
+    kind: str       # errors.py's kind of the error ("checkpoint", "quantization", ...)
+    message: str    # its one line
+
+
+@dataclass
+class BatchOutput:
+    job: int        # the [[job]], 1-based
+    model: str      # as the manifest gives it
+    type: str
+    path: Path      # the target (a split set's files are in `files`)
+    status: str     # "made", "skipped" (provenance matched), "failed"; "planned" in a dry run
+    bytes: int | None = None          # all files of the output
+    sha256: str | None = None         # the file's, when the output is one file
+    files: list[BatchFile] = field(default_factory=list)
+    seconds: float | None = None      # of the pass that made it (shared by the outputs of a model)
+    error: BatchError | None = None
+
+
+@dataclass
+class BatchTotals:
+    outputs: int
+    made: int
+    skipped: int
+    failed: int
+    planned: int
+    bytes: int      # of made and skipped outputs (planned ones in a dry run)
+    seconds: float
+
+
+@dataclass
+class BatchReport:
+    manifest: Path
+    outputs: list[BatchOutput]
+    totals: BatchTotals
+    force: bool = False
+    dry_run: bool = False
+    ok: bool = True
+    command: str = "batch"
+
+
+# on_progress(job label, source bytes of its pass) -> a callback taking the bytes read, or None
+ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
+
+
+def run_batch(manifest: Manifest, *, force: bool = False, dry_run: bool = False, threads: int | None = None,
+              on_progress: ProgressFactory | None = None) -> BatchReport:
+    """Make every output of the manifest that is missing or out of date (all of them with
+    `force`), one pass per model; nothing written with `dry_run` (the report then lists what
+    would be made, "planned", with the exact bytes). Failures are in the report, not raised
+    (except an interrupt)."""
+    start = time.perf_counter()
+    threads = threads or manifest.threads
+    outputs: list[BatchOutput] = []
+    for spec in manifest.jobs:
+        outputs.extend(run_job(spec, force=force, dry_run=dry_run, threads=threads, on_progress=on_progress))
+    counts = {s: sum(o.status == s for o in outputs) for s in ("made", "skipped", "failed", "planned")}
+    totals = BatchTotals(len(outputs), **counts, bytes=sum(o.bytes or 0 for o in outputs if o.status != "failed"),
+                         seconds=time.perf_counter() - start)
+    return BatchReport(manifest.path, outputs, totals, force=force, dry_run=dry_run, ok=counts["failed"] == 0)
+
+
+def run_job(spec: JobSpec, *, force: bool, dry_run: bool, threads: int | None,
+            on_progress: ProgressFactory | None) -> list[BatchOutput]:
+    from . import convert, provenance
+
+    entries = [BatchOutput(spec.index, spec.model, t, out, "failed") for t, out in zip(spec.types, spec.outputs)]
+    try:
+        model = convert.prepare_model(locate(spec), spec.imatrix)
+    except (QConvertError, OSError) as e:
+        return [failed(entry, e) for entry in entries]
+    pending: list[tuple[BatchOutput, Any]] = []
+    for entry in entries:
+        try:
+            job = convert.plan_job(model, entry.type, spec.overrides(), spec.override_kv, spec.allow_nonfinite,
+                                   spec.split())
+            if not force and provenance.matches(entry.path, provenance.expected(job)):
+                entry.status = "skipped"
+                describe(entry, convert.predict_files(job, entry.path), hashed=not dry_run)
+                continue
+            if not force and entry.path.exists() and provenance.read(entry.path) is None:
+                # not an output of qconvert's: someone's file, never replaced behind their back
+                raise UsageError(f"{entry.path} exists and records no qconvert provenance; remove it or "
+                                 "pass --force to replace it")
+            if dry_run:
+                entry.status = "planned"
+                describe(entry, convert.predict_files(job, entry.path), hashed=False)
+                continue
+            entry.path.parent.mkdir(parents=True, exist_ok=True)
+            pending.append((entry, job))
+        except (QConvertError, OSError) as e:
+            failed(entry, e)
+    if pending:
+        make(spec, pending, threads, on_progress)
+    return entries
+
+
+def make(spec: JobSpec, pending: list, threads: int | None, on_progress: ProgressFactory | None) -> None:
+    """The pending outputs of one model, in one pass (convert.write_many)."""
+    from . import convert
+
+    total = pending[0][1].source_bytes
+    callback = on_progress(spec.label, total) if on_progress is not None else None
+    try:
+        results = convert.write_many([(job, entry.path) for entry, job in pending], overwrite=True,
+                                     threads=threads, on_progress=callback)
+    except (QConvertError, OSError) as e:  # the checkpoint could not be read: every output of the pass
+        for entry, _ in pending:
+            failed(entry, e)
+        return
+    for (entry, _), result in zip(pending, results):
+        if isinstance(result, BaseException):
+            failed(entry, result)
+            continue
+        entry.status = "made"
+        entry.seconds = result.seconds
+        describe(entry, result.files, hashed=True)
+
+
+def describe(entry: BatchOutput, files: list, hashed: bool) -> None:
+    """Fill the entry's files, bytes and sha256 from the engine's OutputFiles (hashing a file
+    whose hash the engine did not compute, when `hashed`)."""
+    entry.files = [BatchFile(Path(f.path), f.nbytes, (f.sha256 or sha256_file(Path(f.path))) if hashed else None)
+                   for f in files]
+    entry.bytes = sum(f.bytes for f in entry.files)
+    entry.sha256 = entry.files[0].sha256 if len(entry.files) == 1 else None
+
+
+def failed(entry: BatchOutput, e: BaseException) -> BatchOutput:
+    entry.status = "failed"
+    entry.error = error_of(e)
+    return entry
+
+
+def error_of(e: BaseException) -> BatchError:
+    if isinstance(e, OSError):
+        message = f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
+        return BatchError("os", message)
+    return BatchError(getattr(e, "kind", type(e).__name__), " ".join(str(e).split()))
+
+
+def locate(spec: JobSpec) -> Path:
+    """The job's checkpoint folder: the manifest's folder-relative path, or a Hub id resolved
+    (downloaded or found in the cache) by hub.resolve_model."""
+    if spec.folder is not None:
+        return spec.folder
+    from .hub import resolve_model
+    return resolve_model(spec.model).path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
