@@ -13,7 +13,7 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -33,7 +33,7 @@ from .reader import DTYPES, Checkpoint, decode_to_f32
 from .tokenizer import GGUFTokenizer, load_tokenizer
 from .validate.model import check_loadable, check_tensors
 from .validate.values import decode_and_measure, first_bad_row
-from .writer import write_gguf
+from .writer import Split, write_gguf
 
 # Weights handed to one worker at a time: big enough to amortize dispatch, small enough that
 # a window of them in flight is a few tens of MB whatever the model.
@@ -41,20 +41,59 @@ CHUNK_ELEMENTS = 1 << 20
 
 
 @dataclass
-class Job:
-    """Everything known about a conversion before the first byte is written."""
+class Model:
+    """Everything type-independent about a checkpoint, read and validated once (`prepare_model`):
+    any number of jobs (`plan_job`, one per output type) share it, and `write_many` reads its
+    tensors once for all of them."""
 
     checkpoint: Checkpoint
     arch: Architecture
     metadata: Metadata  # the adapter's keys for the model's settings
-    recipe: Recipe
     sources: list[SourceTensor]
-    rows: list[PlanRow]
     tokenizer: GGUFTokenizer
     imatrix: Imatrix | None = None
+    # what the user named the model by, for the provenance record: a Hub id with its resolved
+    # commit ("org/name@0123abc"), or None for a folder (its name is recorded then)
+    ref: str | None = None
+
+    @property
+    def input_paths(self) -> list[Path]:
+        """Every file a conversion reads or may read (`input_files`, and the shards wherever
+        they are), for `write`'s refusal to write over one and for the provenance record."""
+        paths = {t.file for t in self.checkpoint.tensors.values()}
+        paths.update(input_files(self.checkpoint.path, self.imatrix.path if self.imatrix is not None else None))
+        return sorted(paths)
+
+    @property
+    def source_bytes(self) -> int:
+        """Checkpoint bytes a conversion reads (skipped tensors excluded; a tensor split in
+        two by row selections counts once)."""
+        return sum(read_nbytes(s) for s in self.sources)
+
+
+@dataclass
+class Job:
+    """One output of a model: its type's plan and the options that shape the file, everything
+    known before the first byte is written."""
+
+    model: Model
+    recipe: Recipe
+    rows: list[PlanRow]
+    overrides: Overrides = field(default_factory=Overrides)
     kv_overrides: tuple[KVOverride, ...] = ()
     # write NaN/Inf and values that overflow the output type instead of refusing them
     allow_nonfinite: bool = False
+    split: Split | None = None
+
+    # the model's parts, as the job's (what the chunk loop and the validators read)
+    checkpoint = property(lambda self: self.model.checkpoint)
+    arch = property(lambda self: self.model.arch)
+    metadata = property(lambda self: self.model.metadata)
+    sources = property(lambda self: self.model.sources)
+    tokenizer = property(lambda self: self.model.tokenizer)
+    imatrix = property(lambda self: self.model.imatrix)
+    input_paths = property(lambda self: self.model.input_paths)
+    source_bytes = property(lambda self: self.model.source_bytes)
 
     def model_meta(self, n_params: int = 0) -> gguf.Metadata:
         """general.* as gguf finds them in the checkpoint (model card, config, folder name)."""
@@ -85,20 +124,6 @@ class Job:
         for key, value, vtype in extra:
             writer.kv_data[0].pop(key, None)
             writer.add_key_value(key, value, vtype)
-
-    @property
-    def input_paths(self) -> list[Path]:
-        """Every file this conversion reads or may read (`input_files`, and the shards wherever
-        they are), for `write`'s refusal to write over one."""
-        paths = {t.file for t in self.checkpoint.tensors.values()}
-        paths.update(input_files(self.checkpoint.path, self.imatrix.path if self.imatrix is not None else None))
-        return sorted(paths)
-
-    @property
-    def source_bytes(self) -> int:
-        """Checkpoint bytes the conversion reads (skipped tensors excluded; a tensor split in
-        two by row selections counts once)."""
-        return sum(read_nbytes(s) for s in self.sources)
 
     def quant_weights(self, row: PlanRow) -> np.ndarray | None:
         """The imatrix weights for a tensor's rows (n_expert x n_per_row), if any."""
@@ -136,10 +161,10 @@ class Result:
     seconds: float
 
 
-def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = None,
-            imatrix: str | Path | None = None, kv_overrides: tuple[KVOverride, ...] = (),
-            allow_nonfinite: bool = False) -> Job:
-    recipe = recipe_for(qtype)
+def prepare_model(model_dir: str | Path, imatrix: str | Path | None = None, *, ref: str | None = None) -> Model:
+    """Open and validate everything about a checkpoint that does not depend on the output type:
+    config, shards, architecture, tensors, tokenizer, importance matrix. `ref` is how the user
+    named the model when it was not a folder (a Hub id and commit), for the provenance record."""
     ckpt = Checkpoint.open(model_dir)
     adapter = arch_registry.for_config(ckpt.config, ckpt.path)
     metadata = adapter.metadata()  # a setting llama.cpp cannot run (e.g. BERT's pooling) fails here
@@ -150,17 +175,34 @@ def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = Non
                                spm_add_space_prefix=adapter.spm_add_space_prefix)
     check_vocab(tokenizer, sources, adapter.hp.get("vocab_size"))
     matrix = load_imatrix(imatrix) if imatrix is not None else None
+    return Model(ckpt, adapter, metadata, sources, tokenizer, matrix, ref)
+
+
+def plan_job(model: Model, qtype: str, overrides: Overrides | None = None, kv_overrides: tuple[KVOverride, ...] = (),
+             allow_nonfinite: bool = False, split: Split | None = None) -> Job:
+    """The plan of one output of `model` in type `qtype` (a type or llama-quantize mix name),
+    checked as far as it can be before writing: types that fit, what llama.cpp's loader needs,
+    the importance matrix's sizes."""
+    recipe = recipe_for(qtype)
     overrides = overrides or Overrides()
-    if matrix is not None:
+    if model.imatrix is not None:
         overrides = replace(overrides, has_imatrix=True)
-    rows = plan(sources, recipe, adapter.model_facts(), overrides)
+    rows = plan(model.sources, recipe, model.arch.model_facts(), overrides)
     check_writable(rows, recipe)
-    job = Job(ckpt, adapter, metadata, recipe, sources, rows, tokenizer, matrix, tuple(kv_overrides),
-              allow_nonfinite)
+    job = Job(model, recipe, rows, overrides, tuple(kv_overrides), allow_nonfinite, split)
     check_loadable(job)  # what llama.cpp's loader refuses beyond the tensors
     for row in rows:  # size mismatches fail now, before any output exists
         job.quant_weights(row)
     return job
+
+
+def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = None,
+            imatrix: str | Path | None = None, kv_overrides: tuple[KVOverride, ...] = (),
+            allow_nonfinite: bool = False, split: Split | None = None) -> Job:
+    """`prepare_model` and `plan_job` in one: a single output. The type is checked first (the
+    cheapest error)."""
+    recipe_for(qtype)
+    return plan_job(prepare_model(model_dir, imatrix), qtype, overrides, kv_overrides, allow_nonfinite, split)
 
 
 # The tensors whose rows are the vocabulary: llama.cpp loads them with shape {n_embd, n_vocab},

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -158,3 +159,13 @@ def write_tensor_data(writer: gguf.GGUFWriter, rows: list[PlanRow], chunks: Iter
         with writing(target):
             writer.write_padding(fout, row.nbytes)
     assert next(chunks, None) is None, "more tensor data than tensors"
+
+
+@dataclass(frozen=True)
+class Split:
+    """How to cut an output into a set of files, as llama.cpp's gguf-split does: at most
+    `max_bytes` of tensor data (each tensor padded to the alignment) or `max_tensors` tensors a
+    file. None: no limit of that kind."""
+
+    max_bytes: int | None = None
+    max_tensors: int | None = None
