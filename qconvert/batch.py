@@ -339,13 +339,25 @@ def run_batch(manifest: Manifest, *, force: bool = False, dry_run: bool = False,
 
 def run_job(spec: JobSpec, *, force: bool, dry_run: bool, threads: int | None,
             on_progress: ProgressFactory | None) -> list[BatchOutput]:
-    from . import convert, provenance
+    from . import convert
 
-    entries = [BatchOutput(spec.index, spec.model, t, out, "failed") for t, out in zip(spec.types, spec.outputs)]
+    entries = [BatchOutput(spec.index, spec.model, t, out, "") for t, out in zip(spec.types, spec.outputs)]
     try:
-        model = convert.prepare_model(locate(spec), spec.imatrix)
+        folder, ref = locate(spec)
+        model = convert.prepare_model(folder, spec.imatrix, ref=ref)
     except (QConvertError, OSError) as e:
         return [failed(entry, e) for entry in entries]
+    try:
+        plan_and_make(spec, model, entries, force=force, dry_run=dry_run, threads=threads, on_progress=on_progress)
+    finally:
+        model.checkpoint.close()
+    return entries
+
+
+def plan_and_make(spec: JobSpec, model: Any, entries: list[BatchOutput], *, force: bool, dry_run: bool,
+                  threads: int | None, on_progress: ProgressFactory | None) -> None:
+    from . import convert, provenance
+
     pending: list[tuple[BatchOutput, Any]] = []
     for entry in entries:
         try:
@@ -369,7 +381,6 @@ def run_job(spec: JobSpec, *, force: bool, dry_run: bool, threads: int | None,
             failed(entry, e)
     if pending:
         make(spec, pending, threads, on_progress)
-    return entries
 
 
 def make(spec: JobSpec, pending: list, threads: int | None, on_progress: ProgressFactory | None) -> None:
@@ -416,13 +427,15 @@ def error_of(e: BaseException) -> BatchError:
     return BatchError(getattr(e, "kind", type(e).__name__), " ".join(str(e).split()))
 
 
-def locate(spec: JobSpec) -> Path:
-    """The job's checkpoint folder: the manifest's folder-relative path, or a Hub id resolved
-    (downloaded or found in the cache) by hub.resolve_model."""
+def locate(spec: JobSpec) -> tuple[Path, str | None]:
+    """The job's checkpoint folder, and the Hub id and commit it came from (None for a folder):
+    the manifest's folder-relative path, or a Hub id resolved (downloaded or found in the cache)
+    by hub.resolve_model."""
     if spec.folder is not None:
-        return spec.folder
+        return spec.folder, None
     from .hub import resolve_model
-    return resolve_model(spec.model).path
+    source = resolve_model(spec.model)
+    return source.path, source.ref
 
 
 def sha256_file(path: Path) -> str:

@@ -150,3 +150,203 @@ def test_manifest_defaults_and_name_template(tmp_path: Path) -> None:
 
 def copy_model(name: str, dest: Path) -> Path:
     return Path(shutil.copytree(MODELS / name, dest / name))
+
+
+# ---- runs ----------------------------------------------------------------------------------------
+#
+# Two fixture models x three types (F16, Q8_0 and the K mix Q4_K_M), each job with options of
+# its own: llama-k256-bf16 (rows fit the K blocks) and qwen2-bpe-bf16 (rows of 64: the K types
+# fall back to Q5_0/Q8_0, llama-quantize's tensor_type_fallback).
+
+TYPES = ("F16", "Q8_0", "Q4_K_M")
+OPTIONS = {  # the manifest's keys -> the same options for `qconvert quantize`
+    "llama-k256-bf16": ('tensor_type = ["attn_v=Q8_0"]\noverride-kv = ["general.name=str:k256"]',
+                        ["--tensor-type", "attn_v=Q8_0", "--override-kv", "general.name=str:k256"]),
+    "qwen2-bpe-bf16": ("output_tensor_type = \"Q6_K\"", ["--output-tensor-type", "Q6_K"]),
+}
+
+
+def shelf(tmp_path: Path, models=tuple(OPTIONS), types=TYPES, extra: dict | None = None) -> Path:
+    """A manifest in tmp_path converting copies of the fixture models (in tmp_path/ckpt) into
+    tmp_path/gguf."""
+    jobs = []
+    for name in models:
+        if not (tmp_path / "ckpt" / name).exists():
+            copy_model(name, tmp_path / "ckpt")
+        jobs.append(f'[[job]]\nmodel = "ckpt/{name}"\ntypes = {list(types)!r}\n{OPTIONS[name][0]}\n'
+                    + (extra or {}).get(name, ""))
+    return manifest(tmp_path, 'output_dir = "gguf"\nthreads = 2\n\n' + "\n".join(jobs).replace("'", '"'))
+
+
+def run_batch_cli(path: Path, *args: str) -> tuple[int, dict]:
+    import json
+
+    from tests.conftest import check_report
+
+    proc = run_cli_inprocess("batch", path, "--json", *args, timeout=300)
+    data = json.loads(proc.stdout)
+    check_report(data)
+    assert data["command"] == "batch" and data["ok"] == (proc.returncode == 0), proc
+    return proc.returncode, data
+
+
+def statuses(data: dict) -> dict[tuple[str, str], str]:
+    return {(Path(o["model"]).name, o["type"]): o["status"] for o in data["outputs"]}
+
+
+def stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file's (inode, mtime_ns): a rewrite, atomic rename included, changes one of them."""
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def test_batch_matches_quantize_and_is_incremental(tmp_path: Path) -> None:
+    import hashlib
+    import json
+
+    import numpy as np
+
+    from tests.conftest import llama_logits, relative_error
+
+    path = shelf(tmp_path)
+    code, data = run_batch_cli(path)
+    assert code == 0, data
+    assert set(statuses(data).values()) == {"made"} and len(data["outputs"]) == 6
+    assert data["totals"]["made"] == 6 and data["totals"]["failed"] == 0
+    out = tmp_path / "gguf"
+    for o in data["outputs"]:
+        f = Path(o["path"])
+        assert f.parent == out and f.name == f"{Path(o['model']).name}-{o['type']}.gguf"
+        assert o["bytes"] == f.stat().st_size and o["sha256"] == hashlib.sha256(f.read_bytes()).hexdigest()
+        assert o["files"] == [{"path": str(f), "bytes": o["bytes"], "sha256": o["sha256"]}]
+    assert data["totals"]["bytes"] == sum(p.stat().st_size for p in out.iterdir())
+
+    # byte-identical to separate quantize runs with the same options (provenance included)
+    sep = tmp_path / "separate"
+    sep.mkdir()
+    for model, (_, options) in OPTIONS.items():
+        for t in TYPES:
+            name = f"{model}-{t}.gguf"
+            proc = run_cli_inprocess("quantize", tmp_path / "ckpt" / model, "-t", t, "-o", sep / name,
+                                     "--no-progress", *options, timeout=120)
+            assert proc.returncode == 0, proc
+            assert (sep / name).read_bytes() == (out / name).read_bytes(), name
+
+    # llama.cpp runs one, as close to transformers' logits as a separate conversion is
+    ref = np.load(MODELS / "llama-k256-bf16" / "reference.npz")
+    got = llama_logits(out / "llama-k256-bf16-Q4_K_M.gguf", ref["tokens"])
+    assert relative_error(got, ref["logits"]) <= 0.5
+
+    # again: every output skipped, no file rewritten, and their hashes reported (recomputed)
+    before = stamps(out)
+    code, again = run_batch_cli(path)
+    assert code == 0 and set(statuses(again).values()) == {"skipped"}, again
+    assert stamps(out) == before
+    assert [(o["path"], o["bytes"], o["sha256"]) for o in again["outputs"]] == \
+        [(o["path"], o["bytes"], o["sha256"]) for o in data["outputs"]]
+
+    # a content change in one model's config.json remakes that model's outputs only
+    config = tmp_path / "ckpt" / "qwen2-bpe-bf16" / "config.json"
+    config.write_text(json.dumps(json.loads(config.read_text()), indent=4))
+    code, data = run_batch_cli(path)
+    assert code == 0
+    assert statuses(data) == {**{("llama-k256-bf16", t): "skipped" for t in TYPES},
+                              **{("qwen2-bpe-bf16", t): "made" for t in TYPES}}
+    after = stamps(out)
+    assert [n for n in after if after[n] != before[n]] == [f"qwen2-bpe-bf16-{t}.gguf" for t in sorted(TYPES)]
+
+    # an option changed in one job remakes that job's outputs; a type added makes just it
+    before = after
+    path = shelf(tmp_path, types=(*TYPES, "Q6_K"), extra={"llama-k256-bf16": "pure = true\n"})
+    code, data = run_batch_cli(path)
+    assert code == 0
+    assert statuses(data) == {**{("llama-k256-bf16", t): "made" for t in (*TYPES, "Q6_K")},
+                              **{("qwen2-bpe-bf16", t): "skipped" for t in TYPES},
+                              ("qwen2-bpe-bf16", "Q6_K"): "made"}
+    after = stamps(out)
+    assert {n for n in after if after.get(n) != before.get(n)} == \
+        {f"llama-k256-bf16-{t}.gguf" for t in (*TYPES, "Q6_K")} | {"qwen2-bpe-bf16-Q6_K.gguf"}
+
+    # --force remakes everything
+    code, data = run_batch_cli(path, "--force")
+    assert code == 0 and set(statuses(data).values()) == {"made"} and data["force"] is True
+    forced = stamps(out)
+    assert all(forced[n] != after[n] for n in after)
+
+
+def test_failed_jobs_do_not_stop_the_others(tmp_path: Path) -> None:
+    """A checkpoint that cannot be read fails its job; a type that cannot be planned
+    (--no-fallback on rows of 64) fails its output only; the rest is made; exit 1."""
+    broken = copy_model("llama-k256-bf16", tmp_path / "ckpt")
+    (broken / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}")
+    copy_model("qwen2-bpe-bf16", tmp_path / "ckpt")
+    path = manifest(tmp_path, """
+        output_dir = "gguf"
+        [[job]]
+        model = "ckpt/llama-k256-bf16"
+        types = ["F16", "Q8_0"]
+        [[job]]
+        model = "ckpt/qwen2-bpe-bf16"
+        types = ["Q6_K", "F16"]
+        no_fallback = true
+        [[job]]
+        model = "ckpt/nowhere"
+        types = ["Q8_0"]
+        """)
+    code, data = run_batch_cli(path)
+    assert code == 1 and data["ok"] is False
+    by = {(Path(o["model"]).name, o["type"]): o for o in data["outputs"]}
+    assert {k: o["status"] for k, o in by.items()} == {
+        ("llama-k256-bf16", "F16"): "failed", ("llama-k256-bf16", "Q8_0"): "failed",
+        ("qwen2-bpe-bf16", "Q6_K"): "failed", ("qwen2-bpe-bf16", "F16"): "made",
+        ("nowhere", "Q8_0"): "failed"}
+    for key in (("llama-k256-bf16", "F16"), ("nowhere", "Q8_0")):
+        assert by[key]["error"]["kind"] == "checkpoint", by[key]
+    assert "model.safetensors" in by["llama-k256-bf16", "F16"]["error"]["message"]
+    assert by["qwen2-bpe-bf16", "Q6_K"]["error"]["kind"] == "quantization", by["qwen2-bpe-bf16", "Q6_K"]
+    assert all("\n" not in o["error"]["message"] for o in data["outputs"] if o["error"])
+    assert data["totals"] == {**data["totals"], "outputs": 5, "made": 1, "failed": 4, "skipped": 0}
+    assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["qwen2-bpe-bf16-F16.gguf"]
+
+
+def test_a_value_one_type_cannot_hold_fails_that_output_only(tmp_path: Path) -> None:
+    """A weight beyond F16's range (write_many aborts that output mid-pass) fails F16; Q8_0 of
+    the same pass is made."""
+    import numpy as np
+
+    from tests.conftest import tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint
+
+    cfg = tiny_llama_config(tokenizer_vocab_size("tiny-bpe"))
+    tensors = tiny_llama_tensors(cfg)
+    tensors["model.layers.0.mlp.up_proj.weight"][3, 5] = np.float32(1e6)
+    write_checkpoint(tmp_path / "big", cfg, tensors)
+    path = manifest(tmp_path, '[[job]]\nmodel = "big"\ntypes = ["F16", "Q8_0"]\n')
+    code, data = run_batch_cli(path)
+    assert code == 1
+    f16, q8 = data["outputs"]
+    assert (f16["status"], q8["status"]) == ("failed", "made"), data
+    assert "up_proj" in f16["error"]["message"]
+    assert not (tmp_path / "big-F16.gguf").exists() and (tmp_path / "big-Q8_0.gguf").is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_dry_run_predicts_and_writes_nothing(tmp_path: Path) -> None:
+    path = shelf(tmp_path, models=("qwen2-bpe-bf16",))
+    code, planned = run_batch_cli(path, "--dry-run")
+    assert code == 0 and set(statuses(planned).values()) == {"planned"} and planned["dry_run"] is True
+    assert not (tmp_path / "gguf").exists()
+    assert all(o["sha256"] is None for o in planned["outputs"])
+    code, made = run_batch_cli(path)
+    assert [o["bytes"] for o in planned["outputs"]] == [o["bytes"] for o in made["outputs"]]
+    code, again = run_batch_cli(path, "--dry-run")
+    assert set(statuses(again).values()) == {"skipped"}
+
+
+def test_a_file_not_made_by_qconvert_is_not_replaced(tmp_path: Path) -> None:
+    path = shelf(tmp_path, models=("qwen2-bpe-bf16",), types=("Q8_0",))
+    target = tmp_path / "gguf" / "qwen2-bpe-bf16-Q8_0.gguf"
+    target.parent.mkdir()
+    target.write_bytes(b"mine")
+    code, data = run_batch_cli(path)
+    assert code == 1 and data["outputs"][0]["error"]["kind"] == "usage" and target.read_bytes() == b"mine"
+    code, data = run_batch_cli(path, "--force")
+    assert code == 0 and data["outputs"][0]["status"] == "made" and target.read_bytes()[:4] == b"GGUF"
