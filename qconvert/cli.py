@@ -19,7 +19,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import __version__
+from . import __version__, report
 from .errors import Interrupted, QConvertError
 
 # no_args_is_help prints the help with an exit code that changed across click versions (0, then
@@ -37,6 +37,20 @@ OutOpt = Annotated[Optional[str], typer.Option("--output", "-o", show_default=Fa
                                                "type, e.g. SmolLM2-Q8_0.gguf, in the current folder).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", "-j", min=1,
                                                    help="Quantization threads (default: all cores).")]
+# Output for machines: one JSON object on stdout (schema: qconvert/schema/report.schema.json)
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the report as one JSON object on stdout (schema: "
+                                       "qconvert/schema/report.schema.json); human lines go to stderr.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors (and --json's report).")]
+ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress", show_default=False,
+                                                     help="Force or hide progress bars (default: shown when "
+                                                     "stderr is a terminal).")]
+
+
+def wants_progress(progress: bool | None, quiet: bool) -> bool:
+    """Progress bars only on a terminal unless forced: a log or a CI job gets no control codes."""
+    if quiet:
+        return False
+    return progress if progress is not None else sys.stderr.isatty()
 
 
 def show_version(value: bool) -> None:
@@ -60,8 +74,11 @@ def quantize(
     output: OutOpt = None,
     threads: ThreadsOpt = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace OUTPUT if it exists.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the per-tensor plan; write nothing.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the per-tensor plan and the exact size of the "
+                                          "output; write nothing.")] = False,
+    progress: ProgressOpt = None,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
     imatrix: Annotated[Optional[Path], typer.Option(
         "--imatrix", help="Importance matrix from llama-imatrix (GGUF or legacy .dat).")] = None,
     pure: Annotated[bool, typer.Option("--pure", help="Every quantized tensor in the default type: no mix "
@@ -87,7 +104,7 @@ def quantize(
     """Convert MODEL_DIR to a GGUF file of the given type."""
     from . import convert as conv
     from .options import parse_kv_override, parse_tensor_type, parse_type
-    from .planner import Overrides, fallback_summary, summarize
+    from .planner import Overrides
 
     overrides = Overrides(
         pure=pure,
@@ -103,11 +120,12 @@ def quantize(
     if not dry_run:  # before reading the checkpoint: the cheapest errors first
         conv.check_output(out, overwrite, conv.input_files(model_dir, imatrix))
     job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite)
+    ref = str(model_dir)
     if dry_run:
-        print_plan(job.rows)
+        report.emit(report.quantize_report(job, ref, conv.predict_files(job, out), None), json_, quiet=quiet)
         return
     bar = None
-    if progress:
+    if wants_progress(progress, quiet):
         from tqdm import tqdm
         bar = tqdm(total=job.source_bytes, unit="B", unit_scale=True, desc=out.name, file=sys.stderr)
     try:
@@ -115,59 +133,62 @@ def quantize(
     finally:
         if bar is not None:
             bar.close()
-    _, bpw = summarize(result.rows)
-    typer.echo(f"wrote {result.path} ({result.nbytes / 2**20:.1f} MiB, {len(result.rows)} tensors, "
-               f"{bpw:.2f} bits per weight) in {result.seconds:.1f} s")
-    if (line := fallback_summary(result.rows)) is not None:
-        typer.echo(line)
+    report.emit(report.quantize_report(job, ref, result.files, result.seconds), json_, quiet=quiet)
 
 
 @app.command()
 def inspect(
     path: Annotated[Path, typer.Argument(help="GGUF file.", show_default=False)],
     tensors: Annotated[bool, typer.Option("--tensors/--no-tensors", help="List the tensors.")] = True,
+    json_: JsonOpt = False,
 ) -> None:
     """Print a GGUF file's metadata and tensor table."""
-    from .gguf_info import describe
-    typer.echo(describe(path, tensors=tensors))
+    from .gguf_info import inspect_report
+    report.emit(inspect_report(path, tensors=tensors), json_)
 
 
 @app.command()
 def batch(
-    manifest: Annotated[Path, typer.Argument(help="TOML manifest: output_dir, name, [[job]] model and types "
-                                             "(see qconvert/batch.py).", show_default=False)],
+    manifest: Annotated[Path, typer.Argument(help="TOML manifest: output_dir, name, [[job]] model, types and "
+                                             "quantize's options by their long names.", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Remake every output, also those whose recorded "
-                                        "provenance matches.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be made, skipped or fail; "
-                                          "write nothing.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON report on stdout.")] = False,
+                                        "provenance matches this run.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be made and skipped, with the exact "
+                                          "sizes; write nothing.")] = False,
     threads: ThreadsOpt = None,
+    progress: ProgressOpt = None,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
 ) -> None:
-    """Convert the models of MANIFEST into their types, one pass per model; skip what is up to date."""
+    """Convert the models of MANIFEST into their types, one pass per model, skipping outputs that are
+    up to date. Exit 1 if any output failed."""
     from .batch import load_manifest, run_batch
 
-    result = run_batch(load_manifest(manifest), force=force, dry_run=dry_run, threads=threads)
-    from . import report
-    report.emit(result, as_json)
+    bars = progress_bars() if wants_progress(progress, quiet) else None
+    result = run_batch(load_manifest(manifest), force=force, dry_run=dry_run, threads=threads, on_progress=bars)
+    report.emit(result, json_, quiet=quiet)
     if not result.ok:
         raise typer.Exit(1)
 
 
-def print_plan(rows) -> None:
-    from .planner import fallback_summary, summarize
-    width = max(len(r.gguf_name) for r in rows)
-    typer.echo(f"{'tensor':<{width}}  {'shape':<16} {'from':<5} {'type':<5} reason")
-    for r in rows:
-        shape = "x".join(str(d) for d in reversed(r.shape))
-        typer.echo(f"{r.gguf_name:<{width}}  {shape:<16} {r.src_dtype:<5} {r.qtype.name:<5} {r.reason}")
-    nbytes, bpw = summarize(rows)
-    typer.echo(f"{len(rows)} tensors, {nbytes / 2**20:.1f} MiB of tensor data, {bpw:.2f} bits per weight")
-    if (line := fallback_summary(rows)) is not None:
-        typer.echo(line)
+def progress_bars():
+    """batch's on_progress: one bar on stderr per model pass, closed when the pass is done."""
+    from tqdm import tqdm
+
+    def start(label: str, total: int):
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr)
+
+        def update(n: int) -> None:
+            bar.update(n)
+            if bar.n >= total:
+                bar.close()
+        return update
+    return start
 
 
 def main() -> None:
-    """Console entry point: run the app; every failure becomes one line and an exit code (above)."""
+    """Console entry point: run the app; every failure becomes one line and an exit code (above),
+    and with --json also an error report on stdout."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, on_signal)
     try:
@@ -213,7 +234,13 @@ def usage_error(e: Exception) -> tuple[str, int] | None:
 
 
 def fail(message: str, code: int, exc: BaseException | None) -> None:
+    """Print the one line on stderr (and, with --json, the error report on stdout) and exit."""
     if os.environ.get("QCONVERT_DEBUG") and exc is not None:
         raise exc
     typer.echo(f"error: {message}", err=True)
+    argv = sys.argv[1:]
+    if "--json" in argv:  # read from argv: a usage error stops parsing before the command sees --json
+        command = next((a for a in argv if not a.startswith("-")), None)
+        kind = getattr(exc, "kind", None) or ("os" if isinstance(exc, OSError) else "usage" if code == 2 else "error")
+        report.emit(report.ErrorReport(command, report.ErrorDetail(kind, message, code)), True)
     sys.exit(code)

@@ -1,4 +1,4 @@
-"""Describe a GGUF file: metadata (long arrays shortened) and the tensor table.
+"""What `inspect` reports of a GGUF file: its metadata (arrays as their first elements) and tensors.
 
 The file is read by gguf_read.read_gguf, which checks its whole structure first: a damaged file
 is one GGUFError naming what is wrong and where, never a traceback or a huge allocation.
@@ -8,46 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gguf_read import GGUFArray, GGUFField, read_gguf
+from .gguf_read import GGUFArray, read_gguf
+from .report import ArrayValue, InspectReport, InspectTensor, MetadataEntry
 
-SHOWN_ITEMS = 5  # array elements printed before "..."
-SHOWN_CHARS = 120  # a value longer than this is cut, ending in "..."
-
-
-def field_value(field: GGUFField) -> str:
-    value = field.value
-    if isinstance(value, GGUFArray):
-        head = ", ".join(repr(v) for v in value.head[:SHOWN_ITEMS])
-        return f"[{head}{', ...' if value.count > SHOWN_ITEMS else ''}] ({value.count} items)"
-    return short_repr(value)
+HEAD_ITEMS = 8  # array elements kept in the report (gguf_read keeps as many)
 
 
-def short_repr(value, limit: int = SHOWN_CHARS) -> str:
-    """repr(value) cut to `limit` characters, without building the repr of a long string (four
-    times its size when it is all control bytes).
-
-    >>> len(short_repr("x" * 10**6)), short_repr("x" * 200)[-5:], short_repr(7)
-    (120, 'xx...', '7')
-    """
-    if isinstance(value, str) and len(value) > limit:
-        # repr picks its quotes from the whole string: the suffix makes the prefix pick the same
-        # (double quotes only when there is a ' and no "), and falls beyond what is shown
-        suffix = ("'" if '"' not in value else "'\"") if "'" in value else ""
-        text = repr(value[:limit] + suffix)
-    else:
-        text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def describe(path: Path, tensors: bool = True) -> str:
+def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
     info = read_gguf(path)
-    lines = [f"{path}: GGUF, {len(info.fields)} metadata keys, {len(info.tensors)} tensors"]
-    for name, field in info.fields.items():
-        lines.append(f"  {name} = {field_value(field)}")
+    metadata = []
+    for name, f in info.fields.items():
+        value = f.value
+        if isinstance(value, GGUFArray):
+            value = ArrayValue(value.item_type.name, value.count, list(value.head[:HEAD_ITEMS]))
+        metadata.append(MetadataEntry(name, f.type.name, value))
+    table = None
     if tensors:
-        width = max((len(t.name) for t in info.tensors), default=6)
-        lines.append(f"  {'tensor':<{width}}  {'type':<5} {'shape':<18} bytes")
-        for t in info.tensors:
-            shape = "x".join(str(d) for d in t.shape)
-            lines.append(f"  {t.name:<{width}}  {t.type.name:<5} {shape:<18} {t.nbytes}")
-    return "\n".join(lines)
+        table = [InspectTensor(t.name, t.type.name, list(t.shape), t.offset, t.nbytes) for t in info.tensors]
+    return InspectReport("inspect", [Path(path)], info.size, info.version, info.alignment, metadata, table)

@@ -390,28 +390,6 @@ def plan(tensors: list[SourceTensor], recipe: Recipe, model: ModelFacts | None =
     return rows
 
 
-def fallback_summary(rows: list[PlanRow]) -> str | None:
-    """One line on what fallbacks did: how many tensors, which type changes, bits per weight."""
-    fell = [r for r in rows if r.fell_back]
-    if not fell:
-        return None
-    changes: dict[str, int] = {}
-    for r in fell:
-        key = f"{r.wanted.name}->{r.qtype.name}"
-        changes[key] = changes.get(key, 0) + 1
-    _, bpw = summarize(rows)
-    intended = sum(r.n_elements * bits_per_weight(r.wanted or r.qtype) for r in rows) / max(
-        sum(r.n_elements for r in rows), 1)
-    detail = ", ".join(f"{k} x{n}" for k, n in sorted(changes.items()))
-    return (f"{len(fell)} of {len(rows)} tensors fell back ({detail}): {bpw:.2f} bits per weight "
-            f"instead of {intended:.2f}")
-
-
-def bits_per_weight(qtype: T) -> float:
-    block, size = gguf.GGML_QUANT_SIZES[qtype]
-    return 8.0 * size / block
-
-
 def summarize(rows: list[PlanRow]) -> tuple[int, float]:
     """(total tensor bytes, bits per weight) of a plan."""
     nbytes = sum(r.nbytes for r in rows)

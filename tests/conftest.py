@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -288,3 +289,31 @@ def run_cli_inprocess(*args: str, timeout: float = 60) -> subprocess.CompletedPr
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+@functools.lru_cache(maxsize=1)
+def _report_validator():
+    import jsonschema
+
+    from qconvert.report import SCHEMA_PATH
+    schema = json.loads(SCHEMA_PATH.read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def check_report(data: dict) -> dict:
+    """Validate a --json report against the shipped schema (every JSON output in the tests goes
+    through here); returns it."""
+    errors = sorted(_report_validator().iter_errors(data), key=lambda e: list(e.absolute_path))
+    assert not errors, "report does not follow the schema:\n" + "\n".join(
+        f"  at {'/'.join(map(str, e.absolute_path)) or '(root)'}: {e.message[:300]}" for e in errors[:10])
+    return data
+
+
+def run_json(*args: str, env: dict | None = None) -> tuple[subprocess.CompletedProcess, dict]:
+    """`qconvert ARGS --json`: the process and its stdout parsed (exactly one JSON object) and
+    validated against the schema."""
+    proc = run_cli(*args, "--json", env=env)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 1, f"--json printed {len(lines)} lines on stdout:\n{proc.stdout[:2000]}\n{proc.stderr[-2000:]}"
+    return proc, check_report(json.loads(lines[0]))

@@ -11,7 +11,7 @@ from conftest import run_cli
 
 def test_quantize_then_inspect(tiny_checkpoint: Path, tmp_path: Path):
     out = tmp_path / "tiny-q8.gguf"
-    proc = run_cli("quantize", tiny_checkpoint, "-t", "q8_0", "-o", out, "--threads", "2")
+    proc = run_cli("quantize", tiny_checkpoint, "-t", "q8_0", "-o", out, "--threads", "2", "--progress")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith(f"wrote {out} (") and "bits per weight" in proc.stdout
     assert "B/s" in proc.stderr or "100%" in proc.stderr  # tqdm's byte progress bar

@@ -25,7 +25,7 @@ from test_cli_errors import assert_clean_failure
 sys.path.insert(0, str(ROOT / "scripts"))
 from fuzz_gguf import GGMLOracle, every_kind_gguf, run_inspect  # noqa: E402
 
-from qconvert.gguf_info import short_repr  # noqa: E402
+from qconvert.report import short_repr  # noqa: E402
 from qconvert.gguf_read import GGUFArray, read_gguf  # noqa: E402
 
 

@@ -14,7 +14,8 @@ from qconvert.arch import ModelFacts, SourceTensor
 from qconvert.errors import QuantizationError, UsageError
 from qconvert.imatrix import load_imatrix
 from qconvert.options import parse_kv_override, parse_tensor_type, parse_type
-from qconvert.planner import Overrides, fallback_summary, plan, recipe_for, use_more_bits
+from qconvert.planner import Overrides, plan, recipe_for, summarize, use_more_bits
+from qconvert.report import fallback_line, tensor_reports
 
 T = gguf.GGMLQuantizationType
 
@@ -104,7 +105,7 @@ def test_fallbacks_and_no_fallback():
     assert (q.qtype, q.wanted) == (T.Q5_0, T.Q4_K) and "row length 576" in q.reason
     down = next(r for r in rows if r.gguf_name == "blk.1.ffn_down.weight")  # rows of 1536 = 6 x 256
     assert not down.fell_back
-    line = fallback_summary(rows)
+    line = fallback_line(tensor_reports(rows), summarize(rows)[1])
     # per layer: q, k, v, output, gate, up (rows of 576); plus token_embd; output.weight goes straight
     # to Q8_0 (not a fallback); blk.1.attn_v is a use_more_bits layer (Q6_K)
     assert line.startswith("13 of 19 tensors fell back (Q4_K->Q5_0 x12, Q6_K->Q8_0 x1): ")

@@ -1,0 +1,334 @@
+"""Reports: what a command did, as data, rendered in one place as text for people or JSON for machines.
+
+Every command builds a report dataclass (`QuantizeReport`, `InspectReport`, the verify and batch
+reports, `ErrorReport`); nothing below the CLI builds an English sentence. `emit` writes one:
+with `--json`, one JSON object on stdout; else the text renderer's lines on stdout. JSON objects
+carry `schema_version` and `qconvert_version` and follow the JSON Schema shipped beside this
+module (`schema/report.schema.json`, `SCHEMA_PATH`): a consumer checks `schema_version` and
+reads the schema for field meanings. The schema changes its version when a field changes
+meaning or disappears; new fields may appear within a version.
+
+Conventions of the JSON: sizes in bytes (`bytes`), times in seconds (`seconds`), tensor shapes
+in GGUF order (ggml's ne: the row length first, as `inspect` and llama.cpp's tools print them),
+types by their ggml names ("Q4_K"), paths as given or as written.
+(pip's `--report` installation report, with its versioned schema, is the model.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import math
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).with_name("schema") / "report.schema.json"
+
+
+def to_json(obj: Any) -> Any:
+    """A report as JSON-able data: dataclasses as objects (fields in order), paths as strings,
+    enums by name, tuples as lists, non-finite floats as null (JSON has no NaN).
+
+    >>> import gguf
+    >>> to_json({"t": gguf.GGMLQuantizationType.Q4_K, "p": Path("a/b"), "x": (1, float("nan"))})
+    {'t': 'Q4_K', 'p': 'a/b', 'x': [1, None]}
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, enum.Enum):
+        return obj.name
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if hasattr(obj, "item") and callable(obj.item):  # NumPy scalars
+        return to_json(obj.item())
+    return obj
+
+
+def as_document(report: Any) -> dict:
+    """The JSON object of a report: its fields after `schema_version` and `qconvert_version`."""
+    data = to_json(report)
+    return {"schema_version": SCHEMA_VERSION, "qconvert_version": __version__, **data}
+
+
+def emit(report: Any, as_json: bool, *, quiet: bool = False) -> None:
+    """Print a report: one JSON object on stdout with `as_json`, else its text (nothing with
+    `quiet`, which keeps only errors)."""
+    if as_json:
+        sys.stdout.write(json.dumps(as_document(report), ensure_ascii=False) + "\n")
+        sys.stdout.flush()
+        return
+    if quiet:
+        return
+    text = render(report)
+    if text:
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+
+def render(report: Any) -> str:
+    """The text of a report: `text_error` for a failure, else `text_<command>` of this module."""
+    if isinstance(report, ErrorReport):
+        return text_error(report)
+    return globals()[f"text_{report.command}"](report)
+
+
+# ---------------------------------------------------------------------------------------------
+# errors
+
+@dataclass
+class ErrorDetail:
+    kind: str       # errors.py's class `kind`: usage, checkpoint, unsupported, tokenizer, ...
+    message: str    # the one line the CLI prints after "error: "
+    exit_code: int
+
+
+@dataclass
+class ErrorReport:
+    command: str | None
+    error: ErrorDetail
+    ok: bool = False
+
+
+def text_error(r: ErrorReport) -> str:
+    return f"error: {r.error.message}"
+
+
+# ---------------------------------------------------------------------------------------------
+# quantize (and its --dry-run plan)
+
+@dataclass
+class InputFile:
+    name: str       # relative to the model folder
+    bytes: int
+
+
+@dataclass
+class InputReport:
+    path: Path                  # the model folder (a Hub snapshot for a repo id)
+    ref: str                    # MODEL as given on the command line
+    files: list[InputFile]
+
+
+@dataclass
+class TensorReport:
+    name: str                   # GGUF name
+    source: str | None          # checkpoint tensor (None when generated, e.g. rope_freqs)
+    shape: list[int]            # GGUF order
+    source_dtype: str
+    type: str                   # the type written
+    reason: str                 # the planner's rule
+    wanted: str | None          # the rule's type when the rows could not hold it (a fallback)
+    bytes: int
+
+
+@dataclass
+class OutputFileReport:
+    path: Path
+    bytes: int
+    sha256: str | None          # None in a plan (--dry-run)
+
+
+@dataclass
+class QuantizeReport:
+    command: str                # "quantize"
+    dry_run: bool
+    input: InputReport
+    output: Path | list[Path]   # the file, or the files of a split set
+    files: list[OutputFileReport]
+    bytes: int                  # the output's size (of every file of a split set)
+    type: str                   # -t as a canonical name ("Q4_K_M")
+    architecture: str
+    parameters: int
+    bits_per_weight: float      # over the tensors' weights (metadata excluded)
+    tensor_bytes: int
+    fallbacks: int              # tensors that fell back from the rule's type
+    seconds: float | None       # None in a plan
+    tensors: list[TensorReport]
+    ok: bool = True
+
+
+def quantize_report(job, ref: str, files, seconds: float | None) -> QuantizeReport:
+    """The report of a conversion (`files` written, with their hashes) or of its plan (`files`
+    predicted by convert.predict_files, `seconds` None). `job` is convert.Job."""
+    from .convert import parameter_counts
+    from .planner import summarize
+
+    root = job.checkpoint.path
+    inputs = []
+    for p in job.input_paths:
+        try:
+            name = p.relative_to(root).as_posix()
+        except ValueError:  # a shard elsewhere (the index's), the importance matrix
+            name = str(p)
+        inputs.append(InputFile(name, p.stat().st_size))
+    tensor_bytes, bpw = summarize(job.rows)
+    tensors = tensor_reports(job.rows)
+    out_files = [OutputFileReport(f.path, f.nbytes, f.sha256) for f in files]
+    output = out_files[0].path if len(out_files) == 1 else [f.path for f in out_files]
+    return QuantizeReport(
+        command="quantize", dry_run=seconds is None, input=InputReport(root, ref, inputs), output=output,
+        files=out_files, bytes=sum(f.bytes for f in out_files), type=job.recipe.name,
+        architecture=job.arch.arch_name, parameters=parameter_counts(job.rows)[0], bits_per_weight=bpw,
+        tensor_bytes=tensor_bytes, fallbacks=sum(r.fell_back for r in job.rows), seconds=seconds,
+        tensors=tensors)
+
+
+def tensor_reports(rows) -> list[TensorReport]:
+    """A plan's rows (planner.PlanRow) as the report lists them."""
+    return [TensorReport(r.gguf_name, r.src, list(reversed(r.shape)), r.src_dtype, r.qtype.name, r.reason,
+                         r.wanted.name if r.wanted is not None else None, r.nbytes) for r in rows]
+
+
+def text_quantize(r: QuantizeReport) -> str:
+    if r.dry_run:
+        return text_plan(r)
+    where = r.output if not isinstance(r.output, list) else f"{r.output[0]} (+{len(r.output) - 1} files)"
+    lines = [f"wrote {where} ({r.bytes / 2**20:.1f} MiB, {len(r.tensors)} tensors, "
+             f"{r.bits_per_weight:.2f} bits per weight) in {r.seconds:.1f} s"]
+    if (line := fallback_line(r.tensors, r.bits_per_weight)) is not None:
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def text_plan(r: QuantizeReport) -> str:
+    width = max((len(t.name) for t in r.tensors), default=6)
+    lines = [f"{'tensor':<{width}}  {'shape':<16} {'from':<5} {'type':<5} reason"]
+    for t in r.tensors:
+        shape = "x".join(str(d) for d in t.shape)
+        lines.append(f"{t.name:<{width}}  {shape:<16} {t.source_dtype:<5} {t.type:<5} {t.reason}")
+    lines.append(f"{len(r.tensors)} tensors, {r.tensor_bytes / 2**20:.1f} MiB of tensor data, "
+                 f"{r.bits_per_weight:.2f} bits per weight")
+    files = ", ".join(f"{f.path} ({f.bytes} bytes)" for f in r.files)
+    lines.append(f"would write {files}")
+    if (line := fallback_line(r.tensors, r.bits_per_weight)) is not None:
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def fallback_line(tensors: list[TensorReport], bits_per_weight: float) -> str | None:
+    """One line on what fallbacks did: how many tensors, which type changes, bits per weight."""
+    fell = [t for t in tensors if t.wanted is not None]
+    if not fell:
+        return None
+    changes: dict[str, int] = {}
+    for t in fell:
+        key = f"{t.wanted}->{t.type}"
+        changes[key] = changes.get(key, 0) + 1
+    detail = ", ".join(f"{k} x{n}" for k, n in sorted(changes.items()))
+    intended = wanted_bits_per_weight(tensors)
+    return (f"{len(fell)} of {len(tensors)} tensors fell back ({detail}): {bits_per_weight:.2f} bits per "
+            f"weight instead of {intended:.2f}")
+
+
+def wanted_bits_per_weight(tensors: list[TensorReport]) -> float:
+    """Bits per weight had every tensor got its rule's type."""
+    import gguf
+    bits = n = 0
+    for t in tensors:
+        block, size = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[t.wanted or t.type]]
+        count = math.prod(t.shape)
+        bits += 8 * size * count / block
+        n += count
+    return bits / max(n, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# inspect
+
+@dataclass
+class ArrayValue:
+    type: str                   # GGUF value type of the elements
+    count: int
+    head: list                  # the first elements
+
+
+@dataclass
+class MetadataEntry:
+    key: str
+    type: str                   # GGUF value type
+    value: Any                  # a scalar, or ArrayValue
+
+
+@dataclass
+class InspectTensor:
+    name: str
+    type: str
+    shape: list[int]            # GGUF order
+    offset: int                 # in the data section
+    bytes: int
+    file: int = 0               # index in `files` for a split set
+
+
+@dataclass
+class InspectReport:
+    command: str                # "inspect"
+    files: list[Path]           # one, or the members of a split set in order
+    bytes: int
+    version: int
+    alignment: int
+    metadata: list[MetadataEntry]
+    tensors: list[InspectTensor] | None = None  # None with --no-tensors
+    ok: bool = True
+
+
+SHOWN_ITEMS = 5  # array elements printed before "..."
+SHOWN_CHARS = 120  # a value longer than this is cut, ending in "..."
+
+
+def short_repr(value, limit: int = SHOWN_CHARS) -> str:
+    """repr(value) cut to `limit` characters, without building the repr of a long string (four
+    times its size when it is all control bytes).
+
+    >>> len(short_repr("x" * 10**6)), short_repr("x" * 200)[-5:], short_repr(7)
+    (120, 'xx...', '7')
+    """
+    if isinstance(value, str) and len(value) > limit:
+        # repr picks its quotes from the whole string: the suffix makes the prefix pick the same
+        # (double quotes only when there is a ' and no "), and falls beyond what is shown
+        suffix = ("'" if '"' not in value else "'\"") if "'" in value else ""
+        text = repr(value[:limit] + suffix)
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def text_inspect(r: InspectReport) -> str:
+    n_tensors = "" if r.tensors is None else f", {len(r.tensors)} tensors"
+    where = r.files[0] if len(r.files) == 1 else f"{r.files[0]} (split set of {len(r.files)} files)"
+    lines = [f"{where}: GGUF, {len(r.metadata)} metadata keys{n_tensors}"]
+    for m in r.metadata:
+        if isinstance(m.value, ArrayValue):
+            head = ", ".join(repr(v) for v in m.value.head[:SHOWN_ITEMS])
+            shown = f"[{head}{', ...' if m.value.count > SHOWN_ITEMS else ''}] ({m.value.count} items)"
+        else:
+            shown = short_repr(m.value)
+        lines.append(f"  {m.key} = {shown}")
+    if r.tensors is not None:
+        width = max((len(t.name) for t in r.tensors), default=6)
+        lines.append(f"  {'tensor':<{width}}  {'type':<5} {'shape':<18} bytes")
+        for t in r.tensors:
+            shape = "x".join(str(d) for d in t.shape)
+            lines.append(f"  {t.name:<{width}}  {t.type:<5} {shape:<18} {t.bytes}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# verify (qconvert/verify.py builds VerifyReport)
+
+# ---------------------------------------------------------------------------------------------
+# batch (qconvert/batch.py builds BatchReport)
+
+# ---------------------------------------------------------------------------------------------
+
