@@ -9,8 +9,8 @@
     types = ["F16", "Q8_0", "Q4_K_M"]
     imatrix = "imatrix.gguf"             # any quantize option by its long name, - or _
 
-`load_manifest` validates the whole file at the boundary (a bad manifest is one UsageError
-naming the key and the job, exit 2, before anything is read). `run_batch` then, for each job:
+`load_manifest` validates the whole file at the boundary (a bad manifest is one ManifestError
+naming the key and the job: exit 2, kind "manifest", before any checkpoint is read). `run_batch` then, for each job:
 prepares the model once (convert.prepare_model), plans each type (plan_job), skips the outputs
 whose recorded provenance matches what this run would write (provenance.expected/matches), and
 makes the rest in ONE pass over the model's tensors (convert.write_many). A job that fails
@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import QConvertError, UsageError
+from .errors import ManifestError, QConvertError, UsageError
 from .options import KVOverride, parse_kv_override, parse_tensor_type, parse_type
 
 DEFAULT_NAME = "{model}-{type}.gguf"
@@ -96,20 +96,20 @@ class Manifest:
 # ---- the manifest --------------------------------------------------------------------------------
 
 def load_manifest(path: str | Path) -> Manifest:
-    """Read and validate a manifest; every refusal is a UsageError naming the key (and the job,
-    1-based, in file order)."""
+    """Read and validate a manifest; every refusal is a ManifestError naming the key (and the
+    job, 1-based, in file order)."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     except FileNotFoundError:
-        raise UsageError(f"manifest {path} does not exist") from None
+        raise ManifestError(f"manifest {path} does not exist") from None
     except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"manifest {path}: not valid TOML ({e})") from None
+        raise ManifestError(f"manifest {path}: not valid TOML ({e})") from None
     except OSError as e:
-        raise UsageError(f"manifest {path} cannot be read ({e.strerror or e})") from None
+        raise ManifestError(f"manifest {path} cannot be read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
-        raise UsageError(f"manifest {path}: not UTF-8 ({e.reason} at byte {e.start})") from None
+        raise ManifestError(f"manifest {path}: not UTF-8 ({e.reason} at byte {e.start})") from None
     base = path.resolve().parent
     where = f"manifest {path}"
     top = normalized(data, TOP_KEYS, where)
@@ -119,9 +119,9 @@ def load_manifest(path: str | Path) -> Manifest:
     threads = positive_int(top, "threads", where)
     jobs = top.get("job")
     if jobs is None:
-        raise UsageError(f"{where}: no [[job]]; add one with model = \"...\" and types = [...]")
+        raise ManifestError(f"{where}: no [[job]]; add one with model = \"...\" and types = [...]")
     if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
-        raise UsageError(f"{where}: job must be an array of tables ([[job]])")
+        raise ManifestError(f"{where}: job must be an array of tables ([[job]])")
     specs = tuple(job_spec(i, job, base, output_dir, name, f"{where}: job {i}")
                   for i, job in enumerate(jobs, start=1))
     check_collisions(specs, where)
@@ -135,9 +135,9 @@ def normalized(table: dict, known: tuple[str, ...], where: str) -> dict:
     for key, value in table.items():
         k = key.replace("-", "_")
         if k not in known:
-            raise UsageError(f"{where}: unknown key {key!r}; known: {', '.join(known)}")
+            raise ManifestError(f"{where}: unknown key {key!r}; known: {', '.join(known)}")
         if k in out:
-            raise UsageError(f"{where}: key {key!r} given twice (as - and _)")
+            raise ManifestError(f"{where}: key {key!r} given twice (as - and _)")
         out[k] = value
     return out
 
@@ -146,7 +146,7 @@ def expect(table: dict, key: str, kind: type, where: str, default: Any = None) -
     value = table.get(key, default)
     # TOML's booleans are Python bools, which are ints too: an int key refuses them
     if value is not default and (not isinstance(value, kind) or (kind is int and isinstance(value, bool))):
-        raise UsageError(f"{where}: {key} must be {TOML_KINDS[kind]}, not {toml_kind(value)}")
+        raise ManifestError(f"{where}: {key} must be {TOML_KINDS[kind]}, not {toml_kind(value)}")
     return value
 
 
@@ -164,7 +164,7 @@ def toml_kind(value: Any) -> str:
 def positive_int(table: dict, key: str, where: str) -> int | None:
     value = expect(table, key, int, where)
     if value is not None and value < 1:
-        raise UsageError(f"{where}: {key} must be at least 1, not {value}")
+        raise ManifestError(f"{where}: {key} must be at least 1, not {value}")
     return value
 
 
@@ -172,7 +172,7 @@ def strings(table: dict, key: str, where: str) -> list[str]:
     value = expect(table, key, list, where, [])
     for item in value:
         if not isinstance(item, str):
-            raise UsageError(f"{where}: {key} must be an array of strings, not one holding {toml_kind(item)}")
+            raise ManifestError(f"{where}: {key} must be an array of strings, not one holding {toml_kind(item)}")
     return value
 
 
@@ -182,16 +182,16 @@ def check_template(name: str, where: str) -> None:
     try:
         parts = list(string.Formatter().parse(name))
     except ValueError as e:
-        raise UsageError(f"{where}: name {name!r}: {e}") from None
+        raise ManifestError(f"{where}: name {name!r}: {e}") from None
     for _, field_name, spec, conversion in parts:
         if field_name is None:
             continue
         if field_name not in NAME_FIELDS or spec or conversion:
-            raise UsageError(f"{where}: name {name!r}: unknown field {{{field_name}}}; use {{model}} and {{type}}")
+            raise ManifestError(f"{where}: name {name!r}: unknown field {{{field_name}}}; use {{model}} and {{type}}")
     if Path(name).is_absolute() or ".." in Path(name).parts:
-        raise UsageError(f"{where}: name {name!r} must be a path below output_dir")
+        raise ManifestError(f"{where}: name {name!r} must be a path below output_dir")
     if not name.lower().endswith(".gguf"):
-        raise UsageError(f"{where}: name {name!r} must end with .gguf")
+        raise ManifestError(f"{where}: name {name!r} must end with .gguf")
 
 
 def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, where: str) -> JobSpec:
@@ -200,13 +200,13 @@ def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, whe
     job = normalized(job, JOB_KEYS, where)
     model = expect(job, "model", str, where)
     if not model:
-        raise UsageError(f"{where}: model is missing; give a folder (relative to the manifest) or a Hub id")
+        raise ManifestError(f"{where}: model is missing; give a folder (relative to the manifest) or a Hub id")
     types = strings(job, "types", where)
     if not types:
-        raise UsageError(f"{where}: types must list at least one type, e.g. [\"Q8_0\"]")
+        raise ManifestError(f"{where}: types must list at least one type, e.g. [\"Q8_0\"]")
     for t in types:
         if t.upper() not in RECIPES or t.upper() not in available():
-            raise UsageError(f"{where}: types: unknown type {t!r}; supported: {', '.join(available())}")
+            raise ManifestError(f"{where}: types: unknown type {t!r}; supported: {', '.join(available())}")
     types = [t.upper() for t in types]
     folder = base / model
     folder = folder if folder.is_dir() else None
@@ -232,10 +232,10 @@ def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, whe
             from .options import parse_size
             size = boundary(where, "split_max_size", parse_size, size)
         elif not isinstance(size, int) or isinstance(size, bool):
-            raise UsageError(f"{where}: split_max_size must be a size (\"50G\", \"300M\") or bytes, "
+            raise ManifestError(f"{where}: split_max_size must be a size (\"50G\", \"300M\") or bytes, "
                              f"not {toml_kind(size)}")
         if size < 1:
-            raise UsageError(f"{where}: split_max_size must be positive, not {size}")
+            raise ManifestError(f"{where}: split_max_size must be positive, not {size}")
         opts["split_max_size"] = size
     opts["split_max_tensors"] = positive_int(job, "split_max_tensors", where)
     return JobSpec(index, model, folder, label, tuple(types), outputs, **opts)
@@ -249,7 +249,7 @@ def boundary(where: str, key: str, parse: Callable, *args: Any) -> Any:
         message = str(e)
         for prefix in (f"--{key.replace('_', '-')}: ", f"--{key.replace('_', '-')} "):  # the parser's own naming
             message = message.removeprefix(prefix)
-        raise UsageError(f"{where}: {key}: {message}") from None
+        raise ManifestError(f"{where}: {key}: {message}") from None
 
 
 def check_collisions(specs: tuple[JobSpec, ...], where: str) -> None:
@@ -260,7 +260,7 @@ def check_collisions(specs: tuple[JobSpec, ...], where: str) -> None:
             if key in seen:
                 job, other = seen[key]
                 first = f"job {job} ({other})" if (job, other) != (spec.index, qtype) else f"job {job}"
-                raise UsageError(f"{where}: job {spec.index} ({qtype}) and {first} both write {out}; "
+                raise ManifestError(f"{where}: job {spec.index} ({qtype}) and {first} both write {out}; "
                                  "give name a {model} and {type}, or list each type once")
             seen[key] = (spec.index, qtype)
 

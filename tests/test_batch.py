@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qconvert.batch import load_manifest
-from qconvert.errors import UsageError
+from qconvert.errors import ManifestError
 from tests.conftest import MODELS, run_cli_inprocess
 
 
@@ -24,7 +24,7 @@ def manifest(folder: Path, text: str) -> Path:
 def refused(tmp_path: Path, text: str) -> str:
     """The one-line refusal of a manifest, checked to come from the CLI as exit 2 too."""
     path = manifest(tmp_path, text)
-    with pytest.raises(UsageError) as e:
+    with pytest.raises(ManifestError) as e:
         load_manifest(path)
     proc = run_cli_inprocess("batch", path)
     assert proc.returncode == 2, proc
@@ -32,6 +32,20 @@ def refused(tmp_path: Path, text: str) -> str:
     lines = proc.stderr.splitlines()
     assert len(lines) == 1 and lines[0] == f"error: {e.value}", proc.stderr
     return str(e.value)
+
+
+def test_bad_manifest_with_json_is_an_error_report(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import check_report
+
+    path = manifest(tmp_path, JOB + "speed = 3\n")
+    proc = run_cli_inprocess("batch", path, "--json")
+    assert proc.returncode == 2
+    data = check_report(json.loads(proc.stdout))
+    assert data["ok"] is False and data["command"] == "batch"
+    assert data["error"]["kind"] == "manifest" and data["error"]["exit_code"] == 2
+    assert "job 1: unknown key 'speed'" in data["error"]["message"]
 
 
 JOB = '[[job]]\nmodel = "m"\ntypes = ["Q8_0"]\n'
