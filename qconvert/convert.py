@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Container, Iterable, Iterator
 
 import gguf
 import numpy as np
@@ -25,7 +25,7 @@ from . import arch as arch_registry
 from . import quants
 from .arch import Architecture, SourceTensor
 from .arch.base import Metadata
-from .errors import CheckpointError, UsageError
+from .errors import CheckpointError, QConvertError, UsageError
 from .imatrix import Imatrix, load_imatrix
 from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
@@ -33,7 +33,7 @@ from .reader import DTYPES, Checkpoint, decode_to_f32
 from .tokenizer import GGUFTokenizer, load_tokenizer
 from .validate.model import check_loadable, check_tensors
 from .validate.values import decode_and_measure, first_bad_row
-from .writer import Split, write_gguf
+from .writer import FileLayout, OutputFile, OutputWriter, Split, layout
 
 # Weights handed to one worker at a time: big enough to amortize dispatch, small enough that
 # a window of them in flight is a few tens of MB whatever the model.
@@ -155,10 +155,14 @@ def parameter_counts(rows: list[PlanRow]) -> tuple[int, int, int, int]:
 
 @dataclass
 class Result:
+    """A written output: `path` is the file llama.cpp is given (the first of a set), `nbytes`
+    the total of `files`, each with its SHA-256."""
+
     path: Path
     rows: list[PlanRow]
     nbytes: int
     seconds: float
+    files: list[OutputFile] = field(default_factory=list)
 
 
 def prepare_model(model_dir: str | Path, imatrix: str | Path | None = None, *, ref: str | None = None) -> Model:
@@ -312,44 +316,132 @@ def convert(
     imatrix: str | Path | None = None,
     kv_overrides: tuple[KVOverride, ...] = (),
     allow_nonfinite: bool = False,
+    split: Split | None = None,
 ) -> Result:
     """Convert a checkpoint folder to a GGUF file at `out` (see `output_path` for a folder or
-    None): `prepare`, then `write`."""
+    None), or a set of files with `split`: `prepare`, then `write`."""
     target = output_path(out, model_dir, qtype)
-    check_output(target, overwrite, input_files(model_dir, imatrix))  # the cheapest errors first
-    job = prepare(model_dir, qtype, overrides, imatrix, kv_overrides, allow_nonfinite)
+    if split is None:  # the cheapest errors first (a set's names are known once it is planned)
+        check_output(target, overwrite, input_files(model_dir, imatrix))
+    job = prepare(model_dir, qtype, overrides, imatrix, kv_overrides, allow_nonfinite, split)
     return write(job, target, overwrite=overwrite, threads=threads, on_progress=on_progress)
+
+
+def output_files(job: Job, target: Path) -> list[FileLayout]:
+    """The files `write` makes for `job` at `target`, their headers serialized."""
+    return layout(Path(target), job.arch.arch_name, job.add_metadata, job.rows, job.split)
+
+
+def predict_files(job: Job, target: str | Path) -> list[OutputFile]:
+    """The files `write(job, target)` would write and the exact size of each (sha256 None)."""
+    return [OutputFile(f.path, f.nbytes, None) for f in output_files(job, Path(target))]
 
 
 def write(job: Job, out: Path, *, overwrite: bool = False, threads: int | None = None,
           on_progress: Callable[[int], None] | None = None) -> Result:
-    """Quantize and write a prepared job. `on_progress(source_bytes)` is called as each chunk
-    of the checkpoint is written; the calls add up to `job.source_bytes`.
+    """Quantize and write a prepared job (`write_many` with one output; its failure raised).
+    `on_progress(source_bytes)` is called as each chunk of the checkpoint is written; the calls
+    add up to `job.source_bytes`.
 
     The target is checked first (`check_output`, now against the job's input files). On any
     exception, including the CLI's Interrupted, queued chunks are cancelled so that the workers
-    stop after the chunk they hold, and the writer deletes its temporary file."""
-    out = Path(out)
-    check_output(out, overwrite, job.input_paths)
+    stop after the chunk they hold, and the writer deletes its temporary files."""
+    result = write_many([(job, Path(out))], overwrite=overwrite, threads=threads, on_progress=on_progress)[0]
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
+def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, threads: int | None = None,
+               on_progress: Callable[[int], None] | None = None) -> list[Result | QConvertError]:
+    """Write several outputs of one model in ONE pass over its tensors: each chunk of the
+    checkpoint is read and decoded once, then quantized to each output's types. Every job must
+    come from the same `Model` (`plan_job`); its checkpoint is closed at the end.
+
+    Returns, in order, each output's Result or the QConvertError that stopped it. An output
+    refused before the pass (`check_output`, two outputs at one path) or failing during it (a
+    value its type cannot hold, a write error) is aborted, its temporaries removed, and the
+    others go on; a failure reading the checkpoint fails every output not finished yet. Other
+    exceptions (the CLI's Interrupted, bugs) abort everything and propagate."""
+    if not outputs:
+        return []
+    model = outputs[0][0].model
+    assert all(job.model is model for job, _ in outputs), "write_many: every job must come from the same Model"
+    results: list[Result | QConvertError | None] = [None] * len(outputs)
+    writers: dict[int, OutputWriter] = {}
+    stopped: set[int] = set()  # outputs the workers no longer quantize for (read by them, so never shrinks)
+    taken: dict[Path, int] = {}
     threads = threads or os.cpu_count() or 1
     start = time.perf_counter()
     pool = ThreadPoolExecutor(max_workers=threads)
+
+    def fail(i: int, error: QConvertError) -> None:
+        stopped.add(i)
+        if i in writers:
+            writers.pop(i).abort()
+        results[i] = error
+
     try:
-        def chunks() -> Iterator[np.ndarray]:
-            for data, nbytes in in_order(pool, chunk_jobs(job), window=2 * threads + 2):
+        for i, (job, out) in enumerate(outputs):
+            try:
+                files = output_files(job, Path(out))
+                for f in files:
+                    check_output(f.path, overwrite, job.input_paths)
+                    path = Path(os.path.abspath(f.path))
+                    if path in taken:
+                        raise UsageError(f"output {f.path} is written twice (outputs {taken[path] + 1} and {i + 1})")
+                    taken[path] = i
+                writers[i] = OutputWriter(files)
+                writers[i].open()
+            except QConvertError as e:
+                writers.pop(i, None)
+                fail(i, e)
+        jobs = [job for job, _ in outputs]
+        try:
+            for parts, nbytes in in_order(pool, tensor_chunks(jobs, stopped), window=2 * threads + 2):
+                for i, part in enumerate(parts):
+                    if i not in writers:
+                        continue
+                    if isinstance(part, QConvertError):
+                        fail(i, part)
+                        continue
+                    try:
+                        writers[i].write(part)
+                    except QConvertError as e:
+                        fail(i, e)
                 if on_progress is not None:
                     on_progress(nbytes)
-                yield data
-
-        write_gguf(out, job.arch.arch_name, job.add_metadata, job.rows, chunks())
+                if not writers:
+                    break
+        except QConvertError as e:  # reading the checkpoint: every output still open fails
+            for i in list(writers):
+                fail(i, e)
+        for i in list(writers):
+            try:
+                files = writers.pop(i).finish()
+            except QConvertError as e:
+                fail(i, e)
+                continue
+            results[i] = Result(files[0].path, outputs[i][0].rows, sum(f.nbytes for f in files),
+                                time.perf_counter() - start, files)
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
     finally:
         # without cancel_futures, shutdown would first run every chunk still queued
         pool.shutdown(wait=True, cancel_futures=True)
-        job.checkpoint.close()
-    return Result(out, job.rows, out.stat().st_size, time.perf_counter() - start)
+        model.checkpoint.close()
+    assert all(r is not None for r in results)
+    return results  # type: ignore[return-value]
 
 
-ChunkJob = Callable[[], tuple[np.ndarray, int]]
+# A chunk's work: (one part per output -- its GGUF bytes, the error that stopped it, or None
+# for an output no longer written -- and the checkpoint bytes it consumed)
+ChunkJob = Callable[[], tuple[list, int]]
+# One output's view of a chunk: its type, the imatrix weights of the chunk's rows, whether to
+# refuse values the type cannot hold
+Target = tuple[gguf.GGMLQuantizationType, "np.ndarray | None", bool]
 
 
 def read_nbytes(src: SourceTensor) -> int:
@@ -357,28 +449,44 @@ def read_nbytes(src: SourceTensor) -> int:
     return src.n_elements * DTYPES[src.src_dtype].itemsize if src.sources else 0
 
 
-def chunk_jobs(job: Job) -> Iterator[ChunkJob]:
-    """One job per chunk of rows, every tensor in write order. A job returns the chunk's GGUF
-    bytes and how many checkpoint bytes it consumed. Chunks never straddle two experts of a
-    3-D tensor, so each uses one row of the importance matrix."""
-    sources = {s.gguf_name: s for s in job.sources}
-    check = not job.allow_nonfinite
-    for row in job.rows:
-        src = sources[row.gguf_name]
-        weights = job.quant_weights(row)
+def tensor_chunks(jobs: list[Job], stopped: Container[int] = ()) -> Iterator[ChunkJob]:
+    """One job per chunk of rows, every tensor in write order, each quantizing the chunk for
+    every output (`jobs`, all of one model: the same tensors in the same order) except those in
+    `stopped`. A job returns the parts and how many checkpoint bytes it consumed. Chunks never
+    straddle two experts of a 3-D tensor, so each uses one row of the importance matrix."""
+    first = jobs[0]
+    for k, src in enumerate(first.sources):
+        rows = [job.rows[k] for job in jobs]
+        assert all(r.gguf_name == src.gguf_name for r in rows), (src.gguf_name, [r.gguf_name for r in rows])
+        weights = [job.quant_weights(row) for job, row in zip(jobs, rows)]
+        checks = [not job.allow_nonfinite for job in jobs]
         if src.generate is not None or len(src.shape) < 2 or src.transpose:
-            yield partial(whole_tensor, job.checkpoint, src, row.qtype, weights, check)
+            targets = [(r.qtype, w[0] if w is not None else None, c) for r, w, c in zip(rows, weights, checks)]
+            yield partial(whole_tensor, first.checkpoint, src, targets, stopped)
             continue
         cols = src.shape[-1]
         n_rows = src.n_elements // cols
         # a chunk stays within one expert: one read (one stacked source), one imatrix row
         per_expert = n_rows // (src.shape[0] if len(src.shape) == 3 else 1)
         step = max(1, CHUNK_ELEMENTS // cols)
-        for first in range(0, n_rows, per_expert):
-            for lo in range(first, first + per_expert, step):
-                w = weights[first // per_expert] if weights is not None else None
-                yield partial(row_chunk, job.checkpoint, src, row.qtype, w, check, lo,
-                              min(lo + step, first + per_expert))
+        for start in range(0, n_rows, per_expert):
+            e = start // per_expert
+            targets = [(r.qtype, w[e] if w is not None else None, c) for r, w, c in zip(rows, weights, checks)]
+            end = start + per_expert
+            for lo in range(start, end, step):
+                yield partial(row_chunk, first.checkpoint, src, targets, stopped, lo, min(lo + step, end))
+
+
+def chunk_jobs(job: Job) -> Iterator[Callable[[], tuple[np.ndarray, int]]]:
+    """`tensor_chunks` for one output: each job returns its GGUF bytes (or raises its error)."""
+    def one(fn: ChunkJob) -> tuple[np.ndarray, int]:
+        (part,), nbytes = fn()
+        if isinstance(part, BaseException):
+            raise part
+        return part, nbytes
+
+    for fn in tensor_chunks([job]):
+        yield partial(one, fn)
 
 
 class WorkerBuffers(threading.local):
@@ -403,18 +511,20 @@ class WorkerBuffers(threading.local):
 _buffers = WorkerBuffers()
 
 
-def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationType,
-              weights: np.ndarray | None, check: bool, lo: int, hi: int) -> tuple[np.ndarray, int]:
-    """Rows lo..hi of the GGUF tensor, read from the checkpoint, decoded and quantized. The
-    result is a new array (it waits in the write queue); the intermediates are reused."""
+def row_chunk(ckpt: Checkpoint, src: SourceTensor, targets: list[Target], stopped: Container[int],
+              lo: int, hi: int) -> tuple[list, int]:
+    """Rows lo..hi of the GGUF tensor, read from the checkpoint and decoded once, quantized for
+    each target. The results are new arrays (they wait in the write queue); the intermediates
+    are reused."""
     name = src.src
-    if src.stack:  # rows lo..hi lie in one expert (chunk_jobs): read them from its tensor
+    if src.stack:  # rows lo..hi lie in one expert (tensor_chunks): read them from its tensor
         per_part = src.n_elements // src.shape[-1] // len(src.stack)
         name = src.stack[lo // per_part]
         lo, hi = lo % per_part, (hi - 1) % per_part + 1
     dtype = ckpt.tensors[name].dtype
     rows = src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi)
     picked = ckpt.read_rows(name, rows, _buffers.read_space)
+    check = any(c for i, (_, _, c) in enumerate(targets) if i not in stopped)
     magnitude = None  # measured while decoding where that is free (validate/values.py)
     if dtype == "F32" and picked.flags.c_contiguous and src.transform is None:
         x = picked
@@ -424,18 +534,15 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationT
         x = decode_to_f32(picked, dtype, _buffers.decode_space(picked.size))
     if src.transform is not None:
         src.transform(x)
-    out = quants.quantize_rows(qtype, x, weights)
-    if check and (bad := first_bad_row(x, quants.get(qtype), out, magnitude)) is not None:
-        row, what = bad
-        at = rows[row] if isinstance(rows, np.ndarray) else lo + row
-        raise_bad_value(src, name, int(at), what)
-    out = out.reshape(-1)
-    # F32 output is a view of the reused buffers: copy it before the next chunk overwrites them
-    return (out.copy() if qtype == gguf.GGMLQuantizationType.F32 else out), picked.nbytes
+
+    def where(row: int) -> tuple[str, int]:
+        return name, int(rows[row]) if isinstance(rows, np.ndarray) else lo + row
+
+    return quantize_targets(src, x, targets, stopped, magnitude, where), picked.nbytes
 
 
-def whole_tensor(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizationType,
-                 weights: np.ndarray | None, check: bool) -> tuple[np.ndarray, int]:
+def whole_tensor(ckpt: Checkpoint, src: SourceTensor, targets: list[Target],
+                 stopped: Container[int]) -> tuple[list, int]:
     """A generated, 1-D or transposed tensor (small, or read whole anyway), in one piece."""
     if src.generate is not None:
         arr, nbytes = src.generate().astype(np.float32), 0
@@ -450,12 +557,35 @@ def whole_tensor(ckpt: Checkpoint, src: SourceTensor, qtype: gguf.GGMLQuantizati
     assert x.size == src.n_elements, (src.gguf_name, arr.shape, src.shape)
     if src.transform is not None:
         src.transform(x)
-    out = quants.quantize_rows(qtype, x, weights[0] if weights is not None else None)
-    if check and (bad := first_bad_row(x, quants.get(qtype), out)) is not None:
-        row, what = bad
-        at = row if src.row_order is None else int(src.row_order[row])
-        raise_bad_value(src, src.src, at, what, "column" if src.transpose else "row")
-    return out.reshape(-1), nbytes
+
+    def where(row: int) -> tuple[str | None, int]:
+        return src.src, row if src.row_order is None else int(src.row_order[row])
+
+    return quantize_targets(src, x, targets, stopped, None, where, "column" if src.transpose else "row"), nbytes
+
+
+def quantize_targets(src: SourceTensor, x: np.ndarray, targets: list[Target], stopped: Container[int],
+                     magnitude, where: Callable[[int], tuple[str | None, int]], axis: str = "row") -> list:
+    """`x` (decoded rows, left untouched) quantized for each target not stopped: its bytes, or
+    the CheckpointError of a value its type cannot hold (that output alone fails)."""
+    parts: list = []
+    for i, (qtype, weights, check) in enumerate(targets):
+        if i in stopped:
+            parts.append(None)
+            continue
+        out = quants.quantize_rows(qtype, x, weights)
+        if check and (bad := first_bad_row(x, quants.get(qtype), out, magnitude)) is not None:
+            row, what = bad
+            name, at = where(row)
+            try:
+                raise_bad_value(src, name, at, what, axis)
+            except CheckpointError as e:
+                parts.append(e)
+                continue
+        out = out.reshape(-1)
+        # F32 output may be a view of the reused buffers: copy it before the next chunk overwrites them
+        parts.append(out.copy() if qtype == gguf.GGMLQuantizationType.F32 else out)
+    return parts
 
 
 def raise_bad_value(src: SourceTensor, name: str | None, row: int, what: str, axis: str = "row") -> None:
@@ -466,7 +596,7 @@ def raise_bad_value(src: SourceTensor, name: str | None, row: int, what: str, ax
                           f"llama.cpp cannot run it. Pass --allow-nonfinite to write it anyway")
 
 
-def in_order(pool: ThreadPoolExecutor, jobs: Iterator[ChunkJob], window: int) -> Iterator[tuple[np.ndarray, int]]:
+def in_order(pool: ThreadPoolExecutor, jobs: Iterator[Callable[[], tuple]], window: int) -> Iterator[tuple]:
     """Run jobs on the pool, at most `window` at a time, yielding results in submission order:
     reading and quantizing the next chunks overlaps writing this one, and memory stays bounded
     by the window whatever the model size."""
