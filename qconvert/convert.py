@@ -22,7 +22,7 @@ import gguf
 import numpy as np
 
 from . import arch as arch_registry
-from . import quants
+from . import provenance, quants
 from .arch import Architecture, SourceTensor
 from .arch.base import Metadata
 from .errors import CheckpointError, QConvertError, UsageError
@@ -263,7 +263,9 @@ def input_files(model_dir: str | Path, imatrix: str | Path | None = None) -> lis
                     found.extend(p.iterdir())
             else:
                 found.append(p)
-    found = [p for p in found if p.suffix.lower() != ".gguf"]
+    # outputs, and the temporaries outputs are written under (writer.temporary_path), are no inputs
+    found = [p for p in found
+             if p.suffix.lower() != ".gguf" and not (p.name.startswith(".") and p.suffix == ".partial")]
     return sorted(found + ([Path(imatrix)] if imatrix is not None else []))
 
 
@@ -328,8 +330,16 @@ def convert(
 
 
 def output_files(job: Job, target: Path) -> list[FileLayout]:
-    """The files `write` makes for `job` at `target`, their headers serialized."""
-    return layout(Path(target), job.arch.arch_name, job.add_metadata, job.rows, job.split)
+    """The files `write` makes for `job` at `target`, their headers serialized: the job's
+    metadata and, last, its provenance record (the input files as they are now)."""
+    record = provenance.dumps(provenance.expected(job))
+
+    def add_metadata(writer: gguf.GGUFWriter) -> None:
+        job.add_metadata(writer)
+        writer.kv_data[0].pop(provenance.KEY, None)  # ours, even after an --override-kv of it
+        writer.add_string(provenance.KEY, record)
+
+    return layout(Path(target), job.arch.arch_name, add_metadata, job.rows, job.split)
 
 
 def predict_files(job: Job, target: str | Path) -> list[OutputFile]:
@@ -382,6 +392,7 @@ def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, thre
         results[i] = error
 
     try:
+        # every output planned (and its provenance taken) before any temporary exists
         for i, (job, out) in enumerate(outputs):
             try:
                 files = output_files(job, Path(out))
@@ -392,9 +403,12 @@ def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, thre
                         raise UsageError(f"output {f.path} is written twice (outputs {taken[path] + 1} and {i + 1})")
                     taken[path] = i
                 writers[i] = OutputWriter(files)
+            except QConvertError as e:
+                fail(i, e)
+        for i in list(writers):
+            try:
                 writers[i].open()
             except QConvertError as e:
-                writers.pop(i, None)
                 fail(i, e)
         jobs = [job for job, _ in outputs]
         try:

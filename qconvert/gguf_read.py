@@ -31,6 +31,7 @@ from __future__ import annotations
 import bisect
 import mmap
 import os
+import re
 import stat
 import struct
 from dataclasses import dataclass
@@ -382,3 +383,92 @@ def _padded(n: int, alignment: int) -> int:
 
 # ggml's types by number: the ones gguf-py knows sizes for (removed types such as Q4_2 are absent).
 _QUANT_TYPES: dict[int, GGMLQuantizationType] = {int(q): q for q in GGMLQuantizationType if q in gguf.GGML_QUANT_SIZES}
+
+
+# -- split sets (llama.cpp's gguf-split and its loader, llama_model_loader) -------------------------
+
+SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS_COUNT = "split.no", "split.count", "split.tensors.count"
+# llama_split_path's "%s-%05d-of-%05d.gguf"; the numbers grow wider past 99999
+SPLIT_NAME = re.compile(r"(?P<prefix>.+)-(?P<no>\d{5,})-of-(?P<count>\d{5,})\.gguf")
+_SPLIT_TYPES = {SPLIT_NO: GGUFValueType.UINT16, SPLIT_COUNT: GGUFValueType.UINT16,
+                SPLIT_TENSORS_COUNT: GGUFValueType.INT32}
+
+
+def split_member(prefix: Path, index: int, count: int) -> Path:
+    """File `index` (from 0) of a set of `count` named after `prefix`, as llama_split_path names it.
+
+    >>> split_member(Path("m"), 1, 3).name
+    'm-00002-of-00003.gguf'
+    """
+    return prefix.with_name(f"{prefix.name}-{index + 1:05d}-of-{count:05d}.gguf")
+
+
+def _split_keys(info: GGUFFile) -> tuple[int, int, int] | None:
+    """(split.no, split.count, split.tensors.count) of a member, None for a plain file; a key
+    present with another type than gguf-split writes, or missing beside the others, is an error."""
+    present = {k: info.fields[k] for k in _SPLIT_TYPES if k in info.fields}
+    if not present:
+        return None
+    for key, vtype in _SPLIT_TYPES.items():
+        if key not in present:
+            raise GGUFError(f"{info.path}: has {', '.join(present)} but no {key}, as a split set's file needs")
+        if present[key].type != vtype:
+            raise GGUFError(f"{info.path}: {key} is a {present[key].type.name}, expected a {vtype.name}")
+    return present[SPLIT_NO].value, present[SPLIT_COUNT].value, present[SPLIT_TENSORS_COUNT].value
+
+
+def read_gguf_set(path: Path) -> list[GGUFFile]:
+    """Every file of the split set `path` belongs to (given its first file or any member), in
+    order, each checked by `read_gguf`; `[read_gguf(path)]` for a file that is not part of a set
+    (no split keys, or split.count 0 or 1, as gguf-split's merge leaves it). GGUFError when a
+    member is missing, the names do not follow llama.cpp's NAME-00001-of-00003.gguf, the split
+    keys disagree (split.no 0..n-1 in order, one split.count), the tensor counts do not add up
+    to split.tensors.count, or a tensor name appears in two files."""
+    path = Path(path)
+    info = read_gguf(path)
+    keys = _split_keys(info)
+    if keys is None or keys[1] <= 1:
+        return [info]
+    no, count, total = keys
+    m = SPLIT_NAME.fullmatch(path.name)
+    if m is None or int(m["no"]) != no + 1 or int(m["count"]) != count:
+        raise GGUFError(f"{path}: file {no + 1} of a split set of {count} must be named "
+                        f"NAME-{no + 1:05d}-of-{count:05d}.gguf for llama.cpp to find the others")
+    prefix = path.with_name(m["prefix"])
+    files: list[GGUFFile] = []
+    owner: dict[str, Path] = {}
+    for i in range(count):
+        member = split_member(prefix, i, count)
+        if i == no:
+            f = info
+        elif not os.path.lexists(member):
+            raise GGUFError(f"{member}: missing, file {i + 1} of the split set of {count} that {path.name} belongs to")
+        else:
+            f = read_gguf(member)
+        got = _split_keys(f)
+        if got is None or got[:2] != (i, count) or got[2] != total:
+            raise GGUFError(f"{member}: split keys {got} (split.no, split.count, split.tensors.count), expected "
+                            f"({i}, {count}, {total}) as file {i + 1} of this set")
+        for t in f.tensors:
+            if t.name in owner:
+                raise GGUFError(f"{member}: tensor {_show(t.name)} is also in {owner[t.name]}")
+            owner[t.name] = member
+        files.append(f)
+    if len(owner) != total:
+        raise GGUFError(f"{split_member(prefix, 0, count)}: the set's {count} files hold {len(owner)} tensors, "
+                        f"split.tensors.count says {total}")
+    return files
+
+
+def find_first_member(path: Path) -> Path | None:
+    """The file to read for an output at `path`: `path` itself if it exists, else the first file
+    of the one split set written for it (`NAME-00001-of-N.gguf` beside `NAME.gguf`), else None."""
+    if os.path.lexists(path):
+        return path
+    stem = path.name[:-len(".gguf")] if path.name.lower().endswith(".gguf") else path.name
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return None
+    found = [n for n in names if (m := SPLIT_NAME.fullmatch(n)) and m["prefix"] == stem and int(m["no"]) == 1]
+    return path.with_name(found[0]) if len(found) == 1 else None

@@ -32,6 +32,7 @@ from gguf.gguf_writer import WriterState
 
 from . import quants
 from .errors import OutputError
+from .gguf_read import SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS_COUNT, split_member
 from .planner import PlanRow
 
 
@@ -105,8 +106,6 @@ class Split:
     max_tensors: int | None = None
 
 
-SPLIT_NO, SPLIT_COUNT, SPLIT_TENSORS_COUNT = (gguf.Keys.Split.LLM_KV_SPLIT_NO, gguf.Keys.Split.LLM_KV_SPLIT_COUNT,
-                                              gguf.Keys.Split.LLM_KV_SPLIT_TENSORS_COUNT)
 ALIGNMENT = gguf.GGUF_DEFAULT_ALIGNMENT
 
 
@@ -146,7 +145,7 @@ def member_path(target: Path, index: int, count: int) -> Path:
     'out/m-00001-of-00003.gguf'
     """
     stem = target.name[:-len(".gguf")] if target.name.lower().endswith(".gguf") else target.name
-    return target.with_name(f"{stem}-{index + 1:05d}-of-{count:05d}.gguf")
+    return split_member(target.with_name(stem), index, count)
 
 
 @dataclass(frozen=True)

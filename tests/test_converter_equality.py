@@ -44,8 +44,8 @@ def pair(tmp_path_factory):
 
 
 def fields(reader: gguf.GGUFReader) -> dict[str, gguf.ReaderField]:
-    # GGUF.* are the header's counts, not metadata keys.
-    return {k: f for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    # GGUF.* are the header's counts, not metadata keys; qconvert.* (provenance) are ours alone.
+    return {k: f for k, f in reader.fields.items() if not k.startswith(("GGUF.", "qconvert."))}
 
 
 def test_every_fixture_is_compared():

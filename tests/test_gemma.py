@@ -233,7 +233,7 @@ def transformers_logits(ckpt: Path, tokens: np.ndarray, work: Path) -> np.ndarra
 def keys(reader: gguf.GGUFReader) -> dict:
     """Metadata but the header counts and what is named after the folder."""
     return {k: f.contents() for k, f in reader.fields.items()
-            if not k.startswith(("GGUF.", "general.name", "general.size_label"))}
+            if not k.startswith(("GGUF.", "general.name", "general.size_label", "qconvert."))}
 
 
 def test_gemma3_for_conditional_generation(tmp_path: Path):

@@ -28,7 +28,7 @@ LONGROPE = "phi4mini-longrope-bf16"
 def gguf_contents(path: Path) -> tuple[dict, dict]:
     """({key: value} of the metadata, {tensor: (type, shape, bytes)}) of a GGUF file."""
     reader = gguf.GGUFReader(path)
-    fields = {k: f.contents() for k, f in reader.fields.items() if not k.startswith("GGUF.")}
+    fields = {k: f.contents() for k, f in reader.fields.items() if not k.startswith(("GGUF.", "qconvert."))}
     tensors = {t.name: (t.tensor_type, list(t.shape), t.data.tobytes()) for t in reader.tensors}
     return fields, tensors
 
