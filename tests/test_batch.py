@@ -176,7 +176,7 @@ TYPES = ("F16", "Q8_0", "Q4_K_M")
 OPTIONS = {  # the manifest's keys -> the same options for `qconvert quantize`
     "llama-k256-bf16": ('tensor_type = ["attn_v=Q8_0"]\noverride-kv = ["general.name=str:k256"]',
                         ["--tensor-type", "attn_v=Q8_0", "--override-kv", "general.name=str:k256"]),
-    "qwen2-bpe-bf16": ("output_tensor_type = \"Q6_K\"", ["--output-tensor-type", "Q6_K"]),
+    "qwen2-bpe-bf16": ("output_tensor_type = \"Q8_0\"", ["--output-tensor-type", "Q8_0"]),
 }
 
 
@@ -198,6 +198,7 @@ def run_batch_cli(path: Path, *args: str) -> tuple[int, dict]:
     from tests.conftest import check_report
 
     proc = run_cli_inprocess("batch", path, "--json", *args, timeout=300)
+    assert proc.stdout.count("\n") == 1, proc
     data = json.loads(proc.stdout)
     check_report(data)
     assert data["command"] == "batch" and data["ok"] == (proc.returncode == 0), proc
@@ -303,7 +304,7 @@ def test_failed_jobs_do_not_stop_the_others(tmp_path: Path) -> None:
         types = ["Q6_K", "F16"]
         no_fallback = true
         [[job]]
-        model = "ckpt/nowhere"
+        model = "./ckpt/nowhere"  # not a Hub id: a folder, missing
         types = ["Q8_0"]
         """)
     code, data = run_batch_cli(path)
