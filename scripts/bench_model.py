@@ -24,7 +24,8 @@ best of --repeat rounds (the machines are shared: the best run is the least dist
 peak RSS the highest. CPU seconds (user + system) are shown beside wall times: they move less
 when other processes take the cores. Prints a markdown table with the ratios (ours / theirs),
 the machine and the exact commands; the targets are reported, not asserted. 4 to 6 minutes on
-2 cores with the defaults (plus ~30 s to make the checkpoints the first time).
+2 cores with the defaults, about 2.5 more for the batch comparison (an estimate from the
+Q4_K_M timing; plus ~30 s to make the checkpoints the first time).
 
     python scripts/bench_model.py [--sizes 0.5,1.5] [--repeat 2] [--threads N]
     python scripts/bench_model.py --batch-only [--sizes 1.5 | --checkpoint DIR] [--repeat 2]
