@@ -44,8 +44,9 @@ FLAG_KEYS = ("pure", "leave_output_tensor", "no_fallback", "allow_nonfinite")
 JOB_KEYS = ("model", "types", "imatrix", "output_tensor_type", "token_embedding_type", "tensor_type",
             "override_kv", "split_max_size", "split_max_tensors", *FLAG_KEYS)
 NAME_FIELDS = ("model", "type")
-# a Hugging Face repo id, optionally @revision (hub.resolve_model's syntax)
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[^\s@]+)?$")
+# what hub.resolve_model takes for a Hub id when no such path exists: one `/` before any `@`,
+# not spelled as a path (absolute, ./, ../, ~/, a trailing /); hub.parse_ref validates it fully
+HUB_ID = re.compile(r"^[^/.~@][^/@]*/[^/@]+(@.*)?$")
 
 
 @dataclass(frozen=True)
@@ -435,7 +436,8 @@ def locate(spec: JobSpec) -> tuple[Path, str | None]:
         return spec.folder, None
     from .hub import resolve_model
     source = resolve_model(spec.model)
-    return source.path, source.ref
+    # provenance's model ref (convert.prepare_model): the repo id and the commit it resolved to
+    return source.path, f"{source.repo_id}@{source.commit}" if source.repo_id is not None else None
 
 
 def sha256_file(path: Path) -> str:
