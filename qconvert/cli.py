@@ -100,11 +100,17 @@ def quantize(
     allow_nonfinite: Annotated[bool, typer.Option(
         "--allow-nonfinite", help="Write NaN/Inf weights, and values too large for the output type, instead of "
         "refusing the checkpoint (llama-quantize refuses such rows; llama.cpp cannot run them).")] = False,
+    split_max_size: Annotated[Optional[str], typer.Option(
+        "--split-max-size", help="Split the output as llama.cpp's gguf-split does, at most this much tensor data a "
+        "file (e.g. 50G, 300M; powers of 1000): OUTPUT-00001-of-0000N.gguf...")] = None,
+    split_max_tensors: Annotated[Optional[int], typer.Option(
+        "--split-max-tensors", min=1, help="Split the output, at most this many tensors a file.")] = None,
 ) -> None:
     """Convert MODEL_DIR to a GGUF file of the given type."""
     from . import convert as conv
-    from .options import parse_kv_override, parse_tensor_type, parse_type
+    from .options import parse_kv_override, parse_size, parse_tensor_type, parse_type
     from .planner import Overrides
+    from .writer import Split
 
     overrides = Overrides(
         pure=pure,
@@ -116,10 +122,13 @@ def quantize(
         no_fallback=no_fallback,
     )
     kv = tuple(parse_kv_override(o) for o in override_kv or ())
+    split = None
+    if split_max_size is not None or split_max_tensors is not None:
+        split = Split(parse_size(split_max_size) if split_max_size is not None else None, split_max_tensors)
     out = conv.output_path(output, model_dir, qtype)
-    if not dry_run:  # before reading the checkpoint: the cheapest errors first
+    if not dry_run and split is None:  # before reading the checkpoint: the cheapest errors first
         conv.check_output(out, overwrite, conv.input_files(model_dir, imatrix))
-    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite)
+    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite, split)
     ref = str(model_dir)
     if dry_run:
         report.emit(report.quantize_report(job, ref, conv.predict_files(job, out), None), json_, quiet=quiet)

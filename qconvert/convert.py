@@ -33,7 +33,7 @@ from .reader import DTYPES, Checkpoint, decode_to_f32
 from .tokenizer import GGUFTokenizer, load_tokenizer
 from .validate.model import check_loadable, check_tensors
 from .validate.values import decode_and_measure, first_bad_row
-from .writer import FileLayout, OutputFile, OutputWriter, Split, layout
+from .writer import FileLayout, OutputFile, OutputWriter, Split, layout, other_forms
 
 # Weights handed to one worker at a time: big enough to amortize dispatch, small enough that
 # a window of them in flight is a few tens of MB whatever the model.
@@ -379,6 +379,7 @@ def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, thre
     assert all(job.model is model for job, _ in outputs), "write_many: every job must come from the same Model"
     results: list[Result | QConvertError | None] = [None] * len(outputs)
     writers: dict[int, OutputWriter] = {}
+    replaced: dict[int, list[Path]] = {}  # earlier forms of each output, removed once it is in place
     stopped: set[int] = set()  # outputs the workers no longer quantize for (read by them, so never shrinks)
     taken: dict[Path, int] = {}
     threads = threads or os.cpu_count() or 1
@@ -402,6 +403,9 @@ def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, thre
                     if path in taken:
                         raise UsageError(f"output {f.path} is written twice (outputs {taken[path] + 1} and {i + 1})")
                     taken[path] = i
+                replaced[i] = other_forms(Path(out), [f.path for f in files])
+                for stale in replaced[i]:
+                    check_output(stale, overwrite, job.input_paths)
                 writers[i] = OutputWriter(files)
             except QConvertError as e:
                 fail(i, e)
@@ -436,6 +440,9 @@ def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, thre
             except QConvertError as e:
                 fail(i, e)
                 continue
+            for stale in replaced[i]:
+                with contextlib.suppress(FileNotFoundError):
+                    stale.unlink()
             results[i] = Result(files[0].path, outputs[i][0].rows, sum(f.nbytes for f in files),
                                 time.perf_counter() - start, files)
     except BaseException:

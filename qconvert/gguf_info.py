@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .gguf_read import GGUFArray, read_gguf
+from .gguf_read import GGUFArray, read_gguf_set
 from .report import ArrayValue, InspectReport, InspectTensor, MetadataEntry
 
 HEAD_ITEMS = 8  # array elements kept in the report (gguf_read keeps as many)
 
 
 def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
-    info = read_gguf(path)
+    """The file's metadata and tensors; for a member of a split set, the whole set (the first
+    file's metadata, every file's tensors with the index of their file)."""
+    files = read_gguf_set(path)
+    info = files[0]
     metadata = []
     for name, f in info.fields.items():
         value = f.value
@@ -24,5 +27,7 @@ def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
         metadata.append(MetadataEntry(name, f.type.name, value))
     table = None
     if tensors:
-        table = [InspectTensor(t.name, t.type.name, list(t.shape), t.offset, t.nbytes) for t in info.tensors]
-    return InspectReport("inspect", [Path(path)], info.size, info.version, info.alignment, metadata, table)
+        table = [InspectTensor(t.name, t.type.name, list(t.shape), t.offset, t.nbytes, i)
+                 for i, g in enumerate(files) for t in g.tensors]
+    return InspectReport("inspect", [g.path for g in files], sum(g.size for g in files), info.version,
+                         info.alignment, metadata, table)

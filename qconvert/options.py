@@ -61,3 +61,21 @@ def parse_kv_override(text: str) -> KVOverride:
         pass
     raise UsageError(f"--override-kv {text!r}: TYPE must be int, float, bool (true/false) or str "
                      "(at most 127 characters), with a value of that type")
+
+
+# gguf-split's --split-max-size units: powers of 1000 (split_str_to_n_bytes: "M" is 1000 * 1000)
+SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+
+
+def parse_size(text: str, option: str = "--split-max-size") -> int:
+    """A byte count: a positive whole number, optionally followed by K, M, G or T (powers of
+    1000, as llama.cpp's gguf-split reads them; case-insensitive).
+
+    >>> parse_size("50G"), parse_size("300m"), parse_size("4096")
+    (50000000000, 300000000, 4096)
+    """
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)\s*", text, re.IGNORECASE)
+    if m is None or int(m[1]) <= 0:
+        raise UsageError(f"{option} {text!r}: expected a positive size in bytes, or with K, M, G or T (powers of "
+                         "1000, as gguf-split), e.g. 50G or 300M")
+    return int(m[1]) * SIZE_UNITS[m[2].upper()]

@@ -32,7 +32,7 @@ from gguf.gguf_writer import WriterState
 
 from . import quants
 from .errors import OutputError
-from .gguf_read import SPLIT_COUNT, SPLIT_NO, SPLIT_TENSORS_COUNT, split_member
+from .gguf_read import SPLIT_COUNT, SPLIT_NAME, SPLIT_NO, SPLIT_TENSORS_COUNT, split_member
 from .planner import PlanRow
 
 
@@ -305,3 +305,18 @@ class OutputWriter:
         for tmp in self.temporaries():
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
+
+
+def other_forms(target: Path, files: list[Path]) -> list[Path]:
+    """Files beside `target` that an earlier run wrote for it in another form than `files`: the
+    plain file, or the members of a set of another count. Replacing an output replaces these
+    too, so that a target name always stands for one output (`gguf_read.find_first_member`)."""
+    stem = target.name[:-len(".gguf")] if target.name.lower().endswith(".gguf") else target.name
+    keep = {f.name for f in files}
+    try:
+        names = os.listdir(target.parent)
+    except OSError:  # check_output reports a missing folder
+        return []
+    found = [n for n in names if n not in keep
+             and (n == target.name or ((m := SPLIT_NAME.fullmatch(n)) is not None and m["prefix"] == stem))]
+    return sorted(target.parent / n for n in found)
