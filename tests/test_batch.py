@@ -365,3 +365,49 @@ def test_a_file_not_made_by_qconvert_is_not_replaced(tmp_path: Path) -> None:
     assert code == 1 and data["outputs"][0]["error"]["kind"] == "usage" and target.read_bytes() == b"mine"
     code, data = run_batch_cli(path, "--force")
     assert code == 0 and data["outputs"][0]["status"] == "made" and target.read_bytes()[:4] == b"GGUF"
+
+
+def test_split_outputs(tmp_path: Path) -> None:
+    """split_max_tensors and split_max_size as quantize's options: a set of files, each hashed,
+    llama.cpp loading it from its first file; skipped as a whole the next time."""
+    import hashlib
+
+    import numpy as np
+
+    from tests.conftest import llama_logits
+
+    path = shelf(tmp_path, models=("qwen2-bpe-bf16",), types=("Q8_0",),
+                 extra={"qwen2-bpe-bf16": 'split-max-tensors = 8\nsplit_max_size = "50G"\n'})
+    code, data = run_batch_cli(path)
+    assert code == 0, data
+    (o,) = data["outputs"]
+    target = tmp_path / "gguf" / "qwen2-bpe-bf16-Q8_0.gguf"
+    n = len(o["files"])
+    assert o["status"] == "made" and o["path"] == str(target) and n >= 2 and o["sha256"] is None
+    assert [f["path"] for f in o["files"]] == [str(target.with_name(f"qwen2-bpe-bf16-Q8_0-{i:05d}-of-{n:05d}.gguf"))
+                                               for i in range(1, n + 1)]
+    for f in o["files"]:
+        assert f["sha256"] == hashlib.sha256(Path(f["path"]).read_bytes()).hexdigest()
+    assert o["bytes"] == sum(f["bytes"] for f in o["files"]) == sum(p.stat().st_size for p in target.parent.iterdir())
+    got = llama_logits(Path(o["files"][0]["path"]), [1, 2, 3])
+    assert np.all(np.isfinite(got))
+    before = stamps(target.parent)
+    code, again = run_batch_cli(path)
+    assert code == 0 and again["outputs"][0]["status"] == "skipped" and again["outputs"][0]["files"] == o["files"]
+    assert stamps(target.parent) == before
+
+
+def test_text_report_progress_and_quiet(tmp_path: Path) -> None:
+    path = shelf(tmp_path, models=("qwen2-bpe-bf16",), types=("Q8_0", "F16"))
+    proc = run_cli_inprocess("batch", path, "--progress", timeout=300)
+    assert proc.returncode == 0, proc
+    out = tmp_path / "gguf"
+    files = [out / "qwen2-bpe-bf16-Q8_0.gguf", out / "qwen2-bpe-bf16-F16.gguf"]
+    assert proc.stdout.splitlines()[:2] == [f"made       {f} ({f.stat().st_size / 2**20:.1f} MiB)" for f in files]
+    assert proc.stdout.splitlines()[2].startswith("2 outputs: 2 made (")
+    assert "qwen2-bpe-bf16" in proc.stderr and "100%" in proc.stderr  # one bar for the model's pass
+    proc = run_cli_inprocess("batch", path, "--quiet", timeout=300)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
+    proc = run_cli_inprocess("batch", path, timeout=300)  # not a terminal: no bar
+    assert proc.stderr == "" and proc.stdout.splitlines()[0].startswith("up to date ")
+    assert proc.stdout.splitlines()[-1].startswith("2 outputs: 2 up to date (")
