@@ -32,7 +32,7 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from .errors import ManifestError, QConvertError, UsageError
 from .options import KVOverride, parse_kv_override, parse_tensor_type, parse_type
@@ -308,17 +308,23 @@ class BatchTotals:
 
 @dataclass
 class BatchReport:
+    command: str    # "batch"
+    ok: bool        # no output failed
     manifest: Path
-    outputs: list[BatchOutput]
+    force: bool
+    dry_run: bool
     totals: BatchTotals
-    force: bool = False
-    dry_run: bool = False
-    ok: bool = True
-    command: str = "batch"
+    outputs: list[BatchOutput]
 
 
-# on_progress(job label, source bytes of its pass) -> a callback taking the bytes read, or None
-ProgressFactory = Callable[[str, int], Callable[[int], None] | None]
+class Progress(Protocol):
+    def update(self, n: int) -> object: ...
+    def close(self) -> object: ...
+
+
+# on_progress(model label, checkpoint bytes its pass reads) -> a progress (a tqdm bar will do),
+# updated with the bytes read as the pass goes and closed after it
+ProgressFactory = Callable[[str, int], Progress]
 
 
 def run_batch(manifest: Manifest, *, force: bool = False, dry_run: bool = False, threads: int | None = None,
@@ -335,7 +341,7 @@ def run_batch(manifest: Manifest, *, force: bool = False, dry_run: bool = False,
     counts = {s: sum(o.status == s for o in outputs) for s in ("made", "skipped", "failed", "planned")}
     totals = BatchTotals(len(outputs), **counts, bytes=sum(o.bytes or 0 for o in outputs if o.status != "failed"),
                          seconds=time.perf_counter() - start)
-    return BatchReport(manifest.path, outputs, totals, force=force, dry_run=dry_run, ok=counts["failed"] == 0)
+    return BatchReport("batch", counts["failed"] == 0, manifest.path, force, dry_run, totals, outputs)
 
 
 def run_job(spec: JobSpec, *, force: bool, dry_run: bool, threads: int | None,
@@ -388,15 +394,17 @@ def make(spec: JobSpec, pending: list, threads: int | None, on_progress: Progres
     """The pending outputs of one model, in one pass (convert.write_many)."""
     from . import convert
 
-    total = pending[0][1].source_bytes
-    callback = on_progress(spec.label, total) if on_progress is not None else None
+    bar = on_progress(spec.label, pending[0][1].source_bytes) if on_progress is not None else None
     try:
         results = convert.write_many([(job, entry.path) for entry, job in pending], overwrite=True,
-                                     threads=threads, on_progress=callback)
+                                     threads=threads, on_progress=bar.update if bar is not None else None)
     except (QConvertError, OSError) as e:  # the checkpoint could not be read: every output of the pass
         for entry, _ in pending:
             failed(entry, e)
         return
+    finally:
+        if bar is not None:
+            bar.close()
     for (entry, _), result in zip(pending, results):
         if isinstance(result, BaseException):
             failed(entry, result)

@@ -181,18 +181,9 @@ def batch(
 
 
 def progress_bars():
-    """batch's on_progress: one bar on stderr per model pass, closed when the pass is done."""
+    """batch's on_progress: a bar on stderr for each model's pass."""
     from tqdm import tqdm
-
-    def start(label: str, total: int):
-        bar = tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr)
-
-        def update(n: int) -> None:
-            bar.update(n)
-            if bar.n >= total:
-                bar.close()
-        return update
-    return start
+    return lambda label, total: tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr)
 
 
 def main() -> None:

@@ -269,6 +269,19 @@ def test_batch_matches_quantize_and_is_incremental(tmp_path: Path) -> None:
     after = stamps(out)
     assert [n for n in after if after[n] != before[n]] == [f"qwen2-bpe-bf16-{t}.gguf" for t in sorted(TYPES)]
 
+    # weights are recorded by size and mtime: a shard touched (same bytes) remakes its model's outputs
+    import os
+
+    shard = tmp_path / "ckpt" / "llama-k256-bf16" / "model.safetensors"
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
+    before = after
+    code, data = run_batch_cli(path)
+    assert code == 0
+    assert statuses(data) == {**{("llama-k256-bf16", t): "made" for t in TYPES},
+                              **{("qwen2-bpe-bf16", t): "skipped" for t in TYPES}}
+    after = stamps(out)
+    assert [n for n in after if after[n] != before[n]] == [f"llama-k256-bf16-{t}.gguf" for t in sorted(TYPES)]
+
     # an option changed in one job remakes that job's outputs; a type added makes just it
     before = after
     path = shelf(tmp_path, types=(*TYPES, "Q6_K"), extra={"llama-k256-bf16": "pure = true\n"})
