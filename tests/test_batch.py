@@ -4,15 +4,21 @@ by provenance, remakes of what changed, --force, a failed job beside good ones, 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import shutil
 import textwrap
 from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 
 from qconvert.batch import load_manifest
 from qconvert.errors import ManifestError
-from tests.conftest import MODELS, run_cli_inprocess
+from tests.conftest import (MODELS, check_report, llama_logits, relative_error, run_cli_inprocess, tiny_llama_config,
+                            tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint)
 
 
 def manifest(folder: Path, text: str) -> Path:
@@ -35,10 +41,6 @@ def refused(tmp_path: Path, text: str) -> str:
 
 
 def test_bad_manifest_with_json_is_an_error_report(tmp_path: Path) -> None:
-    import json
-
-    from tests.conftest import check_report
-
     path = manifest(tmp_path, JOB + "speed = 3\n")
     proc = run_cli_inprocess("batch", path, "--json")
     assert proc.returncode == 2
@@ -105,8 +107,6 @@ def test_missing_manifest(tmp_path: Path) -> None:
 
 
 def test_manifest_paths_relative_to_its_folder_and_options(tmp_path: Path, monkeypatch) -> None:
-    import gguf
-
     (tmp_path / "ckpt" / "llama-ft").mkdir(parents=True)
     path = manifest(tmp_path, """
         output_dir = "gguf"
@@ -193,10 +193,6 @@ def shelf(tmp_path: Path, models=tuple(OPTIONS), types=TYPES, extra: dict | None
 
 
 def run_batch_cli(path: Path, *args: str) -> tuple[int, dict]:
-    import json
-
-    from tests.conftest import check_report
-
     proc = run_cli_inprocess("batch", path, "--json", *args, timeout=300)
     assert proc.stdout.count("\n") == 1, proc
     data = json.loads(proc.stdout)
@@ -215,13 +211,6 @@ def stamps(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_batch_matches_quantize_and_is_incremental(tmp_path: Path) -> None:
-    import hashlib
-    import json
-
-    import numpy as np
-
-    from tests.conftest import llama_logits, relative_error
-
     path = shelf(tmp_path)
     code, data = run_batch_cli(path)
     assert code == 0, data
@@ -270,7 +259,6 @@ def test_batch_matches_quantize_and_is_incremental(tmp_path: Path) -> None:
     assert [n for n in after if after[n] != before[n]] == [f"qwen2-bpe-bf16-{t}.gguf" for t in sorted(TYPES)]
 
     # weights are recorded by size and mtime: a shard touched (same bytes) remakes its model's outputs
-    import os
 
     shard = tmp_path / "ckpt" / "llama-k256-bf16" / "model.safetensors"
     os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
@@ -339,9 +327,6 @@ def test_failed_jobs_do_not_stop_the_others(tmp_path: Path) -> None:
 def test_a_value_one_type_cannot_hold_fails_that_output_only(tmp_path: Path) -> None:
     """A weight beyond F16's range (write_many aborts that output mid-pass) fails F16; Q8_0 of
     the same pass is made."""
-    import numpy as np
-
-    from tests.conftest import tiny_llama_config, tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint
 
     cfg = tiny_llama_config(tokenizer_vocab_size("tiny-bpe"))
     tensors = tiny_llama_tensors(cfg)
@@ -383,11 +368,6 @@ def test_a_file_not_made_by_qconvert_is_not_replaced(tmp_path: Path) -> None:
 def test_split_outputs(tmp_path: Path) -> None:
     """split_max_tensors and split_max_size as quantize's options: a set of files, each hashed,
     llama.cpp loading it from its first file; skipped as a whole the next time."""
-    import hashlib
-
-    import numpy as np
-
-    from tests.conftest import llama_logits
 
     path = shelf(tmp_path, models=("qwen2-bpe-bf16",), types=("Q8_0",),
                  extra={"qwen2-bpe-bf16": 'split-max-tensors = 8\nsplit_max_size = "50G"\n'})
