@@ -158,8 +158,9 @@ def inspect(
 
 @app.command()
 def batch(
-    manifest: Annotated[Path, typer.Argument(help="TOML manifest: output_dir, name, [[job]] model, types and "
-                                             "quantize's options by their long names.", show_default=False)],
+    manifest: Annotated[Path, typer.Argument(
+        help="TOML manifest: output_dir, name, and one job table per model (model, types, quantize's options by "
+        "their long names).", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Remake every output, also those whose recorded "
                                         "provenance matches this run.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be made and skipped, with the exact "
