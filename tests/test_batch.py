@@ -404,3 +404,36 @@ def test_text_report_progress_and_quiet(tmp_path: Path) -> None:
     proc = run_cli_inprocess("batch", path, timeout=300)  # not a terminal: no bar
     assert proc.stderr == "" and proc.stdout.splitlines()[0].startswith("up to date ")
     assert proc.stdout.splitlines()[-1].startswith("2 outputs: 2 up to date (")
+
+
+def test_one_pass_per_model(tmp_path: Path, monkeypatch) -> None:
+    """Every output of a model is made by one write_many call: one progress per model, whose
+    updates add up to the checkpoint bytes read once (not once per type)."""
+    from qconvert import convert
+    from qconvert.batch import run_batch
+
+    calls = []
+    write_many = convert.write_many
+    monkeypatch.setattr(convert, "write_many", lambda outputs, **kw: calls.append(len(outputs)) or
+                        write_many(outputs, **kw))
+
+    class Counter:
+        def __init__(self, label: str, total: int):
+            self.label, self.total, self.n, self.closed = label, total, 0, False
+            bars.append(self)
+
+        def update(self, n: int) -> None:
+            self.n += n
+
+        def close(self) -> None:
+            self.closed = True
+
+    bars: list[Counter] = []
+    report = run_batch(load_manifest(shelf(tmp_path)), threads=2, on_progress=Counter)
+    assert report.ok and report.totals.made == 6
+    assert calls == [3, 3]
+    assert [b.label for b in bars] == list(OPTIONS) and all(b.closed for b in bars)
+    for b in bars:
+        job = convert.prepare(tmp_path / "ckpt" / b.label, "F16")
+        job.checkpoint.close()
+        assert b.n == b.total == job.source_bytes
