@@ -202,11 +202,11 @@ def plan_job(model: Model, qtype: str, overrides: Overrides | None = None, kv_ov
 
 def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = None,
             imatrix: str | Path | None = None, kv_overrides: tuple[KVOverride, ...] = (),
-            allow_nonfinite: bool = False, split: Split | None = None) -> Job:
+            allow_nonfinite: bool = False, split: Split | None = None, *, ref: str | None = None) -> Job:
     """`prepare_model` and `plan_job` in one: a single output. The type is checked first (the
     cheapest error)."""
     recipe_for(qtype)
-    return plan_job(prepare_model(model_dir, imatrix), qtype, overrides, kv_overrides, allow_nonfinite, split)
+    return plan_job(prepare_model(model_dir, imatrix, ref=ref), qtype, overrides, kv_overrides, allow_nonfinite, split)
 
 
 # The tensors whose rows are the vocabulary: llama.cpp loads them with shape {n_embd, n_vocab},
@@ -416,7 +416,8 @@ def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, thre
                 fail(i, e)
         jobs = [job for job, _ in outputs]
         try:
-            for parts, nbytes in in_order(pool, tensor_chunks(jobs, stopped), window=2 * threads + 2):
+            chunks = tensor_chunks(jobs, stopped) if writers else iter(())
+            for parts, nbytes in in_order(pool, chunks, window=2 * threads + 2):
                 for i, part in enumerate(parts):
                     if i not in writers:
                         continue

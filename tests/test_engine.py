@@ -4,7 +4,9 @@ them, an output that fails alone, and file sizes known exactly before writing (`
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,9 @@ from conftest import MODELS, tiny_llama_config, tiny_llama_tensors, tokenizer_vo
 
 import qconvert.convert
 from qconvert import convert as conv
-from qconvert.errors import CheckpointError, UsageError
+from qconvert.errors import CheckpointError, OutputError, UsageError
 from qconvert.reader import Checkpoint
+from qconvert.writer import OutputWriter, writing
 
 
 @pytest.fixture(autouse=True)
@@ -166,3 +169,41 @@ def test_prepare_is_prepare_model_then_plan_job(tmp_path: Path):
     assert one.input_paths == two.input_paths and one.source_bytes == two.source_bytes
     with pytest.raises(Exception, match="unknown type 'Q9'"):
         conv.prepare(tmp_path / "missing", "Q9")  # the type is checked before the folder
+
+
+def test_a_write_error_stops_that_output_alone(tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A disk error on one output (here ENOSPC on its third chunk) is its OutputError; it is
+    aborted, and the other output is written whole."""
+    real = OutputWriter._put
+    writes: list[int] = []
+
+    def put(self, i, data):
+        if self.files[i].path.name == "bad.gguf":
+            writes.append(len(data))
+            if len(writes) == 3:  # as the file's write(2) fails: through the writer's error mapping
+                with writing(self.files[i].path):
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(self, i, data)
+
+    monkeypatch.setattr(OutputWriter, "_put", put)
+    m = conv.prepare_model(tiny_checkpoint)
+    bad, good = tmp_path / "bad.gguf", tmp_path / "good.gguf"
+    results = conv.write_many([(conv.plan_job(m, "Q8_0"), bad), (conv.plan_job(m, "Q8_0"), good)])
+    assert isinstance(results[0], OutputError) and str(results[0]) == f"cannot write {bad}: No space left on device"
+    assert isinstance(results[1], conv.Result) and not bad.exists()
+    monkeypatch.setattr(OutputWriter, "_put", real)
+    assert good.read_bytes() == separate(tiny_checkpoint, "Q8_0", tmp_path / "one.gguf")
+    assert leftovers(tmp_path) == []
+
+
+def test_nothing_is_read_when_every_output_is_refused(tiny_checkpoint: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
+    def unread(self, *args, **kw):
+        raise AssertionError("the checkpoint was read")
+
+    monkeypatch.setattr(Checkpoint, "read_rows", unread)
+    monkeypatch.setattr(Checkpoint, "load", unread)
+    (tmp_path / "a.gguf").write_bytes(b"old")
+    m = conv.prepare_model(tiny_checkpoint)
+    results = conv.write_many([(conv.plan_job(m, "F16"), tmp_path / "a.gguf")])
+    assert isinstance(results[0], UsageError)
