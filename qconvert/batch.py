@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from .errors import ManifestError, QConvertError, UsageError
-from .options import KVOverride, parse_kv_override, parse_tensor_type, parse_type
+from .options import KVOverride, T, parse_kv_override, parse_size, parse_tensor_type, parse_type
 
 DEFAULT_NAME = "{model}-{type}.gguf"
 TOP_KEYS = ("output_dir", "name", "threads", "job")
@@ -61,10 +61,10 @@ class JobSpec:
     outputs: tuple[Path, ...]      # one target per type, in the same order
     imatrix: Path | None = None
     pure: bool = False
-    output_tensor_type: Any = None  # gguf.GGMLQuantizationType
-    token_embedding_type: Any = None
+    output_tensor_type: T | None = None
+    token_embedding_type: T | None = None
     leave_output_tensor: bool = False
-    tensor_type: tuple[tuple[str, Any], ...] = ()
+    tensor_type: tuple[tuple[str, T], ...] = ()
     override_kv: tuple[KVOverride, ...] = ()
     no_fallback: bool = False
     allow_nonfinite: bool = False
@@ -81,7 +81,7 @@ class JobSpec:
     def split(self):
         if self.split_max_size is None and self.split_max_tensors is None:
             return None
-        from .convert import Split
+        from .writer import Split
         return Split(max_bytes=self.split_max_size, max_tensors=self.split_max_tensors)
 
 
@@ -196,7 +196,7 @@ def check_template(name: str, where: str) -> None:
 
 
 def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, where: str) -> JobSpec:
-    from .planner import RECIPES, available
+    from .planner import available
 
     job = normalized(job, JOB_KEYS, where)
     model = expect(job, "model", str, where)
@@ -206,7 +206,7 @@ def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, whe
     if not types:
         raise ManifestError(f"{where}: types must list at least one type, e.g. [\"Q8_0\"]")
     for t in types:
-        if t.upper() not in RECIPES or t.upper() not in available():
+        if t.upper() not in available():
             raise ManifestError(f"{where}: types: unknown type {t!r}; supported: {', '.join(available())}")
     types = [t.upper() for t in types]
     folder = base / model
@@ -230,11 +230,10 @@ def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, whe
     size = job.get("split_max_size")
     if size is not None:
         if isinstance(size, str):
-            from .options import parse_size
             size = boundary(where, "split_max_size", parse_size, size)
         elif not isinstance(size, int) or isinstance(size, bool):
             raise ManifestError(f"{where}: split_max_size must be a size (\"50G\", \"300M\") or bytes, "
-                             f"not {toml_kind(size)}")
+                                f"not {toml_kind(size)}")
         if size < 1:
             raise ManifestError(f"{where}: split_max_size must be positive, not {size}")
         opts["split_max_size"] = size
@@ -262,7 +261,7 @@ def check_collisions(specs: tuple[JobSpec, ...], where: str) -> None:
                 job, other = seen[key]
                 first = f"job {job} ({other})" if (job, other) != (spec.index, qtype) else f"job {job}"
                 raise ManifestError(f"{where}: job {spec.index} ({qtype}) and {first} both write {out}; "
-                                 "give name a {model} and {type}, or list each type once")
+                                    "give name a {model} and {type}, or list each type once")
             seen[key] = (spec.index, qtype)
 
 
