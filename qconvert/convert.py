@@ -1,7 +1,10 @@
 """The pipeline: checkpoint -> adapter -> plan -> quantize -> GGUF. Decides nothing itself.
 
-`prepare` does everything that can fail on bad input (config, shards, architecture, tokenizer,
-plan) before any output file exists; `convert` then streams tensors through the quantizers.
+`prepare_model` reads and validates everything type-independent once (config, shards,
+architecture, tensors, tokenizer, importance matrix), `plan_job` plans one output type from it
+(`prepare` is the two in one): everything that can fail on bad input fails before any output
+file exists. `write_many` then streams the model's tensors once through the quantizers of every
+output, `write` for one output.
 """
 
 from __future__ import annotations

@@ -1,7 +1,10 @@
-"""What `inspect` reports of a GGUF file: its metadata (arrays as their first elements) and tensors.
+"""What `inspect` reports of a GGUF file or split set: its metadata (arrays as their first
+elements) and tensors.
 
-The file is read by gguf_read.read_gguf, which checks its whole structure first: a damaged file
-is one GGUFError naming what is wrong and where, never a traceback or a huge allocation.
+The file is read by gguf_read.read_gguf_set, which checks the whole structure of every file of a
+set first: a damaged file is one GGUFError naming what is wrong and where, never a traceback or a
+huge allocation. For a member of a split set, the whole set is reported (the first file's
+metadata, every file's tensors).
 """
 
 from __future__ import annotations
@@ -9,14 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from .gguf_read import GGUFArray, read_gguf_set
-from .report import ArrayValue, InspectReport, InspectTensor, MetadataEntry
+from .report import ArrayValue, InspectFile, InspectReport, InspectTensor, MetadataEntry
 
 HEAD_ITEMS = 8  # array elements kept in the report (gguf_read keeps as many)
 
 
 def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
-    """The file's metadata and tensors; for a member of a split set, the whole set (the first
-    file's metadata, every file's tensors with the index of their file)."""
     files = read_gguf_set(path)
     info = files[0]
     metadata = []
@@ -28,6 +29,6 @@ def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
     table = None
     if tensors:
         table = [InspectTensor(t.name, t.type.name, list(t.shape), t.offset, t.nbytes, i)
-                 for i, g in enumerate(files) for t in g.tensors]
-    return InspectReport("inspect", [g.path for g in files], sum(g.size for g in files), info.version,
-                         info.alignment, metadata, table)
+                 for i, f in enumerate(files) for t in f.tensors]
+    return InspectReport("inspect", Path(path), [InspectFile(f.path, f.size, len(f.tensors)) for f in files],
+                         sum(f.size for f in files), info.version, info.alignment, metadata, table)

@@ -272,9 +272,17 @@ class InspectTensor:
 
 
 @dataclass
+class InspectFile:
+    path: Path
+    bytes: int
+    tensors: int
+
+
+@dataclass
 class InspectReport:
     command: str                # "inspect"
-    files: list[Path]           # one, or the members of a split set in order
+    path: Path                  # as given (any member of a split set)
+    files: list[InspectFile]    # one, or the members of a split set in order
     bytes: int
     version: int
     alignment: int
@@ -305,9 +313,13 @@ def short_repr(value, limit: int = SHOWN_CHARS) -> str:
 
 
 def text_inspect(r: InspectReport) -> str:
-    n_tensors = "" if r.tensors is None else f", {len(r.tensors)} tensors"
-    where = r.files[0] if len(r.files) == 1 else f"{r.files[0]} (split set of {len(r.files)} files)"
-    lines = [f"{where}: GGUF, {len(r.metadata)} metadata keys{n_tensors}"]
+    n_tensors = sum(f.tensors for f in r.files)
+    if len(r.files) == 1:
+        lines = [f"{r.path}: GGUF, {len(r.metadata)} metadata keys, {n_tensors} tensors"]
+    else:
+        lines = [f"{r.path}: GGUF split set of {len(r.files)} files, {len(r.metadata)} metadata keys, "
+                 f"{n_tensors} tensors"]
+        lines += [f"  file {i + 1}: {f.path} ({f.bytes} bytes, {f.tensors} tensors)" for i, f in enumerate(r.files)]
     for m in r.metadata:
         if isinstance(m.value, ArrayValue):
             head = ", ".join(repr(v) for v in m.value.head[:SHOWN_ITEMS])
@@ -317,10 +329,12 @@ def text_inspect(r: InspectReport) -> str:
         lines.append(f"  {m.key} = {shown}")
     if r.tensors is not None:
         width = max((len(t.name) for t in r.tensors), default=6)
-        lines.append(f"  {'tensor':<{width}}  {'type':<5} {'shape':<18} bytes")
+        file_col = "  file" if len(r.files) > 1 else ""
+        lines.append(f"  {'tensor':<{width}}  {'type':<5} {'shape':<18} bytes{file_col}")
         for t in r.tensors:
             shape = "x".join(str(d) for d in t.shape)
-            lines.append(f"  {t.name:<{width}}  {t.type:<5} {shape:<18} {t.bytes}")
+            where = f"  {t.file + 1}" if len(r.files) > 1 else ""
+            lines.append(f"  {t.name:<{width}}  {t.type:<5} {shape:<18} {t.bytes}{where}")
     return "\n".join(lines)
 
 

@@ -55,7 +55,8 @@ def test_schema_rejects_what_it_should():
 def test_inspect_json(q8_file: Path):
     proc, data = run_json("inspect", q8_file)
     assert proc.returncode == 0 and data["ok"] and data["command"] == "inspect"
-    assert data["qconvert_version"] == __version__ and data["files"] == [str(q8_file)]
+    assert data["qconvert_version"] == __version__ and data["path"] == str(q8_file)
+    assert data["files"] == [{"path": str(q8_file), "bytes": q8_file.stat().st_size, "tensors": len(data["tensors"])}]
     assert data["bytes"] == q8_file.stat().st_size
     reader = gguf.GGUFReader(q8_file)
     keys = [k for k in reader.fields if not k.startswith("GGUF.")]
