@@ -437,3 +437,36 @@ def test_one_pass_per_model(tmp_path: Path, monkeypatch) -> None:
         job = convert.prepare(tmp_path / "ckpt" / b.label, "F16")
         job.checkpoint.close()
         assert b.n == b.total == job.source_bytes
+
+
+def test_imatrix_relative_to_the_manifest(tmp_path: Path, monkeypatch) -> None:
+    """imatrix = "data/imatrix.gguf" is read beside the manifest whatever the current folder; the
+    output equals quantize --imatrix's; a new importance matrix remakes the output."""
+    from qconvert.convert import prepare
+    from tests.conftest import write_gguf_imatrix
+
+    model = copy_model("llama-k256-bf16", tmp_path / "ckpt")
+    job = prepare(model, "Q4_K_M")
+    job.checkpoint.close()
+    rng = np.random.default_rng(3)
+    entries = {r.gguf_name: (rng.random(r.shape[-1]).astype(np.float32) * 10, np.array([10.0]))
+               for r in job.rows if r.qtype != gguf.GGMLQuantizationType.F32}
+    imatrix = tmp_path / "data" / "imatrix.gguf"
+    imatrix.parent.mkdir()
+    write_gguf_imatrix(imatrix, entries)
+    path = manifest(tmp_path, '[[job]]\nmodel = "ckpt/llama-k256-bf16"\ntypes = ["Q4_K_M"]\n'
+                              'imatrix = "data/imatrix.gguf"\n')
+    monkeypatch.chdir(tmp_path / "data")
+    code, data = run_batch_cli(path)
+    assert code == 0 and data["outputs"][0]["status"] == "made", data
+    out = tmp_path / "llama-k256-bf16-Q4_K_M.gguf"
+    proc = run_cli_inprocess("quantize", model, "-t", "Q4_K_M", "-o", tmp_path / "q.gguf", "--imatrix", imatrix,
+                             "--no-progress", timeout=120)
+    assert proc.returncode == 0, proc
+    assert (tmp_path / "q.gguf").read_bytes() == out.read_bytes()
+    code, data = run_batch_cli(path)
+    assert data["outputs"][0]["status"] == "skipped"
+    write_gguf_imatrix(imatrix, {k: (s * 2, c) for k, (s, c) in entries.items()})
+    code, data = run_batch_cli(path)
+    assert code == 0 and data["outputs"][0]["status"] == "made"
+    assert out.read_bytes() != (tmp_path / "q.gguf").read_bytes()
