@@ -470,3 +470,34 @@ def test_imatrix_relative_to_the_manifest(tmp_path: Path, monkeypatch) -> None:
     code, data = run_batch_cli(path)
     assert code == 0 and data["outputs"][0]["status"] == "made"
     assert out.read_bytes() != (tmp_path / "q.gguf").read_bytes()
+
+
+def test_hub_id_job_offline(tmp_path: Path) -> None:
+    """A job whose model is a Hub id, found in a Hugging Face cache on disk (HF_HUB_OFFLINE, in a
+    subprocess: huggingface_hub reads its variables at import): {model} is the repo's name, the
+    provenance records the repo and commit, and a second run skips the output; a repo not in the
+    cache fails its job only."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("qconvert.hub", reason="Hub input (branch i11-hub) not merged yet")
+    hubfake = pytest.importorskip("tests.hubfake", reason="Hub input (branch i11-hub) not merged yet")
+    from qconvert import provenance
+    from tests.conftest import ROOT
+
+    files = hubfake.read_folder(MODELS / "qwen2-bpe-bf16")
+    files.pop("reference.npz", None)
+    commit = hubfake.commit_id("batch")
+    hubfake.add_to_cache(tmp_path / "hf" / "hub", "org/tiny", commit, files)
+    path = manifest(tmp_path, 'output_dir = "out"\n[[job]]\nmodel = "org/tiny"\ntypes = ["Q8_0"]\n'
+                              '[[job]]\nmodel = "org/missing"\ntypes = ["Q8_0"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING")) and k != "QCONVERT_DEBUG"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    for status in ("made", "skipped"):
+        proc = subprocess.run([sys.executable, "-m", "qconvert", "batch", str(path), "--json"], capture_output=True,
+                              text=True, env=env, cwd=tmp_path, timeout=300)
+        assert proc.returncode == 1, proc.stderr  # org/missing is not in the cache
+        o, missing = check_report(json.loads(proc.stdout))["outputs"]
+        assert (o["model"], o["status"], o["path"]) == ("org/tiny", status, str(tmp_path / "out" / "tiny-Q8_0.gguf"))
+        assert missing["status"] == "failed" and "HF_HUB_OFFLINE" in missing["error"]["message"], missing
+    assert provenance.read(tmp_path / "out" / "tiny-Q8_0.gguf")["model"] == {"ref": f"org/tiny@{commit}"}
