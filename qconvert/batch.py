@@ -9,11 +9,12 @@
     types = ["F16", "Q8_0", "Q4_K_M"]
     imatrix = "imatrix.gguf"             # any quantize option by its long name, - or _
 
-`load_manifest` validates the whole file at the boundary (a bad manifest is one ManifestError
-naming the key and the job: exit 2, kind "manifest", before any checkpoint is read). `run_batch` then, for each job:
-prepares the model once (convert.prepare_model), plans each type (plan_job), skips the outputs
-whose recorded provenance matches what this run would write (provenance.expected/matches), and
-makes the rest in ONE pass over the model's tensors (convert.write_many). A job that fails
+`load_manifest` validates the whole file at the boundary: a bad manifest is one ManifestError
+naming the key and the job (exit 2, kind "manifest") before any checkpoint is read. `run_batch`
+then, for each job: prepares the model once (convert.prepare_model), plans each type
+(plan_job), skips the outputs whose recorded provenance matches what this run would write
+(provenance.expected/matches), and makes the rest in ONE pass over the model's tensors
+(convert.write_many). A job that fails
 (a bad checkpoint, a type that cannot be planned, a value a type cannot hold) fails its outputs,
 never the others. The result is a BatchReport: data, rendered by report.py.
 
@@ -24,7 +25,6 @@ far cheaper than the conversion the skip saved.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import string
@@ -32,10 +32,13 @@ import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .errors import ManifestError, QConvertError, UsageError
 from .options import KVOverride, T, parse_kv_override, parse_size, parse_tensor_type, parse_type
+
+if TYPE_CHECKING:
+    from .convert import Job, Model
 
 DEFAULT_NAME = "{model}-{type}.gguf"
 TOP_KEYS = ("output_dir", "name", "threads", "job")
@@ -360,11 +363,11 @@ def run_job(spec: JobSpec, *, force: bool, dry_run: bool, threads: int | None,
     return entries
 
 
-def plan_and_make(spec: JobSpec, model: Any, entries: list[BatchOutput], *, force: bool, dry_run: bool,
+def plan_and_make(spec: JobSpec, model: Model, entries: list[BatchOutput], *, force: bool, dry_run: bool,
                   threads: int | None, on_progress: ProgressFactory | None) -> None:
     from . import convert, provenance
 
-    pending: list[tuple[BatchOutput, Any]] = []
+    pending: list[tuple[BatchOutput, Job]] = []
     for entry in entries:
         try:
             job = convert.plan_job(model, entry.type, spec.overrides(), spec.override_kv, spec.allow_nonfinite,
@@ -389,7 +392,8 @@ def plan_and_make(spec: JobSpec, model: Any, entries: list[BatchOutput], *, forc
         make(spec, pending, threads, on_progress)
 
 
-def make(spec: JobSpec, pending: list, threads: int | None, on_progress: ProgressFactory | None) -> None:
+def make(spec: JobSpec, pending: list[tuple[BatchOutput, Job]], threads: int | None,
+         on_progress: ProgressFactory | None) -> None:
     """The pending outputs of one model, in one pass (convert.write_many)."""
     from . import convert
 
@@ -416,6 +420,8 @@ def make(spec: JobSpec, pending: list, threads: int | None, on_progress: Progres
 def describe(entry: BatchOutput, files: list, hashed: bool) -> None:
     """Fill the entry's files, bytes and sha256 from the engine's OutputFiles (hashing a file
     whose hash the engine did not compute, when `hashed`)."""
+    from .provenance import sha256_file
+
     entry.files = [BatchFile(Path(f.path), f.nbytes, (f.sha256 or sha256_file(Path(f.path))) if hashed else None)
                    for f in files]
     entry.bytes = sum(f.bytes for f in entry.files)
@@ -432,7 +438,8 @@ def error_of(e: BaseException) -> BatchError:
     if isinstance(e, OSError):
         message = f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e)
         return BatchError("os", message)
-    return BatchError(getattr(e, "kind", type(e).__name__), " ".join(str(e).split()))
+    assert isinstance(e, QConvertError), e
+    return BatchError(e.kind, " ".join(str(e).split()))
 
 
 def locate(spec: JobSpec) -> tuple[Path, str | None]:
@@ -445,11 +452,3 @@ def locate(spec: JobSpec) -> tuple[Path, str | None]:
     source = resolve_model(spec.model)
     # provenance's model ref (convert.prepare_model): the repo id and the commit it resolved to
     return source.path, f"{source.repo_id}@{source.commit}" if source.repo_id is not None else None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
