@@ -178,6 +178,10 @@ def batch(
     result = run_batch(load_manifest(manifest), force=force, dry_run=dry_run, threads=threads, on_progress=bars)
     report.emit(result, json_, quiet=quiet)
     if not result.ok:
+        if quiet and not json_:  # --quiet keeps the errors
+            for o in result.outputs:
+                if o.error is not None:
+                    typer.echo(f"error: {o.path}: {o.error.message}", err=True)
         raise typer.Exit(1)
 
 

@@ -322,6 +322,10 @@ def test_failed_jobs_do_not_stop_the_others(tmp_path: Path) -> None:
     assert all("\n" not in o["error"]["message"] for o in data["outputs"] if o["error"])
     assert data["totals"] == {**data["totals"], "outputs": 5, "made": 1, "failed": 4, "skipped": 0}
     assert sorted(p.name for p in (tmp_path / "gguf").iterdir()) == ["qwen2-bpe-bf16-F16.gguf"]
+    proc = run_cli_inprocess("batch", path, "--quiet", timeout=300)  # --quiet keeps the errors, one line each
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert proc.stderr.splitlines() == [f"error: {o['path']}: {o['error']['message']}" for o in data["outputs"]
+                                        if o["error"]]
 
 
 def test_a_value_one_type_cannot_hold_fails_that_output_only(tmp_path: Path) -> None:
