@@ -3,14 +3,18 @@ schema, failures included, with the exit code of the scheme; progress bars only 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import pty
+import struct
 import subprocess
 import sys
+import termios
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 
 from conftest import check_report, run_cli, run_json
@@ -114,6 +118,8 @@ def test_no_progress_bar_in_a_log(tiny_checkpoint: Path, tmp_path: Path):
 def test_progress_bar_on_a_terminal(tiny_checkpoint: Path, tmp_path: Path):
     """stderr a terminal (a pseudo-terminal here): the bar is shown by default."""
     leader, follower = pty.openpty()
+    # a new pseudo-terminal is 0 columns wide, and tqdm draws a bar that fits: make it 80x24
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
     env = {k: v for k, v in os.environ.items() if k != "QCONVERT_DEBUG"}
     proc = subprocess.run([sys.executable, "-m", "qconvert", "quantize", str(tiny_checkpoint), "-t", "Q8_0",
                            "-o", str(tmp_path / "a.gguf")], stdout=subprocess.PIPE, stderr=follower, env=env,
@@ -138,3 +144,58 @@ def test_as_document_adds_versions():
     doc = as_document(ErrorReport("quantize", ErrorDetail("usage", "m", 2)))
     assert list(doc)[:2] == ["schema_version", "qconvert_version"]
     check_report(doc)
+
+
+MODELS = Path(__file__).parent / "fixtures" / "models"
+
+
+@pytest.mark.parametrize("model, qtype, extra", [
+    ("llama-k256-bf16", "Q4_K_M", ()),
+    ("llama-bpe-bf16-sharded", "Q8_0", ()),
+    ("qwen3moe-bpe-bf16", "Q5_K_S", ("--split-max-tensors", "9")),
+    ("llama-spm-f32", "F16", ("--split-max-size", "50K")),
+])
+def test_quantize_json_and_its_plan(model: str, qtype: str, extra: tuple, tmp_path: Path):
+    """quantize --json: what was read, what was written (every file with its size and SHA-256),
+    every tensor as the file holds it; --dry-run --json: the same plan with no hashes, its sizes
+    exactly the real files'."""
+    import hashlib
+    out = tmp_path / "out.gguf"
+    _, plan = run_json("quantize", MODELS / model, "-t", qtype, "-o", out, "--dry-run", *extra)
+    assert not any(tmp_path.iterdir())
+    proc, made = run_json("quantize", MODELS / model, "-t", qtype, "-o", out, "--threads", "2", *extra)
+    assert proc.returncode == 0, proc.stderr
+    assert plan["dry_run"] is True and made["dry_run"] is False and plan["seconds"] is None and made["seconds"] > 0
+    written = sorted(tmp_path.iterdir())
+    assert [f["path"] for f in made["files"]] == [str(p) for p in written]
+    assert made["output"] == (str(out) if len(written) == 1 else [str(p) for p in written])
+    for f in made["files"]:
+        data = Path(f["path"]).read_bytes()
+        assert f["bytes"] == len(data) and f["sha256"] == hashlib.sha256(data).hexdigest()
+    assert made["bytes"] == sum(p.stat().st_size for p in written)
+    # the plan predicted every file's exact size
+    assert [(f["path"], f["bytes"], f["sha256"]) for f in plan["files"]] == [
+        (f["path"], f["bytes"], None) for f in made["files"]]
+    assert plan["bytes"] == made["bytes"] and plan["tensors"] == made["tensors"]
+    assert made["type"] == qtype and made["command"] == "quantize" and made["input"]["ref"] == str(MODELS / model)
+    names = {f["name"] for f in made["input"]["files"]}
+    assert "config.json" in names and any(n.endswith(".safetensors") for n in names)
+    for f in made["input"]["files"]:
+        assert f["bytes"] == (MODELS / model / f["name"]).stat().st_size
+    # tensors: as the files hold them (name, type, GGUF shape, bytes)
+    held = [(t.name, t.tensor_type.name, [int(d) for d in t.shape], int(t.n_bytes))
+            for p in written for t in gguf.GGUFReader(p).tensors]
+    assert [(t["name"], t["type"], t["shape"], t["bytes"]) for t in made["tensors"]] == held
+    assert made["tensor_bytes"] == sum(t["bytes"] for t in made["tensors"])
+    n_weights = sum(int(np.prod(t["shape"])) for t in made["tensors"])
+    assert made["bits_per_weight"] == pytest.approx(8 * made["tensor_bytes"] / n_weights)
+    assert made["fallbacks"] == sum(t["wanted"] is not None for t in made["tensors"])
+    for t in made["tensors"]:
+        assert t["reason"] and (t["source"] is None or isinstance(t["source"], str))
+
+
+def test_json_keeps_stdout_for_the_report(tmp_path: Path):
+    """With --json and --progress the bar goes to stderr; stdout holds only the report."""
+    proc, data = run_json("quantize", MODELS / "llama-spm-f32", "-t", "Q4_0", "-o", tmp_path / "a.gguf",
+                          "--progress")
+    assert proc.returncode == 0 and data["ok"] and "100%" in proc.stderr
