@@ -162,7 +162,8 @@ def batch(
         help="TOML manifest: output_dir, name, and one job table per model (model, types, quantize's options by "
         "their long names).", show_default=False)],
     force: Annotated[bool, typer.Option("--force", help="Remake every output, also those whose recorded "
-                                        "provenance matches this run.")] = False,
+                                        "provenance matches this run, and replace files at the outputs' paths "
+                                        "that qconvert did not write.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be made and skipped, with the exact "
                                           "sizes; write nothing.")] = False,
     threads: ThreadsOpt = None,
