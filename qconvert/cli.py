@@ -15,20 +15,25 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from . import __version__, report
 from .errors import Interrupted, QConvertError
 
+if TYPE_CHECKING:
+    from .hub import ModelSource
+
 # no_args_is_help prints the help with an exit code that changed across click versions (0, then
 # 2 from 8.2): without it, a bare `qconvert` is click's "Missing command" usage error, 2 with all
 app = typer.Typer(add_completion=False, no_args_is_help=False,
                   help="Convert Hugging Face checkpoints to GGUF files for llama.cpp.")
 
-ModelDir = Annotated[Path, typer.Argument(help="Checkpoint folder: config.json, *.safetensors, tokenizer files.",
-                                          show_default=False)]
+# a str, not a Path: MODEL may be a Hub id (model_source)
+ModelArg = Annotated[str, typer.Argument(metavar="MODEL", show_default=False, help="Checkpoint folder (config.json, "
+                                         "*.safetensors, tokenizer files), or a Hugging Face repo id org/name"
+                                         "[@revision] (a local folder of that name wins).")]
 TypeOpt = Annotated[str, typer.Option("--type", "-t", help="Output type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
                                       "Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K (llama-quantize's mixes).")]
 # a str, not a Path: Path drops the trailing separator that makes "-o models/" a folder
@@ -69,7 +74,7 @@ def root(
 
 @app.command()
 def quantize(
-    model_dir: ModelDir,
+    model: ModelArg,
     qtype: TypeOpt = "Q8_0",
     output: OutOpt = None,
     threads: ThreadsOpt = None,
@@ -106,7 +111,7 @@ def quantize(
     split_max_tensors: Annotated[Optional[int], typer.Option(
         "--split-max-tensors", min=1, help="Split the output, at most this many tensors a file.")] = None,
 ) -> None:
-    """Convert MODEL_DIR to a GGUF file of the given type."""
+    """Convert MODEL to a GGUF file of the given type."""
     from . import convert as conv
     from .options import parse_kv_override, parse_size, parse_tensor_type, parse_type
     from .planner import Overrides
@@ -125,13 +130,14 @@ def quantize(
     split = None
     if split_max_size is not None or split_max_tensors is not None:
         split = Split(parse_size(split_max_size) if split_max_size is not None else None, split_max_tensors)
+    source = model_source(model, wants_progress(progress, quiet))
+    model_dir = source.path
     out = conv.output_path(output, model_dir, qtype)
     if not dry_run and split is None:  # before reading the checkpoint: the cheapest errors first
         conv.check_output(out, overwrite, conv.input_files(model_dir, imatrix))
-    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite, split)
-    ref = str(model_dir)
+    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite, split, ref=source.provenance_ref)
     if dry_run:
-        report.emit(report.quantize_report(job, ref, conv.predict_files(job, out), None), json_, quiet=quiet)
+        report.emit(report.quantize_report(job, source, conv.predict_files(job, out), None), json_, quiet=quiet)
         return
     bar = None
     if wants_progress(progress, quiet):
@@ -142,7 +148,7 @@ def quantize(
     finally:
         if bar is not None:
             bar.close()
-    report.emit(report.quantize_report(job, ref, result.files, result.seconds), json_, quiet=quiet)
+    report.emit(report.quantize_report(job, source, result.files, result.seconds), json_, quiet=quiet)
 
 
 @app.command()
@@ -190,6 +196,14 @@ def progress_bars():
     """batch's on_progress: a bar on stderr for each model's pass."""
     from tqdm import tqdm
     return lambda label, total: tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr)
+
+
+def model_source(model: str, progress: bool) -> ModelSource:
+    """MODEL as every command takes it (quantize, verify, batch), resolved once at the boundary: a
+    folder, or a Hub id downloaded or found in the cache (hub.resolve_model). `progress`: the Hub's
+    download bars (off with --quiet or when stderr is not a terminal)."""
+    from .hub import resolve_model
+    return resolve_model(model, progress=progress)
 
 
 def main() -> None:

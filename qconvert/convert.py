@@ -99,8 +99,11 @@ class Job:
     source_bytes = property(lambda self: self.model.source_bytes)
 
     def model_meta(self, n_params: int = 0) -> gguf.Metadata:
-        """general.* as gguf finds them in the checkpoint (model card, config, folder name)."""
-        meta = gguf.Metadata.load(None, self.checkpoint.path, None, n_params)
+        """general.* as gguf finds them in the checkpoint (model card, config, folder name; a Hub
+        cache snapshot's folder is named after its commit, so there the repo's name)."""
+        from .hub import name_after_repo
+        meta = name_after_repo(gguf.Metadata.load(None, self.checkpoint.path, None, n_params), self.checkpoint.path,
+                               n_params)
         if meta.name is None:
             meta.name = self.checkpoint.path.resolve().name
         return meta
@@ -231,12 +234,14 @@ def check_vocab(tokenizer: GGUFTokenizer, sources: list[SourceTensor], vocab_siz
 
 
 def default_output_name(model_dir: str | Path, qtype: str) -> str:
-    """The output's file name when none is given: the checkpoint folder's name and the type.
+    """The output's file name when none is given: the checkpoint folder's name (the repo's for a
+    Hub cache snapshot, hub.model_name) and the type.
 
     >>> default_output_name("models/SmolLM2-135M", "q8_0")
     'SmolLM2-135M-Q8_0.gguf'
     """
-    return f"{Path(model_dir).resolve().name}-{qtype.upper()}.gguf"
+    from .hub import model_name
+    return f"{model_name(model_dir)}-{qtype.upper()}.gguf"
 
 
 def output_path(out: str | Path | None, model_dir: str | Path, qtype: str) -> Path:

@@ -118,6 +118,8 @@ class InputFile:
 class InputReport:
     path: Path                  # the model folder (a Hub snapshot for a repo id)
     ref: str                    # MODEL as given on the command line
+    repo_id: str | None         # for a Hub id: the repo and the commit it resolved to
+    commit: str | None
     files: list[InputFile]
 
 
@@ -159,9 +161,10 @@ class QuantizeReport:
     ok: bool = True
 
 
-def quantize_report(job, ref: str, files, seconds: float | None) -> QuantizeReport:
+def quantize_report(job, source, files, seconds: float | None) -> QuantizeReport:
     """The report of a conversion (`files` written, with their hashes) or of its plan (`files`
-    predicted by convert.predict_files, `seconds` None). `job` is convert.Job."""
+    predicted by convert.predict_files, `seconds` None). `job` is convert.Job, `source` the
+    MODEL argument resolved (hub.ModelSource)."""
     from .convert import parameter_counts
     from .planner import summarize
 
@@ -178,7 +181,8 @@ def quantize_report(job, ref: str, files, seconds: float | None) -> QuantizeRepo
     out_files = [OutputFileReport(f.path, f.nbytes, f.sha256) for f in files]
     output = out_files[0].path if len(out_files) == 1 else [f.path for f in out_files]
     return QuantizeReport(
-        command="quantize", dry_run=seconds is None, input=InputReport(root, ref, inputs), output=output,
+        command="quantize", dry_run=seconds is None,
+        input=InputReport(root, source.ref, source.repo_id, source.commit, inputs), output=output,
         files=out_files, bytes=sum(f.bytes for f in out_files), type=job.recipe.name,
         architecture=job.arch.arch_name, parameters=parameter_counts(job.rows)[0], bits_per_weight=bpw,
         tensor_bytes=tensor_bytes, fallbacks=sum(r.fell_back for r in job.rows), seconds=seconds,

@@ -317,3 +317,18 @@ def run_json(*args: str, env: dict | None = None) -> tuple[subprocess.CompletedP
     lines = proc.stdout.splitlines()
     assert len(lines) == 1, f"--json printed {len(lines)} lines on stdout:\n{proc.stdout[:2000]}\n{proc.stderr[-2000:]}"
     return proc, check_report(json.loads(lines[0]))
+
+
+def assert_same_conversion(a: Path, b: Path) -> None:
+    """Two GGUF files hold the same model: every metadata key and tensor equal, except the
+    provenance record (which names where each was converted from: folder, Hub id, file mtimes)."""
+    ra, rb = gguf.GGUFReader(a), gguf.GGUFReader(b)
+
+    def keys(r):
+        return {k: f.contents() for k, f in r.fields.items()
+                if not k.startswith("GGUF.") and k != "qconvert.provenance"}
+
+    assert keys(ra) == keys(rb)
+    assert [(t.name, t.tensor_type, t.shape.tolist(), bytes(t.data)) for t in ra.tensors] == \
+        [(t.name, t.tensor_type, t.shape.tolist(), bytes(t.data)) for t in rb.tensors]
+    assert ("qconvert.provenance" in ra.fields) == ("qconvert.provenance" in rb.fields)

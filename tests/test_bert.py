@@ -59,7 +59,8 @@ def copy_model(src: Path, dst: Path) -> Path:
 
 
 def gguf_fields(path: Path) -> dict:
-    return {k: f.contents() for k, f in gguf.GGUFReader(path).fields.items() if not k.startswith(("GGUF.", "qconvert."))}
+    fields = gguf.GGUFReader(path).fields
+    return {k: f.contents() for k, f in fields.items() if not k.startswith(("GGUF.", "qconvert."))}
 
 
 @pytest.fixture(scope="module")
