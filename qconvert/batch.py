@@ -26,7 +26,6 @@ far cheaper than the conversion the skip saved.
 from __future__ import annotations
 
 import os
-import re
 import string
 import time
 import tomllib
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from .errors import ManifestError, QConvertError, UsageError
+from .hub import looks_like_hub_id, model_name
 from .options import KVOverride, T, parse_kv_override, parse_size, parse_tensor_type, parse_type
 
 if TYPE_CHECKING:
@@ -47,9 +47,6 @@ FLAG_KEYS = ("pure", "leave_output_tensor", "no_fallback", "allow_nonfinite")
 JOB_KEYS = ("model", "types", "imatrix", "output_tensor_type", "token_embedding_type", "tensor_type",
             "override_kv", "split_max_size", "split_max_tensors", *FLAG_KEYS)
 NAME_FIELDS = ("model", "type")
-# what hub.resolve_model takes for a Hub id when no such path exists: one `/` before any `@`,
-# not spelled as a path (absolute, ./, ../, ~/, a trailing /); hub.parse_ref validates it fully
-HUB_ID = re.compile(r"^[^/.~@][^/@]*/[^/@]+(@.*)?$")
 
 
 @dataclass(frozen=True)
@@ -212,11 +209,11 @@ def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, whe
         if t.upper() not in available():
             raise ManifestError(f"{where}: types: unknown type {t!r}; supported: {', '.join(available())}")
     types = [t.upper() for t in types]
-    folder = base / model
-    folder = folder if folder.is_dir() else None
-    if folder is None and not HUB_ID.match(model):
-        folder = base / model  # not a repo id: a folder, missing now (the job fails when it runs)
-    label = folder.resolve().name if folder is not None else model.partition("@")[0].rsplit("/", 1)[-1]
+    # a folder beside the manifest wins, as a local path wins over a Hub id in hub.resolve_model;
+    # what does not read as a repo id is a folder, missing now (the job fails when it runs)
+    folder = base / model if (base / model).is_dir() or not looks_like_hub_id(model) else None
+    # {model}: the folder's name (a Hub cache snapshot's repo name), or the repo id's name part
+    label = model_name(folder) if folder is not None else model.partition("@")[0].rsplit("/", 1)[-1]
     outputs = tuple(output_dir / name.format(model=label, type=t) for t in types)
     opts: dict[str, Any] = {}
     for key in FLAG_KEYS:
@@ -450,5 +447,4 @@ def locate(spec: JobSpec) -> tuple[Path, str | None]:
         return spec.folder, None
     from .hub import resolve_model
     source = resolve_model(spec.model)
-    # provenance's model ref (convert.prepare_model): the repo id and the commit it resolved to
-    return source.path, f"{source.repo_id}@{source.commit}" if source.repo_id is not None else None
+    return source.path, source.provenance_ref

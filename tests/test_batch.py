@@ -484,9 +484,8 @@ def test_hub_id_job_offline(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    pytest.importorskip("qconvert.hub", reason="Hub input (branch i11-hub) not merged yet")
-    hubfake = pytest.importorskip("tests.hubfake", reason="Hub input (branch i11-hub) not merged yet")
     from qconvert import provenance
+    from tests import hubfake
     from tests.conftest import ROOT
 
     files = hubfake.read_folder(MODELS / "qwen2-bpe-bf16")
@@ -505,3 +504,7 @@ def test_hub_id_job_offline(tmp_path: Path) -> None:
         assert (o["model"], o["status"], o["path"]) == ("org/tiny", status, str(tmp_path / "out" / "tiny-Q8_0.gguf"))
         assert missing["status"] == "failed" and "HF_HUB_OFFLINE" in missing["error"]["message"], missing
     assert provenance.read(tmp_path / "out" / "tiny-Q8_0.gguf")["model"] == {"ref": f"org/tiny@{commit}"}
+    # the snapshot folder given as a folder: {model} is the repo's name too, not the commit hash
+    snapshot = tmp_path / "hf" / "hub" / "models--org--tiny" / "snapshots" / commit
+    m = load_manifest(manifest(tmp_path, f'[[job]]\nmodel = "{snapshot}"\ntypes = ["Q8_0"]\n'))
+    assert m.jobs[0].folder == snapshot and m.jobs[0].outputs == (tmp_path / "tiny-Q8_0.gguf",)
