@@ -193,6 +193,42 @@ def verify(
         raise typer.Exit(1)
 
 
+@app.command()
+def batch(
+    manifest: Annotated[Path, typer.Argument(
+        help="TOML manifest: output_dir, name, and one job table per model (model, types, quantize's options by "
+        "their long names).", show_default=False)],
+    force: Annotated[bool, typer.Option("--force", help="Remake every output, also those whose recorded "
+                                        "provenance matches this run, and replace files at the outputs' paths "
+                                        "that qconvert did not write.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be made and skipped, with the exact "
+                                          "sizes; write nothing.")] = False,
+    threads: ThreadsOpt = None,
+    progress: ProgressOpt = None,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Convert the models of MANIFEST into their types, one pass per model, skipping outputs that are
+    up to date. Exit 1 if any output failed."""
+    from .batch import load_manifest, run_batch
+
+    bars = progress_bars() if wants_progress(progress, quiet) else None
+    result = run_batch(load_manifest(manifest), force=force, dry_run=dry_run, threads=threads, on_progress=bars)
+    report.emit(result, json_, quiet=quiet)
+    if not result.ok:
+        if quiet and not json_:  # --quiet keeps the errors
+            for o in result.outputs:
+                if o.error is not None:
+                    typer.echo(f"error: {o.path}: {o.error.message}", err=True)
+        raise typer.Exit(1)
+
+
+def progress_bars():
+    """batch's on_progress: a bar on stderr for each model's pass."""
+    from tqdm import tqdm
+    return lambda label, total: tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr)
+
+
 def model_source(model: str, progress: bool) -> ModelSource:
     """MODEL as every command takes it (quantize, verify, batch), resolved once at the boundary: a
     folder, or a Hub id downloaded or found in the cache (hub.resolve_model). `progress`: the Hub's

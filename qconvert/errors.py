@@ -71,3 +71,10 @@ class GGUFError(QConvertError):
     """A file given as GGUF is missing, not a regular file, or not a well-formed GGUF file."""
 
     kind = "gguf"
+
+
+class ManifestError(UsageError):
+    """A batch manifest is not readable TOML or asks for what qconvert cannot do: an unknown key,
+    a value of the wrong type, two outputs to one path."""
+
+    kind = "manifest"

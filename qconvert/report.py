@@ -410,5 +410,25 @@ def text_verify(r) -> str:
 # ---------------------------------------------------------------------------------------------
 # batch (qconvert/batch.py builds BatchReport)
 
+BATCH_VERBS = {"made": "made", "skipped": "up to date", "failed": "FAILED", "planned": "would make"}
+
+
+def text_batch(r) -> str:
+    """One line an output (what happened to it, its size or its error), then the totals."""
+    lines = []
+    for o in r.outputs:
+        head = f"{BATCH_VERBS[o.status]:<10} {o.path}"
+        if o.error is not None:
+            lines.append(f"{head}: {o.error.message}")
+        elif len(o.files) > 1:
+            lines.append(f"{head} ({o.bytes / 2**20:.1f} MiB in {len(o.files)} files)")
+        else:
+            lines.append(f"{head} ({o.bytes / 2**20:.1f} MiB)")
+    t = r.totals
+    counts = [f"{n} {word}" for n, word in ((t.made, "made"), (t.planned, "to make"), (t.skipped, "up to date"),
+                                           (t.failed, "failed")) if n]
+    lines.append(f"{t.outputs} outputs: {', '.join(counts) or 'none'} ({t.bytes / 2**20:.1f} MiB) in {t.seconds:.1f} s")
+    return "\n".join(lines)
+
 # ---------------------------------------------------------------------------------------------
 

@@ -13,16 +13,22 @@ os.wait4 (which covers its own children, e.g. convert_hf_to_gguf.py under oracle
 - qconvert's peak RSS on every checkpoint size, beside the largest tensor's F32 size;
 - the cost of the value checks (NaN/Inf/overflow, qconvert/validate/values.py): Q8_0 and Q4_K_M
   against the same runs with --allow-nonfinite, which skips them. `--validation-only` runs just
-  these (no llama.cpp tools, no torch).
+  these (no llama.cpp tools, no torch);
+- `qconvert batch` of the model into F16, Q8_0, Q4_K_M, Q5_K_M and Q6_K (one pass over its
+  tensors) against five separate `qconvert quantize` runs. `--batch-only` runs just this
+  comparison; `--checkpoint DIR` runs it on an existing checkpoint instead (a quick check of the
+  script on a tiny one).
 
 The comparisons run on the largest checkpoint. Runs are interleaved in rounds; a time is the
 best of --repeat rounds (the machines are shared: the best run is the least disturbed one), a
 peak RSS the highest. CPU seconds (user + system) are shown beside wall times: they move less
 when other processes take the cores. Prints a markdown table with the ratios (ours / theirs),
 the machine and the exact commands; the targets are reported, not asserted. 4 to 6 minutes on
-2 cores with the defaults (plus ~30 s to make the checkpoints the first time).
+2 cores with the defaults, about 2.5 more for the batch comparison (an estimate from the
+Q4_K_M timing; plus ~30 s to make the checkpoints the first time).
 
     python scripts/bench_model.py [--sizes 0.5,1.5] [--repeat 2] [--threads N]
+    python scripts/bench_model.py --batch-only [--sizes 1.5 | --checkpoint DIR] [--repeat 2]
 
 qconvert runs as `python -m qconvert` with this tree first on PYTHONPATH, so the code measured
 is this checkout's whatever `pip install -e` last pointed the `qconvert` command at.
@@ -32,6 +38,7 @@ from __future__ import annotations
 import argparse
 import collections
 import datetime
+import json
 import math
 import os
 import platform
@@ -118,6 +125,61 @@ def key(what: str, ck: CheckpointInfo) -> str:
 def qconvert_cmd(ckpt: Path, qtype: str, out: Path, threads: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "qconvert", "quantize", str(ckpt), "-t", qtype, "-o", str(out),
             "--overwrite", "--threads", str(threads), *extra]
+
+
+# `qconvert batch`'s benchmark: one model into these types, against one `quantize` run each
+BATCH_TYPES = ("F16", "Q8_0", "Q4_K_M", "Q5_K_M", "Q6_K")
+
+
+def batch_manifest(ckpt: Path, outdir: Path) -> Path:
+    """A manifest converting `ckpt` into BATCH_TYPES, in outdir/batch (TOML basic strings take
+    JSON's escapes)."""
+    path = outdir / "batch.toml"
+    path.write_text(f"output_dir = {json.dumps(str(outdir / 'batch'))}\n\n[[job]]\n"
+                    f"model = {json.dumps(str(ckpt))}\ntypes = {json.dumps(list(BATCH_TYPES))}\n")
+    return path
+
+
+def batch_cmd(manifest: Path, threads: int) -> list[str]:
+    return [sys.executable, "-m", "qconvert", "batch", str(manifest), "--threads", str(threads), "--no-progress"]
+
+
+def separate_key(qtype: str, n: int) -> str:
+    """The timing key of a `quantize` run into qtype: Q8_0 and Q4_K_M are those of the comparison
+    with llama.cpp, the same commands."""
+    return {"Q8_0": "qc_q8", "Q4_K_M": f"qc_q4km_t{n}"}.get(qtype, f"qc_{qtype.lower()}")
+
+
+def run_batch_round(bench: Bench, ck: CheckpointInfo, outdir: Path, n: int, done: set[str]) -> None:
+    """One round of the batch comparison: the batch (outputs removed after it, so that every
+    round makes them all), then the separate runs not already run this round (`done`)."""
+    manifest = batch_manifest(ck.path, outdir)
+    bench.run(key("qc_batch", ck), batch_cmd(manifest, n), outdir / "batch", keep=True)
+    shutil.rmtree(outdir / "batch")
+    for t in BATCH_TYPES:
+        k = key(separate_key(t, n), ck)
+        if k not in done:
+            out = outdir / f"qc-{t.lower()}.gguf"
+            bench.run(k, qconvert_cmd(ck.path, t, out, n), out)
+
+
+def batch_table(T: dict[str, Timing], ck: CheckpointInfo, n: int, rounds: str) -> list[str]:
+    batch = T[key("qc_batch", ck)]
+    sep = {t: T[key(separate_key(t, n), ck)] for t in BATCH_TYPES}
+    wall, cpu = sum(s.best for s in sep.values()), sum(s.best_cpu for s in sep.values())
+    peak = max(s.peak for s in sep.values())
+    return [
+        f"| `qconvert batch` of `{ck.path.name}` into {', '.join(BATCH_TYPES)}, {n} threads, {rounds} "
+        "| wall | CPU | peak RSS |", "|---|---|---|---|",
+        *[f"| quantize -t {t} | {secs(s.best)} | {secs(s.best_cpu)} | {mb(s.peak)} |" for t, s in sep.items()],
+        f"| five quantize runs | {secs(wall)} | {secs(cpu)} | {mb(peak)} (highest) |",
+        f"| one batch (one pass over the tensors) | {secs(batch.best)} | {secs(batch.best_cpu)} | {mb(batch.peak)} |",
+        f"| **batch / five runs** | **{ratio(batch.best, wall)}** | {ratio(batch.best_cpu, cpu)} "
+        f"| {ratio(batch.peak, peak)} |",
+        "", "The batch's manifest ($OUT/batch.toml):", "", "```toml",
+        f'output_dir = "$OUT/batch"\n\n[[job]]\nmodel = "{ck.path}"\ntypes = {json.dumps(list(BATCH_TYPES))}',
+        "```",
+    ]
 
 
 def convert_cmd(ckpt: Path, outtype: str, out: Path) -> list[str]:
@@ -235,6 +297,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="all cores by default")
     ap.add_argument("--validation-only", action="store_true",
                     help="only the cost of the value checks (qconvert with and without --allow-nonfinite)")
+    ap.add_argument("--batch-only", action="store_true",
+                    help=f"only `qconvert batch` into {', '.join(BATCH_TYPES)} against five quantize runs")
+    ap.add_argument("--checkpoint", type=Path,
+                    help="with --batch-only: this checkpoint folder instead of the synthetic ones")
     args = ap.parse_args()
     try:
         sizes = sorted({float(s) for s in args.sizes.split(",")})
@@ -242,14 +308,21 @@ def main() -> None:
         ap.error(f"--sizes {args.sizes!r}: give numbers of GB, e.g. 0.5,1.5")
     if not sizes or sizes[0] <= 0 or args.repeat < 1 or args.threads < 1:
         ap.error("sizes, --repeat and --threads must be positive")
+    if args.checkpoint is not None and not args.batch_only:
+        ap.error("--checkpoint goes with --batch-only")
+    if args.batch_only and args.validation_only:
+        ap.error("--batch-only and --validation-only exclude each other")
     n = args.threads
     thread_counts = sorted({1, n})
 
     began = time.perf_counter()
     header = (f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}, {machine()}\n"
               f"{versions()}")
-    print("making checkpoints ...", file=sys.stderr)
-    ckpts = [CheckpointInfo.of(make_checkpoint(s)) for s in sizes]
+    if args.checkpoint is not None:
+        ckpts = [CheckpointInfo.of(args.checkpoint.resolve())]
+    else:
+        print("making checkpoints ...", file=sys.stderr)
+        ckpts = [CheckpointInfo.of(make_checkpoint(s)) for s in (sizes[-1:] if args.batch_only else sizes)]
     big = ckpts[-1]
 
     env = dict(os.environ)
@@ -270,6 +343,9 @@ def main() -> None:
         for r in range(args.repeat):
             print(f"round {r + 1} of {args.repeat}", file=sys.stderr)
             c = big.path
+            if args.batch_only:
+                run_batch_round(bench, big, outdir, n, set())
+                continue
             bench.run(key("qc_q8", big), qconvert_cmd(c, "Q8_0", q8, n), q8)
             bench.run(key("qc_q8_unchecked", big), qconvert_cmd(c, "Q8_0", q8, n, "--allow-nonfinite"), q8)
             bench.run(key(f"qc_q4km_t{n}_unchecked", big),
@@ -286,6 +362,7 @@ def main() -> None:
                 same_types = (ours == theirs, ours, theirs)
             for path in (q4, f16, lq):
                 path.unlink()
+            run_batch_round(bench, big, outdir, n, {key("qc_q8", big), key(f"qc_q4km_t{n}", big)})
             for ck in ckpts[:-1]:  # peak RSS against size
                 bench.run(key("qc_q8", ck), qconvert_cmd(ck.path, "Q8_0", q8, n), q8)
                 bench.run(key(f"qc_q4km_t{n}", ck), qconvert_cmd(ck.path, "Q4_K_M", q4, n), q4)
@@ -297,6 +374,10 @@ def main() -> None:
 
     T = bench.timings
     rounds = f"best of {args.repeat} interleaved rounds" if args.repeat > 1 else "one round"
+    if args.batch_only:
+        print(header + "\n\n" + "\n".join(batch_table(T, big, n, rounds)) + "\n\nCommands:\n\n```\n"
+              + "\n".join(shown(t.cmd, outdir) for t in T.values()) + "\n```")
+        return
     checks = [f"| value checks (NaN/Inf/overflow) on `{big.path.name}`, {rounds} | checked | --allow-nonfinite "
               "| cost (checked / unchecked - 1) | target |", "|---|---|---|---|---|"]
     for label, what in (("Q8_0", "qc_q8"), ("Q4_K_M", f"qc_q4km_t{n}")):
@@ -344,6 +425,8 @@ def main() -> None:
           f"| {ratio(scaling[1].best, s.best)} |")
     p("\nCores busy well under the thread count means other processes had the cores.\n")
     out.extend(checks)
+    p("")
+    out.extend(batch_table(T, big, n, rounds))
     p("")
     p("| checkpoint | size | largest tensor (F32) | qconvert peak RSS, Q8_0 | Q4_K_M | target: largest + 256 MB |")
     p("|---|---|---|---|---|---|")
