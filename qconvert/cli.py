@@ -168,6 +168,9 @@ def verify(
     model: Annotated[Optional[str], typer.Argument(
         metavar="[MODEL]", show_default=False, help="Checkpoint to compare every tensor with: a folder, or a Hugging "
         "Face repo id (org/name or org/name@revision).")] = None,
+    imatrix: Annotated[Optional[Path], typer.Option(
+        "--imatrix", help="The importance matrix the file was made with: its tensors' bytes are then checked "
+        "too (without it, those of the types quantized with one are not).")] = None,
     threads: ThreadsOpt = None,
     progress: ProgressOpt = None,
     quiet: QuietOpt = False,
@@ -183,7 +186,7 @@ def verify(
         bar = tqdm(unit="weights", unit_scale=True, desc=path.name, file=sys.stderr)
     try:
         result = run_verify(path, source.path if source else None, model_ref=source.ref if source else None,
-                            threads=threads, on_start=bar.reset if bar is not None else None,
+                            imatrix=imatrix, threads=threads, on_start=bar.reset if bar is not None else None,
                             on_progress=bar.update if bar is not None else None)
     finally:
         if bar is not None:

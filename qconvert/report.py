@@ -353,7 +353,7 @@ VERIFY_PROBLEMS = {
     "metadata": "settings differ from the checkpoint's",
 }
 VERIFY_EXACT_UNKNOWN = {
-    "imatrix": "made with an importance matrix verify does not have",
+    "imatrix": "made with an importance matrix: give it with --imatrix to check these bytes",
     "type_not_written": "a type qconvert does not write",
 }
 

@@ -19,6 +19,10 @@ converter and llama-quantize write the same bytes as qconvert for the types both
 files come out exact too (llama-quantize run on an F16 file of an F32 checkpoint quantizes values
 rounded once more: within the limits, `exact` false).
 
+A file quantized with an importance matrix records it (quantize.imatrix.*); the bytes of its
+weighted types can be checked only when verify is given that matrix (`imatrix`), else their
+`exact` is null with the reason "imatrix".
+
 The report is data (VerifyReport, problem codes and numbers); report.text_verify renders it.
 Memory stays bounded: each tensor is read in chunks of about CHUNK_ELEMENTS weights (a tensor the
 conversion itself reads whole, a transposed or generated one, is read whole here too).
@@ -45,6 +49,7 @@ from . import quants
 from .arch import SourceTensor
 from .convert import in_order
 from .gguf_read import GGUFArray, GGUFFile, GGUFTensorInfo, read_gguf_set
+from .imatrix import Imatrix, load_imatrix
 from .reader import Checkpoint, decode_to_f32
 from .validate.model import check_tensors
 
@@ -101,7 +106,7 @@ ERROR = "error"                        # rel_rms beyond limit
 # Why TensorCheck.exact is None
 NO_MODEL = "no_model"                  # no checkpoint to compare with
 IMATRIX = "imatrix"                    # the file was quantized with an importance matrix (quantize.imatrix.*)
-                                       # that verify does not have
+                                       # and verify was not given it (--imatrix)
 NOT_COMPARED = "not_compared"          # missing, extra or mis-shaped: nothing to compare
 TYPE_NOT_WRITTEN = "type_not_written"  # qconvert has no quantizer for the file's type
 
@@ -158,13 +163,14 @@ class VerifyReport:
 
 
 def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: str | None = None,
-           threads: int | None = None,
+           imatrix: str | Path | None = None, threads: int | None = None,
            on_start: Callable[[int], None] | None = None,
            on_progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Check the GGUF file (or split set) at `path`, and with `model_dir` compare it with that
     checkpoint folder (`model_ref`: how the user named it, by default the folder). Raises
     GGUFError when the file is not well-formed GGUF at all (nothing can then be checked tensor
-    by tensor); any other problem is in the report (`ok` False).
+    by tensor); any other problem is in the report (`ok` False). `imatrix`, the importance matrix
+    the file was made with, lets the bytes of the types quantized with it be checked too.
     `on_start(total)` is called once with the number of weights to check, `on_progress(n)` with
     the weights checked as chunks complete (the calls add up to total)."""
     start = time.perf_counter()
@@ -172,7 +178,8 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: 
     first = files[0]
     arch_field = first.fields.get(gguf.Keys.General.ARCHITECTURE)
     architecture = arch_field.value if arch_field is not None and isinstance(arch_field.value, str) else None
-    imatrix = any(k.startswith("quantize.imatrix.") for k in first.fields)
+    recorded = any(k.startswith("quantize.imatrix.") for k in first.fields)
+    matrix = load_imatrix(imatrix) if imatrix is not None and model_dir is not None else None
     located = [(i, t) for i, f in enumerate(files) for t in f.tensors]
 
     sources: dict[str, SourceTensor] = {}
@@ -188,7 +195,7 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: 
         metadata = check_metadata(first, adapter.metadata().items)
 
     checks: list[TensorCheck] = []
-    work: list[tuple[TensorCheck, GGUFTensorInfo, SourceTensor | None]] = []
+    work: list[Work] = []
     for index, info in located:
         c = TensorCheck(info.name, info.type.name, list(info.shape), file=index)
         checks.append(c)
@@ -201,10 +208,11 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: 
                 c.problem, c.exact_unknown, c.expected_shape = SHAPE, NOT_COMPARED, list(reversed(src.shape))
             else:
                 c.expected_shape = c.shape
-                c.exact_unknown = exact_unknown(info.type, imatrix)
+                c.exact_unknown = exact_unknown(info.type, recorded and matrix is None)
         # compared only where there is something to compare and a limit to judge it by (the
         # integer types have no decoder; the others without a limit fail as unsupported_type)
-        work.append((c, info, src if c.problem is None and c.limit is not None else None))
+        compared = src if c.problem is None and c.limit is not None else None
+        work.append((c, info, compared, weights_for(matrix, info, compared)))
     if ckpt is not None:
         present = {info.name for _, info in located}
         for name, src in sources.items():
@@ -213,7 +221,7 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: 
                                           expected_shape=list(reversed(src.shape))))
 
     if on_start is not None:
-        on_start(sum(n_weights(info) for _, info, _ in work))
+        on_start(sum(n_weights(info) for _, info, _, _ in work))
     try:
         run_checks(files, work, ckpt, threads, on_progress)
     finally:
@@ -227,7 +235,7 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: 
     return VerifyReport("verify", not failed and not problems, [f.path for f in files],
                         Path(model_dir) if model_dir is not None else None,
                         model_ref if model_ref is not None or model_dir is None else str(model_dir),
-                        architecture, expected_arch, imatrix,
+                        architecture, expected_arch, recorded,
                         problems, failed, checks, metadata, time.perf_counter() - start)
 
 
@@ -254,6 +262,11 @@ def check_metadata(f: GGUFFile, expected: dict[str, tuple[Any, GGUFValueType]]) 
     return out
 
 
+# A tensor to check: its report entry, its info, its checkpoint source when it is compared, and the
+# importance matrix rows it was quantized with when verify has them
+Work = tuple[TensorCheck, GGUFTensorInfo, SourceTensor | None, np.ndarray | None]
+
+
 @dataclass
 class Sums:
     """What a chunk contributes to a tensor's figures."""
@@ -266,7 +279,7 @@ class Sums:
     elements: int = 0
 
 
-def run_checks(files: list[GGUFFile], work: list[tuple[TensorCheck, GGUFTensorInfo, SourceTensor | None]],
+def run_checks(files: list[GGUFFile], work: list[Work],
                ckpt: Checkpoint | None, threads: int | None, on_progress: Callable[[int], None] | None) -> None:
     """Every tensor's chunks through the pool (in order, a bounded window in flight), their sums
     folded into each TensorCheck."""
@@ -283,7 +296,7 @@ def run_checks(files: list[GGUFFile], work: list[tuple[TensorCheck, GGUFTensorIn
                 add(totals.setdefault(key, Sums()), sums)
                 if on_progress is not None:
                     on_progress(sums.elements)
-        for key, (c, info, src) in enumerate(work):
+        for key, (c, info, src, _) in enumerate(work):
             finish(c, info, src, totals.get(key, Sums()), ckpt is not None)
     finally:
         for m in maps:
@@ -326,26 +339,38 @@ def chunk_jobs(files, maps, work, ckpt) -> Iterator[Callable[[], tuple[int, Sums
     """One job per chunk of rows of every tensor; a job returns (tensor index in `work`, Sums).
     A chunk stays within one expert of a stacked tensor (one checkpoint tensor per read), and a
     tensor the conversion reads whole is one chunk."""
-    for key, (c, info, src) in enumerate(work):
+    for key, (c, info, src, weights) in enumerate(work):
         data = tensor_bytes(files[c.file], maps[c.file], info)
         exact = src is not None and c.exact_unknown is None
         cols = info.shape[0]
         n_rows = data.shape[0]
         if src is not None and (src.generate is not None or len(src.shape) < 2 or src.transpose):
-            yield partial(check_chunk, key, data, info.type, ckpt, src, 0, n_rows, exact)
+            w = weights[0] if weights is not None else None
+            yield partial(check_chunk, key, data, info.type, ckpt, src, 0, n_rows, exact, w)
             continue
-        per_part = n_rows // (len(src.stack) if src is not None and src.stack else 1)
+        # a chunk stays within one expert (of a 3-D tensor): one read, one imatrix row
+        per_part = n_rows // (info.shape[2] if len(info.shape) == 3 else 1)
         step = max(1, CHUNK_ELEMENTS // cols)
         for first in range(0, n_rows, per_part):
+            w = weights[first // per_part] if weights is not None else None
             for lo in range(first, first + per_part, step):
                 hi = min(lo + step, first + per_part)
-                yield partial(check_chunk, key, data[lo:hi], info.type, ckpt, src, lo, hi, exact)
+                yield partial(check_chunk, key, data[lo:hi], info.type, ckpt, src, lo, hi, exact, w)
+
+
+def weights_for(matrix: Imatrix | None, info: GGUFTensorInfo, src: SourceTensor | None) -> np.ndarray | None:
+    """The importance matrix rows (n_expert x row length) a tensor of the file was quantized
+    with, as the conversion takes them (convert.Job.quant_weights); None without one."""
+    qt = quants.REGISTRY.get(info.type)
+    if matrix is None or src is None or qt is None or qt.imatrix == "ignored":
+        return None
+    return matrix.for_tensor(info.name, info.shape[0], info.shape[2] if len(info.shape) == 3 else 1)
 
 
 def exact_unknown(qtype: T, imatrix: bool) -> str | None:
     """Why a tensor of `qtype` cannot be checked for exact bytes, or None when it can: qconvert
-    must write the type, and an importance matrix the file was made with must not matter to it
-    (ggml ignores one for Q8_0 and the float types)."""
+    must write the type, and an importance matrix the file was made with (`imatrix`: and that
+    verify was not given) must not matter to it (ggml ignores one for Q8_0 and the float types)."""
     qt = quants.REGISTRY.get(qtype)
     if qt is None:
         return TYPE_NOT_WRITTEN
@@ -365,7 +390,7 @@ def tensor_bytes(f: GGUFFile, buf: mmap.mmap, info: GGUFTensorInfo) -> np.ndarra
 
 
 def check_chunk(key: int, data: np.ndarray, qtype: T, ckpt: Checkpoint | None, src: SourceTensor | None,
-                lo: int, hi: int, exact: bool) -> tuple[int, Sums]:
+                lo: int, hi: int, exact: bool, weights: np.ndarray | None = None) -> tuple[int, Sums]:
     """Rows lo..hi of a tensor (`data`, their bytes): non-finite fields or values, and with a
     source, the error against the checkpoint's rows and whether the bytes are qconvert's."""
     block, type_size = gguf.GGML_QUANT_SIZES[qtype]
@@ -382,7 +407,7 @@ def check_chunk(key: int, data: np.ndarray, qtype: T, ckpt: Checkpoint | None, s
         s.ref_ss = float(np.einsum("ij,ij->i", x, x).sum(dtype=np.float64))
         s.max_abs = float(np.abs(d).max(initial=0.0))
     if exact:
-        s.exact = bool(np.array_equal(quants.quantize_rows(qtype, x), data))
+        s.exact = bool(np.array_equal(quants.quantize_rows(qtype, x, weights), data))
     return key, s
 
 

@@ -198,10 +198,41 @@ def test_imatrix_file_passes_exact_unknown(tmp_path):
     assert all(t.exact is None and t.exact_unknown == "imatrix" for t in r.tensors if t.type in ("Q4_K", "Q6_K"))
     assert all(t.exact is True for t in r.tensors if t.type == "F32")
     assert all(t.rel_rms <= t.limit for t in r.tensors)
+    # given the matrix, every tensor's bytes are checked: qconvert's weighted quantizers
+    r = verify(out, K256, imatrix=tmp_path / "imatrix.gguf")
+    assert r.ok and r.imatrix and all(t.exact is True for t in r.tensors)
+    proc, data = json_inprocess("verify", out, K256, "--imatrix", tmp_path / "imatrix.gguf")
+    assert proc.returncode == 0 and all(t["exact"] for t in data["tensors"])
+    # another matrix: the weighted tensors' bytes are not what it makes, and say so
+    other = {name: (sums * rng.uniform(0.1, 10, sums.shape), counts) for name, (sums, counts) in entries.items()}
+    write_gguf_imatrix(tmp_path / "other.gguf", other)
+    r = verify(out, K256, imatrix=tmp_path / "other.gguf")
+    assert r.ok and {t.type for t in r.tensors if t.exact is False} == {"Q4_K", "Q6_K"}
     # ggml's Q8_0 ignores an importance matrix: such a file is exact all through
     convert(K256, tmp_path / "q8.gguf", "Q8_0", imatrix=tmp_path / "imatrix.gguf", threads=2)
     r = verify(tmp_path / "q8.gguf", K256)
     assert r.ok and r.imatrix and all(t.exact for t in r.tensors)
+
+
+def test_imatrix_per_expert_exact(tmp_path):
+    """A MoE model's expert stacks are quantized with one imatrix row per expert: verify, given
+    the matrix, takes the same row for each expert's rows, and every tensor comes out exact."""
+    from conftest import write_gguf_imatrix
+    from qconvert.convert import prepare
+
+    model = MODELS / "mixtral-bpe-bf16"
+    rng = np.random.default_rng(2)
+    entries = {}
+    for r in prepare(model, "Q4_K_M").rows:
+        if len(r.shape) >= 2 and r.gguf_name != "token_embd.weight":
+            n = r.shape[0] if len(r.shape) == 3 else 1
+            entries[r.gguf_name] = (rng.uniform(0.1, 2, (n, r.shape[-1])), np.full((n, 1), 7.0))
+    write_gguf_imatrix(tmp_path / "imatrix.gguf", entries)
+    out = tmp_path / "q.gguf"
+    convert(model, out, "Q4_K_M", imatrix=tmp_path / "imatrix.gguf", threads=2)
+    r = verify(out, model, imatrix=tmp_path / "imatrix.gguf")
+    assert any(len(t.shape) == 3 for t in r.tensors)
+    assert r.ok and all(t.exact for t in r.tensors), [t.name for t in r.tensors if not t.exact]
 
 
 # -- files that must fail ------------------------------------------------------------------------
