@@ -48,6 +48,7 @@ from . import arch as arch_registry
 from . import quants
 from .arch import SourceTensor
 from .convert import in_order
+from .errors import UsageError
 from .gguf_read import GGUFArray, GGUFFile, GGUFTensorInfo, read_gguf_set
 from .imatrix import Imatrix, load_imatrix
 from .reader import Checkpoint, decode_to_f32
@@ -174,12 +175,14 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: 
     `on_start(total)` is called once with the number of weights to check, `on_progress(n)` with
     the weights checked as chunks complete (the calls add up to total)."""
     start = time.perf_counter()
+    if imatrix is not None and model_dir is None:
+        raise UsageError(f"--imatrix {imatrix} needs MODEL: the bytes are checked against the checkpoint's values")
     files = read_gguf_set(Path(path))  # every file of a split set, or GGUFError naming the one missing
     first = files[0]
     arch_field = first.fields.get(gguf.Keys.General.ARCHITECTURE)
     architecture = arch_field.value if arch_field is not None and isinstance(arch_field.value, str) else None
     recorded = any(k.startswith("quantize.imatrix.") for k in first.fields)
-    matrix = load_imatrix(imatrix) if imatrix is not None and model_dir is not None else None
+    matrix = load_imatrix(imatrix) if imatrix is not None else None
     located = [(i, t) for i, f in enumerate(files) for t in f.tensors]
 
     sources: dict[str, SourceTensor] = {}

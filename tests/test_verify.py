@@ -203,6 +203,8 @@ def test_imatrix_file_passes_exact_unknown(tmp_path):
     assert r.ok and r.imatrix and all(t.exact is True for t in r.tensors)
     proc, data = json_inprocess("verify", out, K256, "--imatrix", tmp_path / "imatrix.gguf")
     assert proc.returncode == 0 and all(t["exact"] for t in data["tensors"])
+    proc, data = json_inprocess("verify", out, "--imatrix", tmp_path / "imatrix.gguf")
+    assert proc.returncode == 2 and data["error"]["kind"] == "usage" and "needs MODEL" in data["error"]["message"]
     # another matrix: the weighted tensors' bytes are not what it makes, and say so
     other = {name: (sums * rng.uniform(0.1, 10, sums.shape), counts) for name, (sums, counts) in entries.items()}
     write_gguf_imatrix(tmp_path / "other.gguf", other)
