@@ -445,6 +445,6 @@ def locate(spec: JobSpec) -> tuple[Path, str | None]:
     by hub.resolve_model."""
     if spec.folder is not None:
         return spec.folder, None
-    from .hub import resolve_model
-    source = resolve_model(spec.model)
+    from .hub import resolve_hub_id  # not resolve_model: a folder counts beside the manifest, not here
+    source = resolve_hub_id(spec.model)
     return source.path, source.provenance_ref

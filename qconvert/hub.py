@@ -187,6 +187,12 @@ def resolve_model(ref: str | Path, *, progress: bool = False, need_readme: bool 
     bars (the CLI passes False with --quiet or when stderr is not a terminal)."""
     if isinstance(ref, Path) or os.path.lexists(ref) or not looks_like_hub_id(ref):
         return ModelSource(Path(ref), str(ref))
+    return resolve_hub_id(ref, progress=progress, need_readme=need_readme)
+
+
+def resolve_hub_id(ref: str, *, progress: bool = False, need_readme: bool = True) -> ModelSource:
+    """`org/name[@revision]` from the Hub (or its cache), never a local folder: for callers that
+    have already looked for a folder where it belongs (a manifest's folder)."""
     repo_id, revision = parse_ref(ref)
     folder = Path(download(repo_id, revision, need_readme=need_readme, progress=progress))
     if not any(folder.glob("*.safetensors")):

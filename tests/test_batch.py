@@ -508,3 +508,28 @@ def test_hub_id_job_offline(tmp_path: Path) -> None:
     snapshot = tmp_path / "hf" / "hub" / "models--org--tiny" / "snapshots" / commit
     m = load_manifest(manifest(tmp_path, f'[[job]]\nmodel = "{snapshot}"\ntypes = ["Q8_0"]\n'))
     assert m.jobs[0].folder == snapshot and m.jobs[0].outputs == (tmp_path / "tiny-Q8_0.gguf",)
+
+
+def test_hub_id_is_not_looked_up_in_the_working_folder(tmp_path: Path) -> None:
+    """A job's folder is looked for beside the manifest only: a folder `org/tiny` in the folder
+    the batch runs from is not the model `org/tiny` names (the Hub cache's is)."""
+    import subprocess
+    import sys
+
+    from tests import hubfake
+    from tests.conftest import ROOT
+
+    files = hubfake.read_folder(MODELS / "qwen2-bpe-bf16")
+    files.pop("reference.npz", None)
+    hubfake.add_to_cache(tmp_path / "hf" / "hub", "org/tiny", hubfake.commit_id("cwd"), files)
+    (tmp_path / "org" / "tiny").mkdir(parents=True)  # a decoy: no checkpoint in it
+    shelf = tmp_path / "shelf"
+    shelf.mkdir()
+    path = manifest(shelf, 'output_dir = "out"\n[[job]]\nmodel = "org/tiny"\ntypes = ["Q8_0"]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING")) and k != "QCONVERT_DEBUG"}
+    env.update(HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-m", "qconvert", "batch", str(path), "--json"], capture_output=True,
+                          text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (o,) = check_report(json.loads(proc.stdout))["outputs"]
+    assert o["status"] == "made" and (shelf / "out" / "tiny-Q8_0.gguf").is_file()
