@@ -164,9 +164,10 @@ def inspect(
 
 @app.command()
 def verify(
-    path: Annotated[Path, typer.Argument(help="GGUF file (the first file of a split set).", show_default=False)],
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="GGUF file (or any file of a split set).",
+                                         show_default=False)],
     model: Annotated[Optional[str], typer.Argument(
-        metavar="[MODEL]", show_default=False, help="Checkpoint to compare every tensor with: a folder, or a Hugging "
+        metavar="MODEL", show_default=False, help="Checkpoint to compare every tensor with: a folder, or a Hugging "
         "Face repo id (org/name or org/name@revision).")] = None,
     imatrix: Annotated[Optional[Path], typer.Option(
         "--imatrix", help="The importance matrix the file was made with: its tensors' bytes are then checked "
