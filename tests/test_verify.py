@@ -216,6 +216,29 @@ def test_imatrix_file_passes_exact_unknown(tmp_path):
     assert r.ok and r.imatrix and all(t.exact for t in r.tensors)
 
 
+def test_llama_quantize_with_imatrix(theirs_f32, tmp_path):
+    """llama-quantize's Q4_K_M made with an importance matrix (and its quantize.imatrix.* record):
+    verify passes it, exact unknown for the weighted types without the matrix, exact everywhere
+    with it."""
+    from conftest import write_gguf_imatrix
+    from qconvert.convert import prepare
+    from qconvert.imatrix import load_imatrix
+
+    rng = np.random.default_rng(4)
+    entries = {r.gguf_name: (rng.uniform(0.1, 2, (1, r.shape[-1])), np.full((1, 1), 5.0))
+               for r in prepare(K256, "Q4_K_M").rows if len(r.shape) == 2}
+    write_gguf_imatrix(tmp_path / "imatrix.gguf", entries)
+    weights = load_imatrix(tmp_path / "imatrix.gguf").entries  # normalized as llama-quantize's binary does
+    theirs = llama_quantize(theirs_f32, tmp_path / "q.gguf", "Q4_K_M", nthread=2, imatrix=weights,
+                            kv_overrides=[("quantize.imatrix.file", "imatrix.gguf"),
+                                          ("quantize.imatrix.entries_count", len(weights))])
+    r = verify(theirs, K256)
+    assert r.ok and r.imatrix
+    assert {t.exact_unknown for t in r.tensors if t.type != "F32"} == {"imatrix"}
+    r = verify(theirs, K256, imatrix=tmp_path / "imatrix.gguf")
+    assert r.ok and all(t.exact for t in r.tensors), [t.name for t in r.tensors if not t.exact]
+
+
 def test_imatrix_per_expert_exact(tmp_path):
     """A MoE model's expert stacks are quantized with one imatrix row per expert: verify, given
     the matrix, takes the same row for each expert's rows, and every tensor comes out exact."""
