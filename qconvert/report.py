@@ -372,7 +372,8 @@ def text_verify(r) -> str:
 
     with_model = r.model is not None
     width = max((len(t.name) for t in r.tensors), default=6)
-    lines = [" ".join(str(f) for f in r.files) + (f" against {r.model_ref}" if with_model else "")]
+    where = str(r.files[0]) if len(r.files) == 1 else f"{r.files[0]} (split set of {len(r.files)} files)"
+    lines = [where + (f" against {r.model_ref}" if with_model else "")]
     head = f"{'tensor':<{width}}  {'type':<6}"
     columns = f" {'rel RMS':>9} {'max abs':>9} {'limit':>8} {'exact':<5} problem" if with_model else " problem"
     lines.append(head + columns)

@@ -465,6 +465,8 @@ def test_split_sets_are_read_whole(ours, tmp_path):
             assert {t.file for t in r.tensors} == set(range(len(members)))
     proc, data = json_inprocess("verify", ours_set[1], K256)
     assert proc.returncode == 0 and data["files"] == [str(p) for p in ours_set]
+    text = run_cli_inprocess("verify", ours_set[1], K256).stdout.splitlines()
+    assert text[0] == f"{ours_set[0]} (split set of 3 files) against {K256}" and text[-1].startswith("OK: 21 tensors")
 
 
 def test_split_set_incomplete_or_damaged_fails(tmp_path):
