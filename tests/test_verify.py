@@ -22,8 +22,8 @@ from qconvert.convert import convert
 from qconvert.errors import GGUFError
 from qconvert.gguf_read import read_gguf
 from qconvert.reader import Checkpoint
-from qconvert.writer import Split
 from qconvert.verify import LIMITS, verify
+from qconvert.writer import Split
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from llama_quantize import llama_quantize  # noqa: E402
