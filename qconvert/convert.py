@@ -490,7 +490,7 @@ def tensor_chunks(jobs: list[Job], stopped: Container[int] = ()) -> Iterator[Chu
         assert all(r.gguf_name == src.gguf_name for r in rows), (src.gguf_name, [r.gguf_name for r in rows])
         weights = [job.quant_weights(row) for job, row in zip(jobs, rows)]
         checks = [not job.allow_nonfinite for job in jobs]
-        if src.generate is not None or len(src.shape) < 2 or src.transpose:
+        if reads_whole(src):
             targets = [(r.qtype, w[0] if w is not None else None, c) for r, w, c in zip(rows, weights, checks)]
             yield partial(whole_tensor, first.checkpoint, src, targets, stopped)
             continue
@@ -541,18 +541,48 @@ class WorkerBuffers(threading.local):
 _buffers = WorkerBuffers()
 
 
+def reads_whole(src: SourceTensor) -> bool:
+    """Whether a tensor is read in one piece (generated, 1-D or transposed: small, or read whole
+    anyway) rather than in chunks of rows."""
+    return src.generate is not None or len(src.shape) < 2 or src.transpose
+
+
+def locate_rows(src: SourceTensor, lo: int, hi: int) -> tuple[str, slice | np.ndarray]:
+    """Where rows lo..hi of a chunked GGUF tensor are in the checkpoint: the tensor's name (one
+    expert's for a stacked tensor: the rows lie in one expert) and its rows there (a slice, or
+    the rows in Q/K order). Shared by the conversion and `verify`."""
+    name = src.src
+    if src.stack:
+        per_part = src.n_elements // src.shape[-1] // len(src.stack)
+        name = src.stack[lo // per_part]
+        lo, hi = lo % per_part, (hi - 1) % per_part + 1
+    return name, (src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi))
+
+
+def whole_source(ckpt: Checkpoint, src: SourceTensor) -> np.ndarray:
+    """A tensor `reads_whole` as float32 rows of the GGUF tensor, before its transform: generated,
+    or loaded, transposed and put in row order. Shared by the conversion and `verify`."""
+    if src.generate is not None:
+        arr = src.generate().astype(np.float32)
+    else:
+        assert not src.stack, src.gguf_name  # stacked tensors are 3-D: chunked by row_chunk
+        arr = ckpt.load(src.src)
+        if src.transpose:
+            arr = arr.T
+        if src.row_order is not None:
+            arr = arr.reshape(-1, arr.shape[-1])[src.row_order]
+    x = np.ascontiguousarray(arr.reshape(-1, src.shape[-1]), dtype=np.float32)
+    assert x.size == src.n_elements, (src.gguf_name, arr.shape, src.shape)
+    return x
+
+
 def row_chunk(ckpt: Checkpoint, src: SourceTensor, targets: list[Target], stopped: Container[int],
               lo: int, hi: int) -> tuple[list, int]:
     """Rows lo..hi of the GGUF tensor, read from the checkpoint and decoded once, quantized for
     each target. The results are new arrays (they wait in the write queue); the intermediates
     are reused."""
-    name = src.src
-    if src.stack:  # rows lo..hi lie in one expert (tensor_chunks): read them from its tensor
-        per_part = src.n_elements // src.shape[-1] // len(src.stack)
-        name = src.stack[lo // per_part]
-        lo, hi = lo % per_part, (hi - 1) % per_part + 1
+    name, rows = locate_rows(src, lo, hi)
     dtype = ckpt.tensors[name].dtype
-    rows = src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi)
     picked = ckpt.read_rows(name, rows, _buffers.read_space)
     check = any(c for i, (_, _, c) in enumerate(targets) if i not in stopped)
     magnitude = None  # measured while decoding where that is free (validate/values.py)
@@ -566,7 +596,7 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, targets: list[Target], stoppe
         src.transform(x)
 
     def where(row: int) -> tuple[str, int]:
-        return name, int(rows[row]) if isinstance(rows, np.ndarray) else lo + row
+        return name, int(rows[row]) if isinstance(rows, np.ndarray) else rows.start + row
 
     return quantize_targets(src, x, targets, stopped, magnitude, where), picked.nbytes
 
@@ -574,17 +604,8 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, targets: list[Target], stoppe
 def whole_tensor(ckpt: Checkpoint, src: SourceTensor, targets: list[Target],
                  stopped: Container[int]) -> tuple[list, int]:
     """A generated, 1-D or transposed tensor (small, or read whole anyway), in one piece."""
-    if src.generate is not None:
-        arr, nbytes = src.generate().astype(np.float32), 0
-    else:
-        assert not src.stack, src.gguf_name  # stacked tensors are 3-D: chunked by row_chunk
-        arr, nbytes = ckpt.load(src.src), read_nbytes(src)
-        if src.transpose:
-            arr = arr.T
-        if src.row_order is not None:
-            arr = arr.reshape(-1, arr.shape[-1])[src.row_order]
-    x = np.ascontiguousarray(arr.reshape(-1, src.shape[-1]), dtype=np.float32)
-    assert x.size == src.n_elements, (src.gguf_name, arr.shape, src.shape)
+    x = whole_source(ckpt, src)
+    nbytes = read_nbytes(src)
     if src.transform is not None:
         src.transform(x)
 

@@ -47,7 +47,7 @@ from gguf import GGUFValueType
 from . import arch as arch_registry
 from . import quants
 from .arch import SourceTensor
-from .convert import in_order
+from .convert import in_order, locate_rows, reads_whole, whole_source
 from .errors import UsageError
 from .gguf_read import GGUFArray, GGUFFile, GGUFTensorInfo, read_gguf_set
 from .imatrix import Imatrix, load_imatrix
@@ -347,7 +347,7 @@ def chunk_jobs(files, maps, work, ckpt) -> Iterator[Callable[[], tuple[int, Sums
         exact = src is not None and c.exact_unknown is None
         cols = info.shape[0]
         n_rows = data.shape[0]
-        if src is not None and (src.generate is not None or len(src.shape) < 2 or src.transpose):
+        if src is not None and reads_whole(src):
             w = weights[0] if weights is not None else None
             yield partial(check_chunk, key, data, info.type, ckpt, src, 0, n_rows, exact, w)
             continue
@@ -442,27 +442,13 @@ def count_nonfinite(data: np.ndarray, qtype: T) -> int:
 
 def source_rows(ckpt: Checkpoint, src: SourceTensor, lo: int, hi: int) -> np.ndarray:
     """Rows lo..hi of the GGUF tensor `src` (seen as 2-D [rows, row length]) as float32 from the
-    checkpoint: the values the conversion quantizes (convert.row_chunk and whole_tensor read
-    them the same way). Rows within one expert of a stacked tensor, or all rows of a tensor the
-    conversion reads whole."""
-    cols = src.shape[-1]
-    if src.generate is not None or len(src.shape) < 2 or src.transpose:
-        if src.generate is not None:
-            arr = src.generate().astype(np.float32)
-        else:
-            arr = ckpt.load(src.src)
-            if src.transpose:
-                arr = arr.T
-            if src.row_order is not None:
-                arr = arr.reshape(-1, arr.shape[-1])[src.row_order]
-        x = np.ascontiguousarray(arr.reshape(-1, cols), dtype=np.float32)[lo:hi]
+    checkpoint: the values the conversion quantizes, read by the conversion's own functions
+    (convert.locate_rows, whole_source). Rows within one expert of a stacked tensor, or any rows
+    of a tensor the conversion reads whole."""
+    if reads_whole(src):
+        x = whole_source(ckpt, src)[lo:hi]
     else:
-        name = src.src
-        if src.stack:
-            per_part = src.n_elements // cols // len(src.stack)
-            name = src.stack[lo // per_part]
-            lo, hi = lo % per_part, (hi - 1) % per_part + 1
-        rows = src.row_order[lo:hi] if src.row_order is not None else slice(lo, hi)
+        name, rows = locate_rows(src, lo, hi)
         x = np.ascontiguousarray(decode_to_f32(ckpt.read_rows(name, rows), ckpt.tensors[name].dtype))
     if src.transform is not None:
         x = x.copy() if not x.flags.writeable else x
