@@ -57,9 +57,12 @@ def to_json(obj: Any) -> Any:
 
 
 def as_document(report: Any) -> dict:
-    """The JSON object of a report: its fields after `schema_version` and `qconvert_version`."""
+    """The JSON object of a report: `schema_version`, `qconvert_version`, `command` and `ok`,
+    then its other fields in order."""
     data = to_json(report)
-    return {"schema_version": SCHEMA_VERSION, "qconvert_version": __version__, **data}
+    head = {"schema_version": SCHEMA_VERSION, "qconvert_version": __version__, "command": data.pop("command"),
+            "ok": data.pop("ok")}  # what a reader checks first, first
+    return {**head, **data}
 
 
 def emit(report: Any, as_json: bool, *, quiet: bool = False) -> None:

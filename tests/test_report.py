@@ -142,7 +142,7 @@ def test_progress_bar_on_a_terminal(tiny_checkpoint: Path, tmp_path: Path):
 def test_as_document_adds_versions():
     from qconvert.report import ErrorDetail, ErrorReport
     doc = as_document(ErrorReport("quantize", ErrorDetail("usage", "m", 2)))
-    assert list(doc)[:2] == ["schema_version", "qconvert_version"]
+    assert list(doc)[:4] == ["schema_version", "qconvert_version", "command", "ok"]
     check_report(doc)
 
 
