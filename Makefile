@@ -5,8 +5,8 @@
 # nothing is installed into the Python you run make with. Each install step leaves a stamp file
 # in .venv and runs again only when what it installs from changed (pyproject.toml, setup.py, the
 # kernels' sources, requirements-dev.txt, requirements-models.txt), so on a warm checkout
-# `make test` starts testing at once. `make clean` drops the stamps with the compiled kernels; `make distclean` drops
-# .venv too.
+# `make test` starts testing at once. `make clean` drops the stamps with the compiled kernels;
+# `make distclean` drops .venv too.
 PYTHON ?= python3
 VENV ?= .venv
 PY = $(VENV)/bin/python
