@@ -11,11 +11,12 @@ typer._click, so `import click` fails in a clean install: they are recognized by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Iterator, Optional
 
 import typer
 
@@ -139,15 +140,8 @@ def quantize(
     if dry_run:
         report.emit(report.quantize_report(job, source, conv.predict_files(job, out), None), json_, quiet=quiet)
         return
-    bar = None
-    if wants_progress(progress, quiet):
-        from tqdm import tqdm
-        bar = tqdm(total=job.source_bytes, unit="B", unit_scale=True, desc=out.name, file=sys.stderr)
-    try:
+    with progress_bar(wants_progress(progress, quiet), total=job.source_bytes, unit="B", desc=out.name) as bar:
         result = conv.write(job, out, overwrite=overwrite, threads=threads, on_progress=bar.update if bar else None)
-    finally:
-        if bar is not None:
-            bar.close()
     report.emit(report.quantize_report(job, source, result.files, result.seconds), json_, quiet=quiet)
 
 
@@ -181,17 +175,10 @@ def verify(
     Exit 1 naming the tensors when any is missing, extra, mis-shaped or beyond its type's error limit."""
     from .verify import verify as run_verify
     source = model_source(model, wants_progress(progress, quiet)) if model is not None else None
-    bar = None
-    if wants_progress(progress, quiet):
-        from tqdm import tqdm
-        bar = tqdm(unit="weights", unit_scale=True, desc=path.name, file=sys.stderr)
-    try:
+    with progress_bar(wants_progress(progress, quiet), unit="weights", desc=path.name) as bar:
         result = run_verify(path, source.path if source else None, model_ref=source.ref if source else None,
                             imatrix=imatrix, threads=threads, on_start=bar.reset if bar is not None else None,
                             on_progress=bar.update if bar is not None else None)
-    finally:
-        if bar is not None:
-            bar.close()
     report.emit(result, json_, quiet=quiet)
     if not result.ok:
         raise typer.Exit(1)
@@ -231,6 +218,20 @@ def progress_bars():
     """batch's on_progress: a bar on stderr for each model's pass."""
     from tqdm import tqdm
     return lambda label, total: tqdm(total=total, unit="B", unit_scale=True, desc=label, file=sys.stderr)
+
+
+@contextlib.contextmanager
+def progress_bar(show: bool, **options) -> Iterator:
+    """A tqdm bar on stderr (unit_scale, `options`) while the block runs, or None when not `show`."""
+    if not show:
+        yield None
+        return
+    from tqdm import tqdm
+    bar = tqdm(unit_scale=True, file=sys.stderr, **options)
+    try:
+        yield bar
+    finally:
+        bar.close()
 
 
 def model_source(model: str, progress: bool) -> ModelSource:

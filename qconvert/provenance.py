@@ -100,14 +100,19 @@ def sha256_file(path: Path) -> str:
 def read(path: str | Path) -> dict | None:
     """The record of the output at `path` (a file, any member of a split set, or the target name
     a set was written for), or None when there is no readable GGUF there or it holds no record."""
+    files = output_set(path)
+    return record_of(files[0]) if files else None
+
+
+def output_set(path: str | Path) -> list[GGUFFile] | None:
+    """The files of the output at `path` (as for `read`), or None when there is no readable set."""
     first = find_first_member(Path(path))
     if first is None:
         return None
     try:
-        files = read_gguf_set(first)
+        return read_gguf_set(first)
     except GGUFError:
         return None
-    return record_of(files[0])
 
 
 def record_of(info: GGUFFile) -> dict | None:
@@ -125,12 +130,8 @@ def matches(path: str | Path, expected_record: dict) -> bool:
     """Whether the output at `path` (as for `read`) is complete and was made from the same inputs
     with the same options: every file of a set present, each exactly as long as its header says
     (a truncated or extended file does not match), and the record equal to `expected_record`."""
-    first = find_first_member(Path(path))
-    if first is None:
-        return False
-    try:
-        files = read_gguf_set(first)
-    except GGUFError:
+    files = output_set(path)
+    if not files:
         return False
     for f in files:
         end = f.data_offset + sum(-(-t.nbytes // f.alignment) * f.alignment for t in f.tensors)
