@@ -12,7 +12,8 @@ length-field changes, truncation, appended bytes; and converts it with the CLI i
 outcome must be one of:
 
 - refused: exit 1, one line `error: ...`, nothing at the target;
-- identical: exit 0 and the output is byte for byte the unmutated checkpoint's;
+- identical: exit 0 and the output is byte for byte the unmutated checkpoint's (but for the
+  provenance record, which names the input files' sizes and mtimes);
 - valid-different: exit 0 for a mutation the safetensors library reads as the same tensors
   (names, dtypes, shapes) holding other data (two same-sized tensors' offsets exchanged), and the
   output is byte for byte that of converting what the library reads.
@@ -52,8 +53,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from conftest import (CliTimeout, run_cli_inprocess, tiny_llama_config, tiny_llama_tensors,  # noqa: E402
-                      tokenizer_vocab_size, write_checkpoint)
+from conftest import (CliTimeout, conversion_content, run_cli_inprocess, tiny_llama_config,  # noqa: E402
+                      tiny_llama_tensors, tokenizer_vocab_size, write_checkpoint)
 from test_cli_errors import sharded  # noqa: E402
 
 # Allocation allowed per byte of the checkpoint (all its files, the mutated one as mutated), over
@@ -93,7 +94,7 @@ class Target:
     model: Path
     name: str
     original: bytes
-    reference: bytes  # the unmutated checkpoint's GGUF
+    reference: tuple  # the unmutated checkpoint's GGUF (conftest.conversion_content: all but provenance)
     layout: dict  # {shard: {name: (dtype, shape)}} of the unmutated checkpoint, as the library reads it
 
     @property
@@ -213,7 +214,7 @@ def make_targets(work: Path) -> list[Target]:
         layout = tensor_layout(library_view(model))
         for f in sorted(model.iterdir()):
             if f.name.endswith((".safetensors", ".index.json")):
-                targets.append(Target(model, f.name, f.read_bytes(), out.read_bytes(), layout))
+                targets.append(Target(model, f.name, f.read_bytes(), conversion_content(out), layout))
         out.unlink()
     return targets
 
@@ -237,10 +238,10 @@ def tensor_layout(view: dict) -> dict:
     return {shard: {k: (d, s) for k, (d, s, _) in tensors.items()} for shard, tensors in view.items()}
 
 
-def expected_output(target: Target, work: Path, cache: dict) -> bytes | None:
-    """What a successful conversion of the mutated checkpoint must write when the safetensors
-    library reads the original's tensors holding other data (two same-sized tensors' offsets
-    exchanged): the conversion of the same checkpoint with each shard rewritten by the library
+def expected_output(target: Target, work: Path, cache: dict) -> tuple | None:
+    """What a successful conversion of the mutated checkpoint must write (its conversion_content)
+    when the safetensors library reads the original's tensors holding other data (two same-sized
+    tensors' offsets exchanged): the conversion of the same checkpoint with each shard rewritten by the library
     from what it read (same folder name and shard layout: both are in the output). None if the
     library refuses a shard, or reads a dtype qconvert does not convert."""
     import numpy as np
@@ -255,17 +256,18 @@ def expected_output(target: Target, work: Path, cache: dict) -> bytes | None:
         canon = work / "canonical" / target.model.name
         shutil.rmtree(canon.parent, ignore_errors=True)
         shutil.copytree(target.model, canon, symlinks=True)
-        cache[key] = b""
+        cache[key] = None
+        convertible = True
         for shard, tensors in view.items():
             if any(d not in ("F32", "F16") for d, _, _ in tensors.values()):
-                cache[key] = None
+                convertible = False
                 break
             save_file({k: np.frombuffer(b, {"F32": "<f4", "F16": "<f2"}[d]).reshape(s)
                        for k, (d, s, b) in tensors.items()}, str(canon / shard))
-        if cache[key] is not None:
+        if convertible:
             out = work / "canonical.gguf"
             proc = run_cli_inprocess("quantize", canon, "-t", "Q8_0", "-o", out, "--no-progress", "-j", "1")
-            cache[key] = out.read_bytes() if proc.returncode == 0 else b""
+            cache[key] = conversion_content(out) if proc.returncode == 0 else None
             out.unlink(missing_ok=True)
         shutil.rmtree(canon.parent)
     return cache[key]
@@ -302,7 +304,7 @@ def run_one(target: Target, mutated: bytes, work: Path, timeout: float, memory_b
             return "crash", f"exit 1 with stderr {proc.stderr[:300]!r}, output exists: {out.exists()}"
         if proc.returncode != 0:
             return "crash", f"exit {proc.returncode}: {proc.stderr[:300]!r}"
-        got = out.read_bytes()
+        got = conversion_content(out)  # all but the provenance record, which names the mutated files
         if got == target.reference:
             return "identical", ""
         view = library_view(target.model)
@@ -315,7 +317,7 @@ def run_one(target: Target, mutated: bytes, work: Path, timeout: float, memory_b
         want = expected_output(target, work, cache)
         if got == want:
             return "valid-different", "the library reads other data for the same tensors; the output matches it"
-        return "different", f"{len(got)} bytes, expected {len(want or b'')}"
+        return "different", f"{len(got[2])} bytes of tensor data, expected {len(want[2]) if want else None}"
     finally:
         path.write_bytes(target.original)
         out.unlink(missing_ok=True)

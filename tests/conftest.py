@@ -319,16 +319,26 @@ def run_json(*args: str, env: dict | None = None) -> tuple[subprocess.CompletedP
     return proc, check_report(json.loads(lines[0]))
 
 
+def conversion_content(path: Path) -> tuple:
+    """What a GGUF file holds but the provenance record (which names where it was converted
+    from: folder, Hub id, file mtimes): every other metadata key and value, the tensor infos and
+    the data section's bytes. Two conversions of the same model from different copies of it
+    have equal content and differ only in that record."""
+    r = gguf.GGUFReader(path)
+    keys = tuple((k, f.types[0].name if f.types else None, repr(f.contents())) for k, f in r.fields.items()
+                 if not k.startswith("GGUF.") and k != "qconvert.provenance")
+    tensors = tuple((t.name, t.tensor_type.name, tuple(int(d) for d in t.shape), int(t.data_offset) - r.data_offset)
+                    for t in r.tensors)
+    with open(path, "rb") as f:
+        f.seek(r.data_offset)
+        data = f.read()
+    return keys, tensors, data, "qconvert.provenance" in r.fields
+
+
 def assert_same_conversion(a: Path, b: Path) -> None:
-    """Two GGUF files hold the same model: every metadata key and tensor equal, except the
-    provenance record (which names where each was converted from: folder, Hub id, file mtimes)."""
-    ra, rb = gguf.GGUFReader(a), gguf.GGUFReader(b)
-
-    def keys(r):
-        return {k: f.contents() for k, f in r.fields.items()
-                if not k.startswith("GGUF.") and k != "qconvert.provenance"}
-
-    assert keys(ra) == keys(rb)
-    assert [(t.name, t.tensor_type, t.shape.tolist(), bytes(t.data)) for t in ra.tensors] == \
-        [(t.name, t.tensor_type, t.shape.tolist(), bytes(t.data)) for t in rb.tensors]
-    assert ("qconvert.provenance" in ra.fields) == ("qconvert.provenance" in rb.fields)
+    """Two GGUF files hold the same model: equal `conversion_content`."""
+    ca, cb = conversion_content(a), conversion_content(b)
+    assert ca[0] == cb[0], "metadata differs"
+    assert ca[1] == cb[1], "tensor infos differ"
+    assert ca[2] == cb[2], "tensor data differs"
+    assert ca[3] == cb[3], "one holds a provenance record, the other not"

@@ -77,18 +77,24 @@ def test_seeded_mutations(seeds: dict[str, bytes], workdir: Path, oracle):
     report(f"GGUF fuzz: {SEEDED_COUNT} mutations: {counts['refused']} refused, {counts['accepted']} accepted, 0 bad")
 
 
+def faulty(fault):
+    """inspect_report with `fault` run first (the report is the real one)."""
+    from qconvert.gguf_info import inspect_report
+    return lambda path, tensors=True: (fault(), inspect_report(path, tensors))[1]
+
+
 @pytest.mark.parametrize("fault, kind", [
-    (lambda path, tensors=True: str(len(bytearray(40 * 2**20))), "memory"),
-    (lambda path, tensors=True: __import__("time").sleep(5), "hang"),
-    (lambda path, tensors=True: {}["no such key"], "crash"),
-    (lambda path, tensors=True: print("noise", file=sys.stderr) or "fine", "stderr"),
+    (lambda: len(bytearray(40 * 2**20)), "memory"),
+    (lambda: __import__("time").sleep(5), "hang"),
+    (lambda: {}["no such key"], "crash"),
+    (lambda: print("noise", file=sys.stderr), "stderr"),
 ])
 def test_the_judge_sees_bad_outcomes(fault, kind, seeds, workdir: Path, oracle, monkeypatch):
     """The harness itself: an allocation beyond the file, a hang, a traceback or a stray stderr
     line in inspect are each reported as bad."""
     import qconvert.gguf_info
 
-    monkeypatch.setattr(qconvert.gguf_info, "describe", fault)
+    monkeypatch.setattr(qconvert.gguf_info, "inspect_report", faulty(fault))
     path = workdir / "judged.gguf"
     path.write_bytes(seeds["metadata-only.gguf"])
     assert fuzz_gguf.judge(path, path.stat().st_size, 0.5, oracle).kind == kind
@@ -97,8 +103,12 @@ def test_the_judge_sees_bad_outcomes(fault, kind, seeds, workdir: Path, oracle, 
 def test_the_judge_sees_what_ggml_refuses(seeds, workdir: Path, oracle, monkeypatch):
     """An inspect that accepted a file ggml's reader refuses would be reported."""
     import qconvert.gguf_info
+    from qconvert.report import InspectFile, InspectReport
 
-    monkeypatch.setattr(qconvert.gguf_info, "describe", lambda path, tensors=True: f"{path}: GGUF, fine")
+    def accept(path, tensors=True):
+        return InspectReport("inspect", path, [InspectFile(path, 30, 0)], 30, 3, 32, [], [])
+
+    monkeypatch.setattr(qconvert.gguf_info, "inspect_report", accept)
     path = workdir / "judged.gguf"
     path.write_bytes(seeds["metadata-only.gguf"][:30])
     assert fuzz_gguf.judge(path, 30, 10.0, oracle).kind == "oracle"
