@@ -507,18 +507,6 @@ def tensor_chunks(jobs: list[Job], stopped: Container[int] = ()) -> Iterator[Chu
                 yield partial(row_chunk, first.checkpoint, src, targets, stopped, lo, min(lo + step, end))
 
 
-def chunk_jobs(job: Job) -> Iterator[Callable[[], tuple[np.ndarray, int]]]:
-    """`tensor_chunks` for one output: each job returns its GGUF bytes (or raises its error)."""
-    def one(fn: ChunkJob) -> tuple[np.ndarray, int]:
-        (part,), nbytes = fn()
-        if isinstance(part, BaseException):
-            raise part
-        return part, nbytes
-
-    for fn in tensor_chunks([job]):
-        yield partial(one, fn)
-
-
 class WorkerBuffers(threading.local):
     """Each worker's read and decode buffers, reused from chunk to chunk: fresh multi-MB arrays
     per chunk cost page faults that took about a quarter of a Q8_0 conversion's time."""

@@ -14,9 +14,6 @@ from pathlib import Path
 from .gguf_read import GGUFArray, read_gguf_set
 from .report import ArrayValue, InspectFile, InspectReport, InspectTensor, MetadataEntry
 
-HEAD_ITEMS = 8  # array elements kept in the report (gguf_read keeps as many)
-
-
 def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
     files = read_gguf_set(path)
     info = files[0]
@@ -24,7 +21,7 @@ def inspect_report(path: Path, tensors: bool = True) -> InspectReport:
     for name, f in info.fields.items():
         value = f.value
         if isinstance(value, GGUFArray):
-            value = ArrayValue(value.item_type.name, value.count, list(value.head[:HEAD_ITEMS]))
+            value = ArrayValue(value.item_type.name, value.count, list(value.head))  # the elements gguf_read keeps
         metadata.append(MetadataEntry(name, f.type.name, value))
     table = None
     if tensors:

@@ -13,7 +13,7 @@ from safetensors.numpy import save_file
 
 import qconvert.convert
 from qconvert.arch import SourceTensor
-from qconvert.convert import chunk_jobs
+from qconvert.convert import tensor_chunks
 from qconvert.planner import PlanRow
 from qconvert.reader import Checkpoint
 
@@ -32,6 +32,17 @@ def ckpt(tmp_path):
     c = Checkpoint.open(tmp_path)
     yield c, tensors
     c.close()
+
+
+def chunk_jobs(job):
+    """The pipeline's chunk jobs for one output: each returns its GGUF bytes (or raises its error)."""
+    def one(fn):
+        (part,), nbytes = fn()
+        if isinstance(part, BaseException):
+            raise part
+        return part, nbytes
+
+    return [lambda fn=fn: one(fn) for fn in tensor_chunks([job])]
 
 
 def run(ckpt: Checkpoint, src: SourceTensor, qtype: T = T.F32) -> np.ndarray:
