@@ -27,7 +27,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from typing import Any
 from .batch import (BatchError, BatchOutput, BatchReport, BatchTotals, JobSpec, Manifest, check_job, failed,
                     run_job)
 from . import __version__
-from .errors import QConvertError, UsageError
+from .errors import Interrupted, QConvertError, UsageError
 
 INSTALL = 'pip install "qconvert[ray]"'
 # Lost attempts of one job's task before its outputs fail (kind "cluster")
@@ -139,35 +141,62 @@ def run_tasks(ray: Any, address: str, todo: list[tuple[JobSpec, list[BatchOutput
 
         for spec, entries, peak in todo:
             submit(spec, entries, peak, [])
+        signals: list[int] = []
         try:
-            while running:
-                done, _ = ray.wait(list(running), num_returns=1, timeout=POLL)
-                for ref in done:
-                    spec, entries, peak, retries = running.pop(ref)
-                    try:
-                        made, node = ray.get(ref)
-                    except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
-                            ray.exceptions.OutOfMemoryError) as e:
-                        retries.append(lost(ray, e))
-                        if len(retries) <= MAX_RETRIES:
-                            submit(spec, entries, peak, retries)
-                        else:
-                            give_up(spec, entries, retries)
-                        continue
-                    except ray.exceptions.RayTaskError as e:
-                        if "failed to import on the worker" in str(e):
-                            raise ClusterError("the Ray workers cannot import qconvert; install this qconvert "
-                                               f"({__version__}) on every node") from None
-                        raise
-                    for entry, result in zip(entries, made):
-                        assert (entry.type, entry.path) == (result.type, result.path), (entry, result)
-                        vars(entry).update(vars(result), node=node, retries=retries)
+            with noted_signals(signals):
+                while running:
+                    if signals:
+                        raise Interrupted(signals[0])
+                    done, _ = ray.wait(list(running), num_returns=1, timeout=POLL)
+                    for ref in done:
+                        spec, entries, peak, retries = running.pop(ref)
+                        try:
+                            made, node = ray.get(ref)
+                        except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                                ray.exceptions.OutOfMemoryError) as e:
+                            retries.append(lost(ray, e))
+                            if len(retries) <= MAX_RETRIES:
+                                submit(spec, entries, peak, retries)
+                            else:
+                                give_up(spec, entries, retries)
+                            continue
+                        except ray.exceptions.RayTaskError as e:
+                            if "failed to import on the worker" in str(e):
+                                raise ClusterError("the Ray workers cannot import qconvert; install this qconvert "
+                                                   f"({__version__}) on every node") from None
+                            raise
+                        for entry, result in zip(entries, made):
+                            assert (entry.type, entry.path) == (result.type, result.path), (entry, result)
+                            vars(entry).update(vars(result), node=node, retries=retries)
         except BaseException:  # Ctrl-C, SIGTERM, a bug in a task: nothing left running, nothing half-written
             cancel(ray, running)
             raise
     finally:
         if joined:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def noted_signals(signals: list[int]):
+    """SIGINT and SIGTERM noted in `signals` while the driver waits, for it to raise Interrupted between
+    two waits: raised by the CLI's handler inside Ray's wait, it would come out as Ray's SystemError. Once one
+    is noted, the others are ignored, as the CLI's handler does, so that the cancellation runs to its end."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: Any) -> None:
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, signal.SIG_IGN)
+        signals.append(signum)
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        if not signals:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def lost(ray: Any, e: Exception) -> BatchError:

@@ -191,3 +191,23 @@ def test_without_ray_the_option_says_how_to_install_it(tmp_path: Path, monkeypat
     proc = run_cli_inprocess("batch", path, "--ray", "auto")
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.splitlines() == ['error: --ray needs Ray, which is not installed: pip install "qconvert[ray]"']
+
+
+@needs_ray
+def test_ctrl_c_on_the_driver_cancels_the_tasks_and_leaves_no_temporaries(cluster, tmp_path: Path) -> None:
+    cfg = tiny_llama_config(tokenizer_vocab_size("tiny-bpe"), hidden_size=1024, intermediate_size=2816,
+                            num_hidden_layers=4, num_attention_heads=8, num_key_value_heads=8)
+    write_checkpoint(tmp_path / "slow", cfg, tiny_llama_tensors(cfg))
+    remote = shelf_manifest(tmp_path, "remote", {"slow": ("Q4_K_M", "Q8_0")})
+    proc = subprocess.Popen([sys.executable, "-m", "qconvert", "batch", str(remote), "--ray", "auto"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=cluster)
+    out = tmp_path / "remote"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not (out.is_dir() and any(out.glob(".*.partial"))):
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run ended before the test saw its temporaries"
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    assert stderr.splitlines()[-1] == "error: interrupted"
+    assert sorted(p.name for p in out.iterdir()) == []
