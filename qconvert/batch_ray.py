@@ -49,6 +49,11 @@ WORKER_BYTES = 512 << 20
 POLL = 0.5
 # Seconds to wait for cancelled tasks to clean up before the driver exits anyway
 CANCEL_WAIT = 30.0
+# Seconds the head of an explicit address has to accept a connection: ray.init itself retries an
+# unreachable address for minutes (measured: over 3 with Ray 2.60), printing warnings
+CONNECT_TIMEOUT = 10.0
+# The ports Ray's addresses imply when they name none: the head's GCS, and Ray Client's (ray://)
+GCS_PORT, CLIENT_PORT = 6379, 10001
 
 
 class ClusterError(QConvertError):
@@ -101,10 +106,48 @@ def run_batch_ray(manifest: Manifest, address: str, *, force: bool = False, thre
     return BatchReport("batch", counts["failed"] == 0, manifest.path, force, False, totals, outputs)
 
 
+def head_of(address: str) -> tuple[str, int] | None:
+    """The (host, port) a Ray address names, for a reachability check: "host:port", "host" (the GCS port),
+    "ray://host[:port]" (Ray Client's); None for "auto" and "local", which Ray resolves itself (RAY_ADDRESS,
+    the cluster started on this machine).
+
+    >>> head_of("10.0.0.5:6380"), head_of("ray://head"), head_of("auto")
+    (('10.0.0.5', 6380), ('head', 10001), None)
+    """
+    if address in ("auto", "local"):
+        return None
+    client = address.startswith("ray://")
+    rest = address.removeprefix("ray://").rstrip("/")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit():
+        return rest.strip("[]"), CLIENT_PORT if client else GCS_PORT
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str) -> None:
+    """Refuse in one line, within CONNECT_TIMEOUT, an address whose head does not accept a connection."""
+    import os
+    import socket
+
+    if address == "auto" and os.environ.get("RAY_ADDRESS"):
+        address = os.environ["RAY_ADDRESS"]
+    head = head_of(address)
+    if head is None:
+        return
+    try:
+        socket.create_connection(head, timeout=CONNECT_TIMEOUT).close()
+    except OSError as e:
+        reason = (f"no answer within {CONNECT_TIMEOUT:.0f} s" if isinstance(e, TimeoutError) else
+                  (e.strerror or type(e).__name__).lower())
+        raise ClusterError(f"cannot reach the Ray cluster at {address}: {reason} "
+                           f"(host {head[0]}, port {head[1]})") from None
+
+
 def connect(ray: Any, address: str) -> bool:
     """Join the cluster as a driver (unless this process already is one); True if this call joined."""
     if ray.is_initialized():
         return False
+    check_reachable(address)
     try:
         ray.init(address=address, logging_level="ERROR", log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:

@@ -211,3 +211,35 @@ def test_ctrl_c_on_the_driver_cancels_the_tasks_and_leaves_no_temporaries(cluste
     assert proc.returncode == 130, stderr[-3000:]
     assert stderr.splitlines()[-1] == "error: interrupted"
     assert sorted(p.name for p in out.iterdir()) == []
+
+
+def test_the_head_an_address_names() -> None:
+    from qconvert.batch_ray import CLIENT_PORT, GCS_PORT, head_of
+
+    assert head_of("10.0.0.5:6380") == ("10.0.0.5", 6380)
+    assert head_of("head.cluster") == ("head.cluster", GCS_PORT)
+    assert head_of("ray://head:10002") == ("head", 10002)
+    assert head_of("ray://head/") == ("head", CLIENT_PORT)
+    assert head_of("[::1]:6379") == ("::1", 6379)
+    assert head_of("auto") is None and head_of("local") is None
+
+
+@needs_ray
+def test_an_address_nothing_answers_at_is_refused_at_once(tmp_path: Path) -> None:
+    """ray.init retries such an address for minutes; the driver asks the head itself first, and no job is
+    made (nor its temporaries)."""
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    path = shelf_manifest(tmp_path, "out", {"llama-spm-f32": ("Q8_0",)})
+    start = time.monotonic()
+    proc = run_cli("batch", path, "--ray", f"127.0.0.1:{port}", "--json", env={**os.environ, **LOOPBACK})
+    assert time.monotonic() - start < 60
+    assert proc.returncode == 1
+    report = check_report(json.loads(proc.stdout))
+    assert report["error"]["kind"] == "cluster"
+    assert proc.stderr.splitlines() == [f"error: cannot reach the Ray cluster at 127.0.0.1:{port}: connection refused "
+                                        f"(host 127.0.0.1, port {port})"]
+    assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
