@@ -16,11 +16,12 @@ hold): those are final, never retried. A task that is lost (its worker process o
 or Ray killed it for memory) is resubmitted, up to MAX_RETRIES times, and each lost attempt is
 recorded in the outputs' `retries` with its reason. The driver resubmits rather than leaving it
 to Ray's own `max_retries` because Ray retries those silently: no public API tells the driver
-that an attempt was lost, or why. A lost attempt leaves its temporaries (`.NAME.PID.partial`);
-the next attempt's writer removes those of dead processes before it starts (writer.
-remove_stale_temporaries), and the driver does so for a job it gives up on. Ctrl-C (or SIGTERM)
-on the driver cancels the tasks (Ray raises KeyboardInterrupt in them: the writer deletes its
-temporaries), waits for them to end, and exits 130.
+that an attempt was lost, or why. A lost attempt leaves its temporaries; each attempt's carry a
+tag of its own (`.NAME.PID-TAG.partial`, writer.tagged_temporaries), and the driver removes the
+lost attempt's before it resubmits, whichever node it ran on (a PID alone would name a process of
+the driver's machine). Ctrl-C (or SIGTERM) on the driver cancels the tasks (Ray raises
+KeyboardInterrupt in them: the writer deletes its temporaries), waits for them to end, removes
+what one that did not end in time left, and exits 130.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
+import uuid
 from typing import Any
 
 from .batch import (BatchError, BatchOutput, BatchReport, BatchTotals, JobSpec, Manifest, check_job, failed,
@@ -70,12 +71,16 @@ def import_ray() -> Any:
     return ray
 
 
-def convert_job(spec: JobSpec, force: bool, threads: int) -> tuple[list[BatchOutput], str]:
-    """The Ray task: one model's outputs made on this node (batch.run_job), and the node's address."""
+def convert_job(spec: JobSpec, force: bool, threads: int, tag: str) -> tuple[list[BatchOutput], str]:
+    """The Ray task: one model's outputs made on this node (batch.run_job), its temporaries tagged with
+    the attempt's `tag`, and the node's address."""
     import ray
 
-    return run_job(spec, force=force, dry_run=False, threads=threads, on_progress=None), \
-        ray.util.get_node_ip_address()
+    from .writer import tagged_temporaries
+
+    with tagged_temporaries(tag):
+        made = run_job(spec, force=force, dry_run=False, threads=threads, on_progress=None)
+    return made, ray.util.get_node_ip_address()
 
 
 def run_batch_ray(manifest: Manifest, address: str, *, force: bool = False, threads: int | None = None,
@@ -171,16 +176,17 @@ def run_tasks(ray: Any, address: str, todo: list[tuple[JobSpec, list[BatchOutput
     try:
         cpus = threads or smallest_node_cpus(ray)
         remote = ray.remote(convert_job)
-        running: dict[Any, tuple[JobSpec, list[BatchOutput], int, list[BatchError]]] = {}
+        running: dict[Any, tuple[JobSpec, list[BatchOutput], int, list[BatchError], str]] = {}
 
         def submit(spec: JobSpec, entries: list[BatchOutput], peak: int, retries: list[BatchError]) -> None:
             memory = WORKER_BYTES + convert.window(cpus) * peak
+            tag = uuid.uuid4().hex[:12]  # the attempt's, in its temporaries' names
             # max_retries=0: a lost attempt comes back to this loop, which records why and resubmits
             ref = remote.options(num_cpus=cpus, memory=memory, max_retries=0, retry_exceptions=False,
-                                 name=f"qconvert {spec.label}").remote(spec, force, cpus)
+                                 name=f"qconvert {spec.label}").remote(spec, force, cpus, tag)
             if submitted is not None:
                 submitted.append(spec)
-            running[ref] = (spec, entries, peak, retries)
+            running[ref] = (spec, entries, peak, retries, tag)
 
         for spec, entries, peak in todo:
             submit(spec, entries, peak, [])
@@ -192,12 +198,13 @@ def run_tasks(ray: Any, address: str, todo: list[tuple[JobSpec, list[BatchOutput
                         raise Interrupted(signals[0])
                     done, _ = ray.wait(list(running), num_returns=1, timeout=POLL)
                     for ref in done:
-                        spec, entries, peak, retries = running.pop(ref)
+                        spec, entries, peak, retries, tag = running.pop(ref)
                         try:
                             made, node = ray.get(ref)
                         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                                 ray.exceptions.OutOfMemoryError) as e:
                             retries.append(lost(ray, e))
+                            clean(spec, tag)
                             if len(retries) <= MAX_RETRIES:
                                 submit(spec, entries, peak, retries)
                             else:
@@ -250,34 +257,28 @@ def lost(ray: Any, e: Exception) -> BatchError:
 
 
 def give_up(spec: JobSpec, entries: list[BatchOutput], retries: list[BatchError]) -> None:
-    from .writer import remove_stale_temporaries
-
     error = ClusterError(f"job {spec.index} ({spec.model}): {len(retries)} attempts lost, the last: "
                          f"{retries[-1].kind}: {retries[-1].message}")
     for entry in entries:
         failed(entry, error)
         entry.retries = retries
-        clean(entry.path, remove_stale_temporaries)
 
 
-def clean(target: Path, remove: Any) -> None:
-    """The temporaries a lost attempt left for `target` (a split set's members too): those of processes
-    that no longer exist on this machine. (On other nodes, the next run's writer removes them.)"""
-    remove(target)
-    stem = target.name[:-len(".gguf")]
-    for member in target.parent.glob(f".{stem}-*-of-*.gguf.*.partial"):
-        remove(member.parent / member.name.split(".partial")[0].rsplit(".", 1)[0].lstrip("."))
+def clean(spec: JobSpec, tag: str) -> None:
+    """Remove the temporaries of the attempt `tag` at the job's targets (a split set's members too), on
+    whichever node it ran: the attempt is gone (lost, or cancelled and waited for)."""
+    from .writer import remove_tagged_temporaries
+
+    for folder in {out.parent for out in spec.outputs}:
+        remove_tagged_temporaries(folder, tag)
 
 
 def cancel(ray: Any, running: dict) -> None:
-    """Cancel the running tasks (KeyboardInterrupt in each: its writer removes its temporaries) and wait
-    for them to end."""
-    from .writer import remove_stale_temporaries
-
+    """Cancel the running tasks (KeyboardInterrupt in each: its writer removes its temporaries), wait for
+    them to end, and remove what one that did not end in time left."""
     for ref in running:
         ray.cancel(ref)
     if running:
         ray.wait(list(running), num_returns=len(running), timeout=CANCEL_WAIT)
-    for spec, _, _, _ in running.values():
-        for out in spec.outputs:
-            clean(out, remove_stale_temporaries)
+    for spec, _, _, _, tag in running.values():
+        clean(spec, tag)

@@ -159,7 +159,8 @@ def test_a_worker_killed_mid_pass_is_retried_to_a_complete_shelf(cluster, tmp_pa
     deadline = time.monotonic() + 120
     while killed is None and time.monotonic() < deadline and proc.poll() is None:
         for p in out.glob(".slow-*.partial") if out.is_dir() else ():
-            pid = int(p.name.rsplit(".", 2)[-2])
+            pid, tag = p.name.rsplit(".", 2)[-2].split("-")  # .NAME.PID-TAG.partial: the attempt's tag
+            pid = int(pid)
             os.kill(pid, signal.SIGKILL)
             killed = pid
             break
@@ -243,3 +244,24 @@ def test_an_address_nothing_answers_at_is_refused_at_once(tmp_path: Path) -> Non
     assert proc.stderr.splitlines() == [f"error: cannot reach the Ray cluster at 127.0.0.1:{port}: connection refused "
                                         f"(host 127.0.0.1, port {port})"]
     assert not list((tmp_path / "out").glob("*")) if (tmp_path / "out").exists() else True
+
+
+def test_an_attempts_temporaries_carry_its_tag_and_only_they_are_removed_with_it(tmp_path: Path) -> None:
+    """A PID names a process of one machine: the driver removes a lost attempt's temporaries by its tag,
+    those of other attempts and of local runs stay; the local stale check leaves tagged ones to the driver."""
+    from qconvert import writer
+
+    target = tmp_path / "m-Q8_0.gguf"
+    with writer.tagged_temporaries("a1b2c3"):
+        assert writer._attempt_tag == "a1b2c3"  # what an OutputWriter made inside names its temporaries with
+    assert writer._attempt_tag is None
+    tmp = writer.temporary_path(target, 4242, "a1b2c3")
+    assert tmp.name == ".m-Q8_0.gguf.4242-a1b2c3.partial"
+    member = tmp_path / ".m-Q8_0-00002-of-00002.gguf.4242-a1b2c3.partial"
+    other = writer.temporary_path(target, 4242, "ffff00")
+    local = writer.temporary_path(target, 999_999_999)  # a local run's, its process gone
+    for p in (tmp, member, other, local):
+        p.write_bytes(b"x")
+    assert writer.remove_stale_temporaries(target) == [local]
+    assert sorted(writer.remove_tagged_temporaries(tmp_path, "a1b2c3")) == sorted([tmp, member])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
