@@ -265,3 +265,22 @@ def test_an_attempts_temporaries_carry_its_tag_and_only_they_are_removed_with_it
     assert writer.remove_stale_temporaries(target) == [local]
     assert sorted(writer.remove_tagged_temporaries(tmp_path, "a1b2c3")) == sorted([tmp, member])
     assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
+
+
+def test_only_batch_ray_imports_ray() -> None:
+    """Ray is an optional extra: no other module of the package names it in an import, and batch_ray
+    imports it only when --ray is used (importing the module without Ray works)."""
+    import ast
+
+    importers = set()
+    for path in (ROOT / "qconvert").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            if any(n == "ray" or n.startswith("ray.") for n in names):
+                importers.add(path.relative_to(ROOT).as_posix())
+    assert importers == {"qconvert/batch_ray.py"}
+    code = "import sys; sys.modules['ray'] = None; import qconvert.batch_ray, qconvert.cli; print('ok')"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.stdout.strip() == "ok", proc.stderr[-2000:]
