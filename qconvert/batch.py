@@ -292,6 +292,8 @@ class BatchOutput:
     files: list[BatchFile] = field(default_factory=list)
     seconds: float | None = None      # of the pass that made it (shared by the outputs of a model)
     error: BatchError | None = None
+    node: str | None = None           # the Ray node that made it or failed it (batch_ray); None locally
+    retries: list[BatchError] = field(default_factory=list)  # each lost attempt (batch_ray), why
 
 
 @dataclass
@@ -345,23 +347,60 @@ def run_batch(manifest: Manifest, *, force: bool = False, dry_run: bool = False,
 
 def run_job(spec: JobSpec, *, force: bool, dry_run: bool, threads: int | None,
             on_progress: ProgressFactory | None) -> list[BatchOutput]:
-    from . import convert
-
-    entries = [BatchOutput(spec.index, spec.model, t, out, "") for t, out in zip(spec.types, spec.outputs)]
+    """One model's work, wherever it runs (the local loop, a Ray task of batch_ray): prepare it
+    once, plan each type, skip what is up to date, make the rest in one pass."""
+    entries = entries_of(spec)
+    model = open_model(spec, entries)
+    if model is None:
+        return entries
     try:
-        folder, ref = locate(spec)
-        model = convert.prepare_model(folder, spec.imatrix, ref=ref)
-    except (QConvertError, OSError) as e:
-        return [failed(entry, e) for entry in entries]
-    try:
-        plan_and_make(spec, model, entries, force=force, dry_run=dry_run, threads=threads, on_progress=on_progress)
+        pending = plan_outputs(spec, model, entries, force=force, dry_run=dry_run)
+        if pending:
+            make(spec, pending, threads, on_progress)
     finally:
         model.checkpoint.close()
     return entries
 
 
-def plan_and_make(spec: JobSpec, model: Model, entries: list[BatchOutput], *, force: bool, dry_run: bool,
-                  threads: int | None, on_progress: ProgressFactory | None) -> None:
+def check_job(spec: JobSpec, *, force: bool) -> tuple[list[BatchOutput], int]:
+    """The half of `run_job` a driver does before handing the job to another machine (batch_ray):
+    the entries with those up to date ("skipped") or that cannot be made ("failed") decided and
+    the others pending (status ""), and the most memory one chunk of the pass over the pending
+    ones holds (convert.chunk_peak; 0 when nothing is pending)."""
+    from . import convert
+
+    entries = entries_of(spec)
+    model = open_model(spec, entries)
+    if model is None:
+        return entries, 0
+    try:
+        pending = plan_outputs(spec, model, entries, force=force, dry_run=False)
+        return entries, convert.chunk_peak([job for _, job in pending]) if pending else 0
+    finally:
+        model.checkpoint.close()
+
+
+def entries_of(spec: JobSpec) -> list[BatchOutput]:
+    return [BatchOutput(spec.index, spec.model, t, out, "") for t, out in zip(spec.types, spec.outputs)]
+
+
+def open_model(spec: JobSpec, entries: list[BatchOutput]) -> Model | None:
+    """The job's model prepared (convert.prepare_model), or None with every entry failed."""
+    from . import convert
+
+    try:
+        folder, ref = locate(spec)
+        return convert.prepare_model(folder, spec.imatrix, ref=ref)
+    except (QConvertError, OSError) as e:
+        for entry in entries:
+            failed(entry, e)
+        return None
+
+
+def plan_outputs(spec: JobSpec, model: Model, entries: list[BatchOutput], *, force: bool,
+                 dry_run: bool) -> list[tuple[BatchOutput, Job]]:
+    """Plan each entry's type: mark those up to date "skipped" (those of a dry run "planned"),
+    those that cannot be made "failed", and return the others with their jobs, to be made."""
     from . import convert, provenance
 
     pending: list[tuple[BatchOutput, Job]] = []
@@ -385,8 +424,7 @@ def plan_and_make(spec: JobSpec, model: Model, entries: list[BatchOutput], *, fo
             pending.append((entry, job))
         except (QConvertError, OSError) as e:
             failed(entry, e)
-    if pending:
-        make(spec, pending, threads, on_progress)
+    return pending
 
 
 def make(spec: JobSpec, pending: list[tuple[BatchOutput, Job]], threads: int | None,

@@ -195,6 +195,10 @@ def batch(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be made and skipped, with the exact "
                                           "sizes; write nothing.")] = False,
     threads: ThreadsOpt = None,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS", help="Run each model's pass as a task on the Ray cluster at ADDRESS ('auto': "
+        "RAY_ADDRESS or the cluster running here), whose nodes share the models and output_dir at the same paths. "
+        "Needs qconvert[ray].", show_default=False)] = None,
     progress: ProgressOpt = None,
     quiet: QuietOpt = False,
     json_: JsonOpt = False,
@@ -203,8 +207,15 @@ def batch(
     up to date. Exit 1 if any output failed."""
     from .batch import load_manifest, run_batch
 
-    bars = progress_bars() if wants_progress(progress, quiet) else None
-    result = run_batch(load_manifest(manifest), force=force, dry_run=dry_run, threads=threads, on_progress=bars)
+    plan = load_manifest(manifest)
+    if ray is not None:
+        from .batch_ray import import_ray, run_batch_ray
+        import_ray()  # without Ray, --ray is refused (exit 2, how to install it), also with --dry-run
+    if ray is not None and not dry_run:  # a dry run reads headers only: nothing for a cluster to do
+        result = run_batch_ray(plan, ray, force=force, threads=threads)
+    else:
+        bars = progress_bars() if wants_progress(progress, quiet) else None
+        result = run_batch(plan, force=force, dry_run=dry_run, threads=threads, on_progress=bars)
     report.emit(result, json_, quiet=quiet)
     if not result.ok:
         if quiet and not json_:  # --quiet keeps the errors

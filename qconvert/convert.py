@@ -425,7 +425,7 @@ def write_many(outputs: list[tuple[Job, Path]], *, overwrite: bool = False, thre
         jobs = [job for job, _ in outputs]
         try:
             chunks = tensor_chunks(jobs, stopped) if writers else iter(())
-            for parts, nbytes in in_order(pool, chunks, window=2 * threads + 2):
+            for parts, nbytes in in_order(pool, chunks, window=window(threads)):
                 for i, part in enumerate(parts):
                     if i not in writers:
                         continue
@@ -472,6 +472,28 @@ ChunkJob = Callable[[], tuple[list, int]]
 # One output's view of a chunk: its type, the imatrix weights of the chunk's rows, whether to
 # refuse values the type cannot hold
 Target = tuple[gguf.GGMLQuantizationType, "np.ndarray | None", bool]
+
+
+def window(threads: int) -> int:
+    """Chunks in flight in a pass with `threads` workers (`in_order`): each worker busy and as
+    many results queued for the writer."""
+    return 2 * threads + 2
+
+
+def chunk_peak(jobs: list[Job]) -> int:
+    """The most memory one chunk of a `write_many` pass over `jobs` (one model's) holds: its rows
+    as read, decoded to float32 (twice for a tensor read whole: transposed or reordered copies),
+    and quantized for every output. A pass holds at most `window(threads)` of these, whatever the
+    model's size: what a scheduler should reserve for it (batch_ray), beyond the process itself."""
+    peak = 0
+    for k, src in enumerate(jobs[0].sources):
+        cols = src.shape[-1]
+        whole = reads_whole(src)
+        n = src.n_elements if whole else min(src.n_elements, max(1, CHUNK_ELEMENTS // cols) * cols)
+        read = n * DTYPES[src.src_dtype].itemsize if src.sources else 0
+        out = sum(-(-job.rows[k].nbytes * n // src.n_elements) for job in jobs)
+        peak = max(peak, read + (8 if whole else 4) * n + out)
+    return peak
 
 
 def read_nbytes(src: SourceTensor) -> int:

@@ -36,7 +36,10 @@ from .errors import CheckpointError, UsageError
 
 class HubError(CheckpointError):
     """The model cannot be had from the Hugging Face Hub or its cache: no such repo or revision,
-    gated or private without a token that can read it, offline and not cached."""
+    gated or private without a token that can read it, offline and not cached. Its own kind, so that a CI
+    job can tell the Hub (or the network) failing from a checkpoint that cannot be converted."""
+
+    kind = "hub"
 
 
 # What conversion reads, as huggingface_hub's patterns (fnmatch on the path in the repo; `*`

@@ -422,6 +422,9 @@ def text_batch(r) -> str:
     lines = []
     for o in r.outputs:
         head = f"{BATCH_VERBS[o.status]:<10} {o.path}"
+        if o.node is not None:  # --ray: where, and the attempts lost on the way
+            lost = ", ".join(r.kind for r in o.retries)
+            head += f" on {o.node}" + (f" after {len(o.retries)} lost attempt(s) ({lost})" if o.retries else "")
         if o.error is not None:
             lines.append(f"{head}: {o.error.message}")
         elif len(o.files) > 1:

@@ -13,7 +13,9 @@ or failed run never leaves a file at the target path, and a power cut never leav
 half-written one under the target's name. In a set, the first file (the one llama.cpp is given,
 and the one holding the provenance record) is renamed last. The temporaries a killed run
 (SIGKILL, a crash) could not remove are removed by the next run for the same target once their
-process is gone.
+process is gone. A Ray task's temporaries also carry its attempt's tag (`.NAME.PID-TAG.partial`,
+`tagged_temporaries`), so that the driver can remove exactly those of an attempt lost on any node
+(`remove_tagged_temporaries`): a PID means nothing on another machine.
 """
 
 from __future__ import annotations
@@ -36,9 +38,37 @@ from .gguf_read import SPLIT_COUNT, SPLIT_NAME, SPLIT_NO, SPLIT_TENSORS_COUNT, s
 from .planner import PlanRow
 
 
-def temporary_path(target: Path, pid: int) -> Path:
-    """Where process `pid` writes `target` before the rename."""
-    return target.with_name(f".{target.name}.{pid}.partial")
+# The tag of the attempt this process writes for (a Ray task's), set by tagged_temporaries
+_attempt_tag: str | None = None
+
+
+@contextlib.contextmanager
+def tagged_temporaries(tag: str) -> Iterator[None]:
+    """The temporaries written inside carry `tag` in their names (a Ray task's attempt id)."""
+    global _attempt_tag
+    assert tag.isalnum(), tag  # a name part that cannot be mistaken for a PID or a separator
+    previous, _attempt_tag = _attempt_tag, tag
+    try:
+        yield
+    finally:
+        _attempt_tag = previous
+
+
+def temporary_path(target: Path, pid: int, tag: str | None = None) -> Path:
+    """Where process `pid` writes `target` before the rename (for the attempt `tag`, if any)."""
+    return target.with_name(f".{target.name}.{pid}{'-' + tag if tag else ''}.partial")
+
+
+def remove_tagged_temporaries(folder: Path, tag: str) -> list[Path]:
+    """Delete every temporary of the attempt `tag` in `folder` (its process is known to be gone: the
+    driver saw the attempt lost, or cancelled and waited for it). Returns what was removed."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for p in folder.glob(f".*.*-{tag}.partial"):
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed.append(p)
+    return removed
 
 
 def remove_stale_temporaries(target: Path) -> list[Path]:
@@ -230,9 +260,10 @@ class OutputWriter:
         self._row = 0
         self._left = files[0].rows[0].nbytes if files[0].rows else 0
         self._pid = os.getpid()
+        self._tag = _attempt_tag
 
     def temporaries(self) -> list[Path]:
-        return [temporary_path(f.path, self._pid) for f in self.files]
+        return [temporary_path(f.path, self._pid, self._tag) for f in self.files]
 
     def open(self) -> None:
         try:

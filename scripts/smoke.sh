@@ -2,7 +2,8 @@
 # qconvert as a user gets it: the wheel, built from the source tree, installed in a fresh venv that
 # holds only its runtime dependencies; then its console script, run outside the source tree:
 # --help, a usage error (exit 2, one line), a tiny conversion of a fixture model, and `verify` of
-# the result against the model.
+# the result against the model, and `batch --ray` without Ray (the optional extra) saying how to
+# install it.
 #
 #     bash scripts/smoke.sh PYTHON [WORKDIR]    # WORKDIR (default build/smoke) is emptied first
 #
@@ -13,7 +14,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PY=${1:?usage: smoke.sh PYTHON [WORKDIR]}
 WORK=$(realpath -m "${2:-$ROOT/build/smoke}")
 MODEL=$ROOT/tests/fixtures/models/llama-spm-f32
-DEV_ONLY="llama_cpp torch transformers pytest hypothesis"
+DEV_ONLY="llama_cpp torch transformers pytest hypothesis ray"
 
 fail() { echo "smoke: FAILED: $*" >&2; exit 1; }
 step() { echo "smoke: $*"; }
@@ -58,4 +59,13 @@ qc quantize "$MODEL" -t Q8_0 -o out.gguf --no-progress || fail "the conversion e
 step "qconvert verify out.gguf $(basename "$MODEL")"
 qc verify out.gguf "$MODEL" || fail "qconvert verify exited $?"
 
-echo "smoke: passed (wheel, --help, usage error, conversion, verify)"
+step "qconvert batch --ray without Ray says how to install it"
+printf '[[job]]\nmodel = "%s"\ntypes = ["Q8_0"]\n' "$MODEL" >m.toml
+set +e
+qc batch m.toml --ray auto >out.txt 2>err.txt
+code=$?
+set -e
+[ "$code" -eq 2 ] || fail "batch --ray without Ray exited $code, not 2: $(cat err.txt)"
+grep -q 'pip install "qconvert\[ray\]"' err.txt || fail "batch --ray without Ray does not say how to install it: $(cat err.txt)"
+
+echo "smoke: passed (wheel, --help, usage error, conversion, verify, --ray without Ray)"

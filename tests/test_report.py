@@ -41,6 +41,27 @@ def test_schema_is_shipped_and_valid():
     assert schema["properties"]["schema_version"]["const"] == SCHEMA_VERSION
 
 
+def test_the_schema_names_every_error_kind():
+    """The error report's `kind` enum is every error class's kind (each module imported, Ray's too,
+    which imports Ray only when used), plus "os" for an operating system error the CLI reports."""
+    import importlib
+    import pkgutil
+
+    import qconvert
+    from qconvert.errors import Interrupted, QConvertError
+
+    for mod in pkgutil.walk_packages(qconvert.__path__, "qconvert."):
+        if not mod.name.endswith("__main__"):  # which would run the CLI
+            importlib.import_module(mod.name)
+
+    def subclasses(cls: type) -> set[type]:
+        return {cls}.union(*(subclasses(c) for c in cls.__subclasses__()))
+
+    kinds = {c.kind for c in subclasses(QConvertError) | subclasses(Interrupted)}
+    enum = json.loads(SCHEMA_PATH.read_text())["$defs"]["error"]["properties"]["error"]["properties"]["kind"]["enum"]
+    assert sorted(enum) == sorted(kinds | {"os"})
+
+
 def test_schema_rejects_what_it_should():
     """The validator the tests use is not vacuous: a report missing a field, or with a field of
     the wrong type, fails it."""
