@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from .errors import ManifestError, QConvertError, UsageError
+from .errors import ManifestError, QConvertError, UnsupportedError, UsageError
 from .hub import looks_like_hub_id, model_name
 from .options import KVOverride, T, parse_kv_override, parse_size, parse_tensor_type, parse_type
 
@@ -196,7 +196,7 @@ def check_template(name: str, where: str) -> None:
 
 
 def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, where: str) -> JobSpec:
-    from .planner import available
+    from .planner import recipe_for
 
     job = normalized(job, JOB_KEYS, where)
     model = expect(job, "model", str, where)
@@ -205,10 +205,10 @@ def job_spec(index: int, job: dict, base: Path, output_dir: Path, name: str, whe
     types = strings(job, "types", where)
     if not types:
         raise ManifestError(f"{where}: types must list at least one type, e.g. [\"Q8_0\"]")
-    for t in types:
-        if t.upper() not in available():
-            raise ManifestError(f"{where}: types: unknown type {t!r}; supported: {', '.join(available())}")
-    types = [t.upper() for t in types]
+    try:
+        types = [recipe_for(t).name for t in types]  # the one parser of mix names, -t's
+    except UnsupportedError as e:
+        raise ManifestError(f"{where}: types: {e}") from None
     # a folder beside the manifest wins, as a local path wins over a Hub id in hub.resolve_model;
     # what does not read as a repo id is a folder, missing now (the job fails when it runs)
     folder = base / model if (base / model).is_dir() or not looks_like_hub_id(model) else None

@@ -35,8 +35,14 @@ app = typer.Typer(add_completion=False, no_args_is_help=False,
 ModelArg = Annotated[str, typer.Argument(metavar="MODEL", show_default=False, help="Checkpoint folder (config.json, "
                                          "*.safetensors, tokenizer files), or a Hugging Face repo id org/name"
                                          "[@revision] (a local folder of that name wins).")]
-TypeOpt = Annotated[str, typer.Option("--type", "-t", help="Output type: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, "
-                                      "Q5_1, Q2_K, Q3_K_S/M/L, Q4_K_S/M, Q5_K_S/M, Q6_K (llama-quantize's mixes).")]
+def type_help() -> str:
+    """-t's help: the mixes qconvert can write, from the planner's table (itself from the type registry)."""
+    from .planner import available
+
+    return f"Output type, one of llama-quantize's: {', '.join(available())}."
+
+
+TypeOpt = Annotated[str, typer.Option("--type", "-t", help=type_help())]
 # a str, not a Path: Path drops the trailing separator that makes "-o models/" a folder
 OutOpt = Annotated[Optional[str], typer.Option("--output", "-o", show_default=False, help="GGUF file to write, or "
                                                "a folder to write it in (default: the model folder's name and the "

@@ -15,10 +15,14 @@ V = gguf.GGUFValueType
 
 
 def parse_type(text: str, option: str) -> T:
-    """A GGML type by name, case-insensitive (as llama-quantize's parse_ggml_type)."""
-    qtype = T.__members__.get(text.strip().upper())
+    """A GGML type by name, case-insensitive (as llama-quantize's parse_ggml_type). A type qconvert
+    cannot write is accepted here and refused by the planner, naming the tensors that would need it."""
+    from . import quants
+
+    qtype = quants.type_named(text)
     if qtype is None:
-        raise UsageError(f"{option}: unknown type {text!r}; use a GGML type name such as Q8_0, Q6_K, F16")
+        raise UsageError(f"{option}: unknown type {text!r}; use a GGML type: "
+                         f"{', '.join(t.name for t in quants.SUPPORTED)}")
     return qtype
 
 

@@ -109,14 +109,29 @@ class Rule:
 
 @dataclass(frozen=True)
 class Recipe:
-    name: str
+    """A llama-quantize file type: its default type and its rules, first match wins. Its name is
+    the file type's (`mix_name`)."""
+
     file_type: FT
     default: T
     rules: tuple[Rule, ...] = ()
 
     @property
+    def name(self) -> str:
+        return mix_name(self.file_type)
+
+    @property
     def quantized(self) -> bool:
-        return self.default not in (T.F32, T.F16, T.BF16)
+        return not quants.is_float(self.default)
+
+
+def mix_name(ft: FT) -> str:
+    """The name llama-quantize gives a file type (its ftype table), from gguf's LlamaFileType.
+
+    >>> mix_name(FT.MOSTLY_Q4_K_M), mix_name(FT.ALL_F32)
+    ('Q4_K_M', 'F32')
+    """
+    return ft.name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 # -- categories and counters (llama-quant.cpp tensor_get_category) ----------------------------
@@ -184,7 +199,7 @@ def with_imatrix(f: Facts) -> bool:
 
 
 def rows_misfit_default(f: Facts) -> bool:
-    return f.t.shape[-1] % block_size(f.default) != 0
+    return f.t.shape[-1] % quants.block_size(f.default) != 0
 
 
 # Output tensor: Q8_0 when its rows do not fit the default type's block, else Q6_K (or Q8_0
@@ -200,56 +215,56 @@ EXPERTS8 = (
 )
 
 
-def mix(name: str, ft: FT, default: T, *rules: Rule) -> Recipe:
-    return Recipe(name, ft, default, OUTPUT + EXPERTS8 + rules)
+def mix(ft: FT, default: T, *rules: Rule) -> Recipe:
+    return Recipe(ft, default, OUTPUT + EXPERTS8 + rules)
 
 
 ATTN_V, FFN_DOWN, ATTN_OUT = cat("attn_v"), cat("ffn_down"), cat("attn_output")
 ATTN_OUT_8X = both(ATTN_OUT, n_expert(8))
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
-    Recipe("F32", FT.ALL_F32, T.F32),
-    Recipe("F16", FT.MOSTLY_F16, T.F16),
-    Recipe("BF16", FT.MOSTLY_BF16, T.BF16),
-    mix("Q8_0", FT.MOSTLY_Q8_0, T.Q8_0),
-    mix("Q4_0", FT.MOSTLY_Q4_0, T.Q4_0,
+    Recipe(FT.ALL_F32, T.F32),
+    Recipe(FT.MOSTLY_F16, T.F16),
+    Recipe(FT.MOSTLY_BF16, T.BF16),
+    mix(FT.MOSTLY_Q8_0, T.Q8_0),
+    mix(FT.MOSTLY_Q4_0, T.Q4_0,
         Rule(both(FFN_DOWN, first(8), with_imatrix), T.Q4_1, "ffn_down, first n/8 layers, with imatrix")),
-    mix("Q4_1", FT.MOSTLY_Q4_1, T.Q4_1),
-    mix("Q5_0", FT.MOSTLY_Q5_0, T.Q5_0,
+    mix(FT.MOSTLY_Q4_1, T.Q4_1),
+    mix(FT.MOSTLY_Q5_0, T.Q5_0,
         Rule(both(FFN_DOWN, first(8), with_imatrix), T.Q5_1, "ffn_down, first n/8 layers, with imatrix")),
-    mix("Q5_1", FT.MOSTLY_Q5_1, T.Q5_1),
-    mix("Q2_K", FT.MOSTLY_Q2_K, T.Q2_K,
+    mix(FT.MOSTLY_Q5_1, T.Q5_1),
+    mix(FT.MOSTLY_Q2_K, T.Q2_K,
         Rule(both(ATTN_V, gqa_at_least(4)), T.Q4_K, "attn_v, GQA >= 4"),
         Rule(ATTN_V, T.Q3_K, "attn_v"),
         Rule(FFN_DOWN, T.Q3_K, "ffn_down"),
         Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts"),
         Rule(ATTN_OUT, T.Q3_K, "attn_output")),
-    mix("Q3_K_S", FT.MOSTLY_Q3_K_S, T.Q3_K,
+    mix(FT.MOSTLY_Q3_K_S, T.Q3_K,
         Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts")),
-    mix("Q3_K_M", FT.MOSTLY_Q3_K_M, T.Q3_K,
+    mix(FT.MOSTLY_Q3_K_M, T.Q3_K,
         Rule(both(ATTN_V, first_attn_v(2)), T.Q5_K, "attn_v, first 2"),
         Rule(ATTN_V, T.Q4_K, "attn_v"),
         Rule(both(FFN_DOWN, first(16)), T.Q5_K, "ffn_down, first n/16 layers"),
         Rule(FFN_DOWN, T.Q4_K, "ffn_down"),
         Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts"),
         Rule(ATTN_OUT, T.Q4_K, "attn_output")),
-    mix("Q3_K_L", FT.MOSTLY_Q3_K_L, T.Q3_K,
+    mix(FT.MOSTLY_Q3_K_L, T.Q3_K,
         Rule(ATTN_V, T.Q5_K, "attn_v"),
         Rule(FFN_DOWN, T.Q5_K, "ffn_down"),
         Rule(both(ATTN_OUT, lambda f: f.model.n_expert != 8), T.Q5_K, "attn_output")),
-    mix("Q4_K_S", FT.MOSTLY_Q4_K_S, T.Q4_K,
+    mix(FT.MOSTLY_Q4_K_S, T.Q4_K,
         Rule(both(ATTN_V, first_attn_v(4)), T.Q5_K, "attn_v, first 4"),
         Rule(both(FFN_DOWN, first(8)), T.Q5_K, "ffn_down, first n/8 layers"),
         Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts")),
-    mix("Q4_K_M", FT.MOSTLY_Q4_K_M, T.Q4_K,
+    mix(FT.MOSTLY_Q4_K_M, T.Q4_K,
         Rule(both(ATTN_V, more_bits), T.Q6_K, "attn_v, use_more_bits layer"),
         Rule(both(FFN_DOWN, more_bits), T.Q6_K, "ffn_down, use_more_bits layer"),
         Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts")),
-    mix("Q5_K_S", FT.MOSTLY_Q5_K_S, T.Q5_K),
-    mix("Q5_K_M", FT.MOSTLY_Q5_K_M, T.Q5_K,
+    mix(FT.MOSTLY_Q5_K_S, T.Q5_K),
+    mix(FT.MOSTLY_Q5_K_M, T.Q5_K,
         Rule(both(ATTN_V, more_bits), T.Q6_K, "attn_v, use_more_bits layer"),
         Rule(both(FFN_DOWN, more_bits), T.Q6_K, "ffn_down, use_more_bits layer")),
-    mix("Q6_K", FT.MOSTLY_Q6_K, T.Q6_K),
+    mix(FT.MOSTLY_Q6_K, T.Q6_K),
 )}
 
 # llama-quantize's tensor_type_fallback: a 256-block type whose rows do not fit goes to a
@@ -258,8 +273,9 @@ FALLBACKS: dict[T, T] = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K:
 
 
 def recipe_for(name: str) -> Recipe:
-    recipe = RECIPES.get(name.upper())
-    if recipe is None:
+    """The mix named `name`, case-insensitive: the one parser of `-t` and of a manifest's types."""
+    recipe = RECIPES.get(name.strip().upper())
+    if recipe is None or recipe.name not in available():
         raise UnsupportedError(f"unknown type {name!r}; supported: {', '.join(available())}")
     return recipe
 
@@ -279,18 +295,15 @@ def available() -> list[str]:
     return [r.name for r in RECIPES.values() if r.default in quants.SUPPORTED]
 
 
-def block_size(qtype: T) -> int:
-    return gguf.GGML_QUANT_SIZES[qtype][0]
-
-
 def fit(qtype: T, cols: int) -> tuple[T, str]:
     """llama-quantize's fallback for rows that are not whole blocks of `qtype`."""
-    if cols % block_size(qtype) == 0:
+    if cols % quants.block_size(qtype) == 0:
         return qtype, ""
     nxt = FALLBACKS.get(qtype, qtype)
-    if cols % block_size(nxt):
+    if cols % quants.block_size(nxt):
         nxt = T.F16
-    return nxt, f"; fallback {qtype.name}->{nxt.name}: row length {cols} is not a multiple of {block_size(qtype)}"
+    block = quants.block_size(qtype)
+    return nxt, f"; fallback {qtype.name}->{nxt.name}: row length {cols} is not a multiple of {block}"
 
 
 def choose(f: Facts, recipe: Recipe) -> tuple[T, str, T | None]:
@@ -332,9 +345,9 @@ SOURCE_TYPES = {"F32": T.F32, "F16": T.F16, "BF16": T.BF16}
 def exact(qtype: T, t: SourceTensor, option: str) -> tuple[T, str, None]:
     """A type the user named for one tensor: llama-quantize applies no fallback to it, so rows
     that do not fit are an error rather than a corrupt file."""
-    if t.shape[-1] % block_size(qtype):
+    if t.shape[-1] % quants.block_size(qtype):
         raise QuantizationError(f"{option} {qtype.name}: {t.gguf_name} has rows of {t.shape[-1]}, not a "
-                                f"multiple of {qtype.name}'s block of {block_size(qtype)}")
+                                f"multiple of {qtype.name}'s block of {quants.block_size(qtype)}")
     return qtype, option, None
 
 

@@ -10,7 +10,10 @@ QCONVERT_BACKEND=reference to run the NumPy references instead. A missing build 
 
 Adding a type: write <type>.py (quantize_blocks, dequantize_blocks, layout comment), optionally
 kernels/<type>.pyx (its block arithmetic; kernels/entry.pxi adds the Python entry points), and add
-one line to REGISTRY below (with imatrix="weighted" if ggml's quantizer uses an importance matrix).
+one line to REGISTRY below (with imatrix="weighted" if ggml's quantizer uses an importance matrix,
+"required" if ggml refuses to quantize it without one). Everything else about a type (its name, as
+every parser reads it, its block and bits, whether it is a float type, the lists of supported
+types in messages and help) is derived from that line and gguf's GGML_QUANT_SIZES.
 tests/test_quants.py then checks it against ggml; give it an ERROR_BOUND (and BOUNDARY inputs)
 there, and write its golden vectors with `python scripts/make_quant_fixtures.py`.
 """
@@ -24,7 +27,7 @@ from ..errors import UnsupportedError
 from . import floats, q4_0, q8_0
 from . import q4_1, q5_0, q5_1, q6_k
 from . import q2_k, q3_k, q4_k, q5_k
-from ._base import QuantType, choose_backend, define
+from ._base import QuantType, block_size, choose_backend, define, is_float, type_named
 from ._base import quantize_rows as _quantize_rows
 
 BACKEND: str = choose_backend()
@@ -50,7 +53,7 @@ SUPPORTED: tuple[T, ...] = tuple(REGISTRY)
 
 def get(qtype: T | str) -> QuantType:
     """The registry entry for a GGMLQuantizationType or its name (case-insensitive)."""
-    key = T.__members__.get(qtype.upper()) if isinstance(qtype, str) else qtype
+    key = type_named(qtype) if isinstance(qtype, str) else qtype
     qt = REGISTRY.get(key) if key is not None else None
     if qt is None:
         name = qtype if isinstance(qtype, str) else getattr(qtype, "name", repr(qtype))
@@ -70,4 +73,5 @@ def row_nbytes(qtype: T | str, cols: int) -> int:
     return get(qtype).row_nbytes(cols)
 
 
-__all__ = ["BACKEND", "REGISTRY", "SUPPORTED", "QuantType", "get", "quantize_rows", "row_nbytes"]
+__all__ = ["BACKEND", "REGISTRY", "SUPPORTED", "QuantType", "block_size", "get", "is_float", "quantize_rows",
+           "row_nbytes", "type_named"]

@@ -21,12 +21,34 @@ BACKEND_ENV = "QCONVERT_BACKEND"
 BACKENDS = ("compiled", "reference")
 
 BlockFn = Callable[[np.ndarray], np.ndarray]
+IMATRIX_USES = ("weighted", "required", "ignored", "missing")  # QuantType.imatrix
 
 # The largest input magnitude the block quantizers take (2**24): their float32 searches sum
 # products of up to four weights (weighted squared errors), which stay far inside float32's range
 # below it, while far above it (1e30 in Q6_K) a block can silently come out as zeros. No block
 # type's fp16 scales can hold much more anyway (Q8_0's d = amax/127 overflows from 8.3e6).
 BLOCK_INPUT_LIMIT = float(2**24)
+
+
+def type_named(text: str) -> GGMLQuantizationType | None:
+    """A GGML type by its name, case-insensitive, as llama-quantize's parse_ggml_type reads it: the one
+    parser of type names (options, the registry, manifests go through it). None if there is none.
+
+    >>> type_named(" q4_k "), type_named("Q4_K_M")
+    (<GGMLQuantizationType.Q4_K: 12>, None)
+    """
+    return GGMLQuantizationType.__members__.get(text.strip().upper())
+
+
+def block_size(qtype: GGMLQuantizationType) -> int:
+    """Weights per block, from gguf's table (ggml's type traits)."""
+    return GGML_QUANT_SIZES[qtype][0]
+
+
+def is_float(qtype: GGMLQuantizationType) -> bool:
+    """An unquantized type: ggml's one-element blocks (F32, F16, BF16; the integer types too, which no
+    recipe uses)."""
+    return block_size(qtype) == 1
 
 
 def choose_backend() -> str:
@@ -69,14 +91,24 @@ class QuantType:
     dequantize_blocks: BlockFn
     kernel: str | None = None
     # ggml's quantize_<type> with an importance matrix: "weighted" (its _impl path, which this
-    # type's quantize_blocks takes as quant_weights), "ignored" (ggml uses _ref regardless), or
-    # "missing" (ggml has an _impl path qconvert does not reproduce yet).
+    # type's quantize_blocks takes as quant_weights), "required" (weighted, and ggml refuses to
+    # quantize without one: ggml_quantize_requires_imatrix), "ignored" (ggml uses _ref regardless),
+    # or "missing" (ggml has an _impl path qconvert does not reproduce yet).
     imatrix: str = "ignored"
     # What ggml_validate_row_data checks of the written bytes (validate/values.py): the byte
     # offsets of a block's fp16 fields (scales, mins), which an input too large for them turns
     # into inf; and, for the float types, the magnitude from which a value itself becomes inf.
     fp16_fields: tuple[int, ...] = ()
     overflow: float = float("inf")
+
+    @property
+    def bits(self) -> float:
+        """Bits per weight: 4.5 for Q4_0, 16 for F16."""
+        return self.type_size * 8 / self.block_size
+
+    @property
+    def is_float(self) -> bool:
+        return is_float(self.qtype)
 
     def row_nbytes(self, cols: int) -> int:
         self.check_cols(cols)
@@ -98,7 +130,7 @@ def define(qtype: GGMLQuantizationType, spec: Any, *, backend: str, kernel: str 
         # C needs its sizes as compile-time constants; make sure they are gguf's.
         assert (module.block_size, module.type_size) == (block_size, type_size), (kernel, qtype.name)
         quantize = module.quantize_blocks
-    assert imatrix in ("weighted", "ignored", "missing"), imatrix
+    assert imatrix in IMATRIX_USES, imatrix
     return QuantType(qtype, qtype.name, block_size, type_size, quantize, spec.quantize_blocks,
                      spec.dequantize_blocks, kernel, imatrix, tuple(getattr(spec, "FP16_FIELDS", ())),
                      float(getattr(spec, "OVERFLOW", BLOCK_INPUT_LIMIT if hasattr(spec, "FP16_FIELDS")
@@ -119,6 +151,9 @@ def quantize_rows(qt: QuantType, x: np.ndarray, quant_weights: np.ndarray | None
     rows, cols = x.shape
     nbytes = qt.row_nbytes(cols)
     blocks = np.ascontiguousarray(x).reshape(-1, qt.block_size)
+    if quant_weights is None and qt.imatrix == "required":
+        raise UnsupportedError(f"{qt.name} needs an importance matrix (ggml refuses to quantize it without one); "
+                               "give --imatrix or choose another type")
     if quant_weights is None or qt.imatrix == "ignored":
         out = qt.quantize_blocks(blocks)
     elif qt.imatrix == "missing":
