@@ -53,10 +53,11 @@ def nll_of_window(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return lse - x[np.arange(len(targets)), targets]
 
 
-def perplexity(model: str | Path, text: str, ctx: int = 512, stride: int | None = None,
-               threads: int | None = None, max_windows: int | None = None,
-               progress: bool = False) -> Perplexity:
-    """llama.cpp's perplexity of `model` on `text` (see the module docstring)."""
+def window_logits(model: str | Path, text: str, ctx: int = 512, stride: int | None = None,
+                  threads: int | None = None, max_windows: int | None = None):
+    """The scored positions of `text` in llama.cpp, window by window (see the module docstring):
+    yields (logits f32[n, vocab], targets int[n]) per window, then returns the number of tokens
+    of the text and of windows. scripts/kld.py reads the same positions."""
     from llama_cpp import Llama, llama_vocab_get_add_bos, llama_vocab_bos
 
     stride = stride or ctx // 2
@@ -73,8 +74,6 @@ def perplexity(model: str | Path, text: str, ctx: int = 512, stride: int | None 
         starts = list(range(0, len(tokens) - ctx + 1, stride))[:max_windows]
         if not starts:
             raise ValueError(f"the text has {len(tokens)} tokens, fewer than one window of {ctx}")
-        nll: list[np.ndarray] = []
-        start_time = time.perf_counter()
         for k, start in enumerate(starts):
             window = list(tokens[start:start + ctx])
             if add_bos:
@@ -82,24 +81,40 @@ def perplexity(model: str | Path, text: str, ctx: int = 512, stride: int | None 
             llm.reset()
             llm.eval(window)
             # logits at position j predict token j + 1; score the second half of the window
-            logits = np.asarray(llm.scores[first - 1:ctx - 1])
+            logits = np.array(llm.scores[first - 1:ctx - 1], dtype=np.float32)
             targets = np.asarray(window[first:ctx])
             if stride < ctx - first and k > 0:  # overlapping halves: score only what is new
                 logits, targets = logits[-stride:], targets[-stride:]
-            nll.append(nll_of_window(logits, targets))
-            if progress:
-                mean = np.concatenate(nll).mean()
-                print(f"  window {k + 1}/{len(starts)}: running PPL {math.exp(mean):.4f}",
-                      file=sys.stderr, flush=True)
-        seconds = time.perf_counter() - start_time
+            yield logits, targets
     finally:
         llm.close()
+    return len(tokens), len(starts)
+
+
+def perplexity(model: str | Path, text: str, ctx: int = 512, stride: int | None = None,
+               threads: int | None = None, max_windows: int | None = None,
+               progress: bool = False) -> Perplexity:
+    """llama.cpp's perplexity of `model` on `text` (see the module docstring)."""
+    nll: list[np.ndarray] = []
+    start_time = time.perf_counter()
+    windows = window_logits(model, text, ctx, stride, threads, max_windows)
+    while True:
+        try:
+            logits, targets = next(windows)
+        except StopIteration as end:
+            n_tokens, n_windows = end.value
+            break
+        nll.append(nll_of_window(logits, targets))
+        if progress:
+            print(f"  window {len(nll)}: running PPL {math.exp(np.concatenate(nll).mean()):.4f}",
+                  file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start_time
     all_nll = np.concatenate(nll)
     mean = float(all_nll.mean())
     # llama-perplexity: ppl * sqrt((<nll^2> - <nll>^2) / (n - 1))
     spread = float((all_nll ** 2).mean() - mean ** 2)
     error = math.exp(mean) * math.sqrt(spread / (len(all_nll) - 1)) if spread > 0 else 0.0
-    return Perplexity(math.exp(mean), error, len(all_nll), len(starts), len(tokens), seconds)
+    return Perplexity(math.exp(mean), error, len(all_nll), n_windows, n_tokens, seconds)
 
 
 def table(checkpoint: Path, text_path: Path, types: list[str], ctx: int, stride: int | None,
