@@ -32,7 +32,7 @@ from .errors import CheckpointError, QConvertError, UsageError
 from .imatrix import Imatrix, load_imatrix
 from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
-from .reader import DTYPES, Checkpoint, decode_to_f32
+from .reader import DTYPES, Checkpoint
 from .tokenizer import GGUFTokenizer, load_tokenizer
 from .validate.model import check_loadable, check_tensors
 from .validate.values import decode_and_measure, first_bad_row
@@ -592,16 +592,16 @@ def row_chunk(ckpt: Checkpoint, src: SourceTensor, targets: list[Target], stoppe
     each target. The results are new arrays (they wait in the write queue); the intermediates
     are reused."""
     name, rows = locate_rows(src, lo, hi)
-    dtype = ckpt.tensors[name].dtype
+    info = ckpt.tensors[name]
     picked = ckpt.read_rows(name, rows, _buffers.read_space)
     check = any(c for i, (_, _, c) in enumerate(targets) if i not in stopped)
     magnitude = None  # measured while decoding where that is free (validate/values.py)
-    if dtype == "F32" and picked.flags.c_contiguous and src.transform is None:
+    if info.dtype == "F32" and picked.flags.c_contiguous and src.transform is None:
         x = picked
-    elif check and src.transform is None:
-        x, magnitude = decode_and_measure(picked, dtype, _buffers.decode_space(picked.size))
-    else:
-        x = decode_to_f32(picked, dtype, _buffers.decode_space(picked.size))
+    elif check and src.transform is None and info.scale is None:
+        x, magnitude = decode_and_measure(picked, info.dtype, _buffers.decode_space(picked.size))
+    else:  # a float8 weight is scaled by its blocks here, the chunk's rows only
+        x = ckpt.decode_rows(name, picked, rows, _buffers.decode_space(picked.size))
     if src.transform is not None:
         src.transform(x)
 

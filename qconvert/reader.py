@@ -4,6 +4,11 @@ Every shard and the index are validated when the checkpoint is opened, as strict
 safetensors library does (the rules live in validate/safetensors.py), and only regular files are
 read (`open_regular`), so a bad checkpoint fails before any output exists; dtypes must then be
 floats we decode or integer buffers an adapter skips.
+
+Pre-quantized FP8 checkpoints (validate/quantization.py) are read as any other: each float8
+weight's block scales are taken out of `tensors` and attached to the weight's TensorInfo, so
+adapters see one tensor of dtype F8_E4M3 / F8_E5M2, and `decode_rows` gives its real values,
+the float8 values times their block's scale, a chunk of rows at a time.
 Tensor data is read on demand with positional reads (`read_rows`: just the rows asked for, into
 memory the caller owns) rather than through a memory map, whose touched pages would stay
 resident and make the process's memory grow with the model's size.
@@ -16,25 +21,62 @@ offsets relative to the end of the header.
 from __future__ import annotations
 
 import json
+import math
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import CheckpointError, QConvertError, UnsupportedError
+from .validate.quantization import MODELOPT_FILE, BlockScales, check_quantization, pair_block_scales
 from .validate.safetensors import (INDEX_NAME, HeaderEntry, check_shards, header_length, index_weight_map, show,
                                    strict_json, validate_header)
 
 # safetensors dtype -> (numpy storage dtype, bytes per element). BF16 is stored as uint16 and
-# widened by a shift: a bfloat16 is the top half of a float32.
+# widened by a shift: a bfloat16 is the top half of a float32. The float8 types are bytes,
+# widened through a table of their 256 values (F8_TABLES) and scaled by their blocks (decode_rows).
 DTYPES: dict[str, np.dtype] = {
     "F32": np.dtype("<f4"),
     "F16": np.dtype("<f2"),
     "BF16": np.dtype("<u2"),
+    "F8_E4M3": np.dtype("u1"),
+    "F8_E5M2": np.dtype("u1"),
 }
+
+
+def f8_value(code: int, dtype: str) -> float:
+    """The value of one float8 byte, exactly (every one is a float32).
+
+    F8_E4M3 is the "fn" variant (torch.float8_e4m3fn, OCP FP8 E4M3): sign, 4 exponent bits of bias
+    7, 3 mantissa bits, no infinities; exponent and mantissa all ones (0x7F, 0xFF) is NaN, so the
+    largest value is 448. F8_E5M2 is IEEE-like (torch.float8_e5m2): sign, 5 exponent bits of bias
+    15, 2 mantissa bits, exponent all ones is Inf (mantissa 0) or NaN. Exponent 0 is subnormal.
+
+    >>> [f8_value(c, "F8_E4M3") for c in (0x38, 0x7E, 0x01, 0xB8)]
+    [1.0, 448.0, 0.001953125, -1.0]
+    >>> [f8_value(c, "F8_E5M2") for c in (0x3C, 0x7B, 0x7C, 0x01)]
+    [1.0, 57344.0, inf, 1.52587890625e-05]
+    """
+    e_bits, m_bits = (4, 3) if dtype == "F8_E4M3" else (5, 2)
+    bias = (1 << (e_bits - 1)) - 1
+    sign = -1.0 if code & 0x80 else 1.0
+    e, m = (code >> m_bits) & ((1 << e_bits) - 1), code & ((1 << m_bits) - 1)
+    top = (1 << e_bits) - 1
+    if dtype == "F8_E4M3" and e == top and m == (1 << m_bits) - 1:
+        return math.nan
+    if dtype == "F8_E5M2" and e == top:
+        return sign * math.inf if m == 0 else math.nan
+    if e == 0:
+        return sign * math.ldexp(m, 1 - bias - m_bits)
+    return sign * math.ldexp((1 << m_bits) + m, e - bias - m_bits)
+
+
+F8_TABLES: dict[str, np.ndarray] = {
+    dtype: np.array([f8_value(code, dtype) for code in range(256)], dtype=np.float32)
+    for dtype in ("F8_E4M3", "F8_E5M2")}
 # Integer tensors a checkpoint may hold besides its weights (BERT's `embeddings.position_ids`
 # buffer): accepted in a header so an adapter can skip them, never decoded (arch/base.py refuses
 # one that is not skipped).
@@ -45,7 +87,9 @@ OTHER_DTYPES: dict[str, np.dtype] = {
 
 @dataclass(frozen=True)
 class TensorInfo:
-    """Where one tensor lives: its shard, absolute byte offset, dtype and shape."""
+    """Where one tensor lives: its shard, absolute byte offset, dtype and shape. A float8 weight
+    carries its block scales (`scale`, a tensor of `blocks.grid(shape)`), which the checkpoint
+    then does not list on their own (validate/quantization.py)."""
 
     name: str
     dtype: str
@@ -53,6 +97,8 @@ class TensorInfo:
     file: Path
     offset: int
     nbytes: int
+    scale: TensorInfo | None = None
+    blocks: BlockScales | None = None
 
     @property
     def n_rows(self) -> int:
@@ -70,6 +116,8 @@ def decode_to_f32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) ->
     dst = np.empty(raw.shape, np.float32) if out is None else out[:raw.size].reshape(raw.shape)
     if dtype == "BF16":
         np.left_shift(raw, 16, out=dst.view(np.uint32), dtype=np.uint32)
+    elif dtype in F8_TABLES:  # unscaled: Checkpoint.decode_rows applies the block scales
+        np.take(F8_TABLES[dtype], raw, out=dst, mode="clip")  # a byte indexes all 256: "clip" never clips
     else:
         np.copyto(dst, raw, casting="safe")
     return dst
@@ -159,6 +207,8 @@ class Checkpoint:
         if not path.is_dir():
             raise CheckpointError(f"{path} is not a directory (expected a Hugging Face checkpoint folder)")
         config = load_config(path)
+        # a quantization qconvert does not read is refused before any shard is opened
+        blocks = check_quantization(config, os.path.lexists(path / MODELOPT_FILE))
         files, weight_map = shard_files(path)
         fds: dict[Path, int] = {}
         try:
@@ -188,6 +238,7 @@ class Checkpoint:
                                                  e.end - e.begin)
             if not tensors:
                 raise CheckpointError(f"{path}: the safetensors files hold no tensors")
+            tensors = attach_block_scales(tensors, blocks)
         except BaseException:
             for fd in fds.values():
                 os.close(fd)
@@ -217,7 +268,10 @@ class Checkpoint:
         from its smallest to its largest row, and the rows are picked from it in order.
         `scratch(nbytes)`, if given, supplies the bytearray (at least nbytes) the bytes are read
         into, so a caller can reuse one; the result may then be a view of it."""
-        t = self.tensors[name]
+        return self._read_rows(self.tensors[name], rows, scratch)
+
+    def _read_rows(self, t: TensorInfo, rows: slice | np.ndarray | None = None,
+                   scratch: Callable[[int], bytearray] | None = None) -> np.ndarray:
         dtype = DTYPES[t.dtype]
         cols = t.shape[-1] if t.shape else 1
         row_bytes = cols * dtype.itemsize
@@ -238,8 +292,43 @@ class Checkpoint:
         return self.read_rows(name).reshape(self.tensors[name].shape)
 
     def load(self, name: str) -> np.ndarray:
-        """One tensor decoded to a new float32 array of its own shape."""
-        return decode_to_f32(self.raw(name), self.tensors[name].dtype)
+        """One tensor decoded to a new float32 array of its own shape (a float8 one scaled)."""
+        return self.decode_rows(name, self.read_rows(name)).reshape(self.tensors[name].shape)
+
+    def decode_rows(self, name: str, raw: np.ndarray, rows: slice | np.ndarray | None = None,
+                    out: np.ndarray | None = None) -> np.ndarray:
+        """The float32 values of rows of a tensor from their stored values (`raw`, what
+        `read_rows(name, rows)` returned), into `out` as decode_to_f32 does. A float8 weight's
+        rows are multiplied by the scales of their blocks: the scale rows these rows lie in are
+        read (a few hundred bytes), never the whole tensor.
+
+        The arithmetic is llama.cpp's converter's (ModelBase.dequant_model, "fp8": weight.float()
+        * scale.float() repeated over its block): each float8 value, exact in float32, times its
+        block's scale, exact in float32, one float32 product, rounded once."""
+        t = self.tensors[name]
+        x = decode_to_f32(raw, t.dtype, out)
+        if t.scale is None:
+            return x
+        assert t.blocks is not None and x.ndim == 2, (name, x.shape)
+        if rows is None:
+            rows = slice(0, t.n_rows)
+        index = np.arange(*rows.indices(t.n_rows)) if isinstance(rows, slice) else np.asarray(rows)
+        if index.size == 0:
+            return x
+        block_row = index // t.blocks.rows
+        first = int(block_row.min())
+        grid = decode_to_f32(self._read_rows(t.scale, slice(first, int(block_row.max()) + 1)), t.scale.dtype)
+        per_row = grid[block_row - first]  # [rows, column blocks]: each row's scales
+        n, cols = x.shape
+        whole, edge = divmod(cols, t.blocks.cols)
+        if whole:  # the full column blocks, as a [rows, blocks, block] view of x
+            view = np.lib.stride_tricks.as_strided(
+                x, (n, whole, t.blocks.cols), (x.strides[0], t.blocks.cols * x.strides[1], x.strides[1]),
+                writeable=True)
+            np.multiply(view, per_row[:, :whole, None], out=view)
+        if edge:  # the last block, cut at the tensor's right edge
+            np.multiply(x[:, whole * t.blocks.cols:], per_row[:, whole:whole + 1], out=x[:, whole * t.blocks.cols:])
+        return x
 
     def close(self) -> None:
         for fd in self._fds.values():
@@ -248,6 +337,17 @@ class Checkpoint:
 
     def __del__(self) -> None:  # a conversion that fails after opening must not leak descriptors
         self.close()
+
+
+def attach_block_scales(tensors: dict[str, TensorInfo], blocks: BlockScales | None) -> dict[str, TensorInfo]:
+    """The checkpoint's tensors as adapters see them: each float8 weight with its block scales
+    attached, the scale tensors no longer listed (validate/quantization.py checks the pairs)."""
+    pairs = pair_block_scales({n: (t.dtype, t.shape) for n, t in tensors.items()}, blocks)
+    if not pairs:
+        return tensors
+    scales = set(pairs.values())
+    return {name: replace(t, scale=tensors[pairs[name]], blocks=blocks) if name in pairs else t
+            for name, t in tensors.items() if name not in scales}
 
 
 def read_json(path: Path, expect: type | tuple[type, ...] = dict, *, missing_ok: bool = False,

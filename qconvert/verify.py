@@ -51,7 +51,7 @@ from .convert import in_order, locate_rows, reads_whole, whole_source
 from .errors import UsageError
 from .gguf_read import GGUFArray, GGUFFile, GGUFTensorInfo, read_gguf_set
 from .imatrix import Imatrix, load_imatrix
-from .reader import Checkpoint, decode_to_f32
+from .reader import Checkpoint
 from .validate.model import check_tensors
 
 CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float32 intermediates)
@@ -449,7 +449,7 @@ def source_rows(ckpt: Checkpoint, src: SourceTensor, lo: int, hi: int) -> np.nda
         x = whole_source(ckpt, src)[lo:hi]
     else:
         name, rows = locate_rows(src, lo, hi)
-        x = np.ascontiguousarray(decode_to_f32(ckpt.read_rows(name, rows), ckpt.tensors[name].dtype))
+        x = np.ascontiguousarray(ckpt.decode_rows(name, ckpt.read_rows(name, rows), rows))
     if src.transform is not None:
         x = x.copy() if not x.flags.writeable else x
         src.transform(x)

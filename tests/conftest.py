@@ -342,3 +342,43 @@ def assert_same_conversion(a: Path, b: Path) -> None:
     assert ca[1] == cb[1], "tensor infos differ"
     assert ca[2] == cb[2], "tensor data differs"
     assert ca[3] == cb[3], "one holds a provenance record, the other not"
+
+
+# Generated tensors (rope_freqs, rope_factors_long/short: computed from config.json, not read) are
+# the correctly rounded float32 of their formula (qconvert/exact.py); llama.cpp's converter computes
+# them in float32 with torch, whose pow differs by CPU. Comparisons with the converter's files allow
+# them this many float32 ulp; every other tensor must be equal byte for byte.
+GENERATED_ULPS = 4
+
+
+@functools.lru_cache(maxsize=None)
+def generated_tensors(model_dir: Path) -> frozenset[str]:
+    """The GGUF names of the tensors qconvert generates for a checkpoint (no checkpoint source)."""
+    from qconvert.convert import prepare_model
+
+    model = prepare_model(model_dir)
+    model.checkpoint.close()
+    return frozenset(s.gguf_name for s in model.sources if s.generate is not None)
+
+
+def ulp_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """How many float32 values lie between each pair of a and b (0: equal; +0 and -0 are 0 apart),
+    on the integer line where float32 bit patterns are ordered as their values."""
+    def ordered(x: np.ndarray) -> np.ndarray:
+        bits = np.ascontiguousarray(x, dtype=np.float32).view(np.int32).astype(np.int64)
+        return np.where(bits < 0, -(bits & 0x7FFFFFFF), bits)
+
+    return np.abs(ordered(a) - ordered(b))
+
+
+def assert_generated_close(name: str, got: np.ndarray, want: np.ndarray, where: str = "") -> int:
+    """A generated tensor against the converter's: float32 values at most GENERATED_ULPS ulp apart.
+    Returns the largest distance, and reports it (with how many values differ) in the test log."""
+    got, want = np.asarray(got).reshape(-1), np.asarray(want).reshape(-1)
+    assert got.shape == want.shape, (name, got.shape, want.shape)
+    ulps = ulp_distance(got.view(np.float32), want.view(np.float32))
+    worst = int(ulps.max(initial=0))
+    report(f"{where:<28} {name}: {int((ulps > 0).sum())} of {ulps.size} values differ from the converter's, "
+           f"by at most {worst} ulp (allowed {GENERATED_ULPS})")
+    assert worst <= GENERATED_ULPS, f"{where}: {name} is {worst} ulp from the converter's (allowed {GENERATED_ULPS})"
+    return worst

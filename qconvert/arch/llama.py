@@ -8,13 +8,14 @@ tensor. Where the config lacks a setting, the value is transformers' config clas
 
 from __future__ import annotations
 
-import math
+from decimal import Decimal
 from pathlib import Path
 from typing import ClassVar
 
 import gguf
 import numpy as np
 
+from .. import exact
 from ..validate.model import Dim
 from .base import ATTENTION, DECODER_GLOBALS, DENSE_FFN, Architecture, Hparams, Metadata, SourceTensor
 
@@ -36,25 +37,35 @@ def rotary_row_order(rows: int, n_head: int) -> np.ndarray:
 
 
 def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
-    """Per-frequency divisors of llama3 rope scaling (transformers' _compute_llama3_parameters)."""
-    base = float(rope.get("rope_theta", 10000.0))
-    factor = float(rope.get("factor", 8.0))
-    low = float(rope.get("low_freq_factor", 1.0))
-    high = float(rope.get("high_freq_factor", 4.0))
-    old_ctx = float(rope.get("original_max_position_embeddings", 8192))
-    # All in float32, as the converter's torch scalar arithmetic is, so the bytes match its.
-    f32 = np.float32
-    freqs = f32(1.0) / (f32(base) ** (np.arange(0, head_dim, 2, dtype=np.float32) / f32(head_dim)))
+    """Per-frequency divisors of llama3 rope scaling (transformers' _compute_llama3_parameters),
+    each the correctly rounded float32 of its exact value (see qconvert/exact.py).
+
+    The formula is the converter's (conversion/llama.py, LlamaModel.generate_extra_tensors): for
+    i = 0, 2, ..., head_dim - 2, the wavelength 2 pi base^(i / head_dim); the divisor is 1 below
+    original_max_position_embeddings / high_freq_factor, `factor` above original / low_freq_factor,
+    and between them 1 / ((1 - s) / factor + s) with s = (original / wavelength - low) / (high - low).
+    The converter evaluates it in float32 with torch (an ulp or two off, depending on the CPU's
+    pow); here in decimal arithmetic of 50 digits from the config's float64 values, rounded once.
+    (A wavelength, 2 pi times a power of the base, is never exactly a band's rational edge, so
+    the bands are decided exactly too.)"""
+    base = Decimal(float(rope.get("rope_theta", 10000.0)))
+    factor = Decimal(float(rope.get("factor", 8.0)))
+    low = Decimal(float(rope.get("low_freq_factor", 1.0)))
+    high = Decimal(float(rope.get("high_freq_factor", 4.0)))
+    old_ctx = Decimal(float(rope.get("original_max_position_embeddings", 8192)))
     out = []
-    for freq in freqs:
-        wavelen = f32(2 * math.pi) / freq
-        if wavelen < f32(old_ctx / high):
-            out.append(f32(1.0))
-        elif wavelen > f32(old_ctx / low):
-            out.append(f32(factor))
-        else:
-            smooth = (f32(old_ctx) / wavelen - f32(low)) / f32(high - low)
-            out.append(f32(1.0) / ((f32(1.0) - smooth) / f32(factor) + smooth))
+    with exact.context():
+        ln_base, high_wavelen, low_wavelen = base.ln(), old_ctx / high, old_ctx / low
+        for i in range(0, head_dim, 2):
+            wavelen = 2 * exact.PI * (ln_base * i / head_dim).exp()
+            if wavelen < high_wavelen:
+                value = Decimal(1)
+            elif wavelen > low_wavelen:
+                value = factor
+            else:
+                smooth = (old_ctx / wavelen - low) / (high - low)
+                value = 1 / ((1 - smooth) / factor + smooth)
+            out.append(exact.nearest_f32(value))
     return np.array(out, dtype=np.float32)
 
 

@@ -104,8 +104,11 @@ class Phi3(Llama):
             raise CheckpointError(
                 f"LongRoPE needs long_factor and short_factor of {self.n_rot // 2} values each (half the "
                 f"{self.n_rot} rotary dimensions); config.json has {len(long)} and {len(short or [])}")
-        # float64 -> float32 with rounding to nearest, as the converter's torch.tensor(..., float32)
-        return np.array(long, dtype=np.float32), np.array(short, dtype=np.float32)
+        # Generated tensors are the correctly rounded float32 of their exact value (qconvert/exact.py);
+        # here that value is the config's number as JSON gives it (a float64, which transformers and
+        # the converter's torch.tensor(..., float32) read too), and NumPy's float64 -> float32 cast
+        # rounds to nearest, ties to even (IEEE 754): correctly rounded, in one step.
+        return np.array(long, dtype=np.float64).astype(np.float32), np.array(short, dtype=np.float64).astype(np.float32)
 
     def longrope_attn_factor(self) -> float:
         """conversion/phi.py: transformers' default LongRoPE attention factor for the ratio of
