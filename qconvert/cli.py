@@ -117,10 +117,15 @@ def quantize(
         "file (e.g. 50G, 300M; powers of 1000): OUTPUT-00001-of-0000N.gguf...")] = None,
     split_max_tensors: Annotated[Optional[int], typer.Option(
         "--split-max-tensors", min=1, help="Split the output, at most this many tensors a file.")] = None,
+    target_size: Annotated[Optional[str], typer.Option(
+        "--target-size", help="Instead of -t: choose each tensor's type to lose the least (by the importance "
+        "matrix's weighted error) in a file of at most this size (e.g. 4.5G, 800M; powers of 1000).")] = None,
+    target_bpw: Annotated[Optional[float], typer.Option(
+        "--target-bpw", help="Instead of -t: the same within this many bits per weight (e.g. 4.25).")] = None,
 ) -> None:
     """Convert MODEL to a GGUF file of the given type."""
     from . import convert as conv
-    from .options import parse_kv_override, parse_size, parse_tensor_type, parse_type
+    from .options import parse_kv_override, parse_size, parse_target, parse_tensor_type, parse_type
     from .planner import Overrides
     from .writer import Split
 
@@ -137,12 +142,14 @@ def quantize(
     split = None
     if split_max_size is not None or split_max_tensors is not None:
         split = Split(parse_size(split_max_size) if split_max_size is not None else None, split_max_tensors)
+    target = parse_target(target_size, target_bpw)
     source = model_source(model, wants_progress(progress, quiet))
     model_dir = source.path
-    out = conv.output_path(output, model_dir, qtype)
+    out = conv.output_path(output, model_dir, target.name if target is not None else qtype)
     if not dry_run and split is None:  # before reading the checkpoint: the cheapest errors first
         conv.check_output(out, overwrite, conv.input_files(model_dir, imatrix))
-    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite, split, ref=source.provenance_ref)
+    job = conv.prepare(model_dir, qtype, overrides, imatrix, kv, allow_nonfinite, split, ref=source.provenance_ref,
+                       target=target)
     if dry_run:
         report.emit(report.quantize_report(job, source, conv.predict_files(job, out), None), json_, quiet=quiet)
         return

@@ -33,6 +33,7 @@ from .imatrix import Imatrix, load_imatrix
 from .options import KVOverride
 from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
 from .reader import DTYPES, Checkpoint
+from .target import Budget
 from .tokenizer import GGUFTokenizer, load_tokenizer
 from .validate.model import check_loadable, check_tensors
 from .validate.values import decode_and_measure, first_bad_row
@@ -87,6 +88,12 @@ class Job:
     # write NaN/Inf and values that overflow the output type instead of refusing them
     allow_nonfinite: bool = False
     split: Split | None = None
+    target: Budget | None = None  # the types chosen within this budget (target.choose), not by the recipe
+
+    @property
+    def type_name(self) -> str:
+        """The output's type as reports and the provenance record give it: the mix, or the budget."""
+        return self.target.label if self.target is not None else self.recipe.name
 
     # the model's parts, as the job's (what the chunk loop and the validators read)
     checkpoint = property(lambda self: self.model.checkpoint)
@@ -189,30 +196,40 @@ def prepare_model(model_dir: str | Path, imatrix: str | Path | None = None, *, r
 
 
 def plan_job(model: Model, qtype: str, overrides: Overrides | None = None, kv_overrides: tuple[KVOverride, ...] = (),
-             allow_nonfinite: bool = False, split: Split | None = None) -> Job:
-    """The plan of one output of `model` in type `qtype` (a type or llama-quantize mix name),
-    checked as far as it can be before writing: types that fit, what llama.cpp's loader needs,
-    the importance matrix's sizes."""
-    recipe = recipe_for(qtype)
+             allow_nonfinite: bool = False, split: Split | None = None, target: Budget | None = None) -> Job:
+    """The plan of one output of `model` in type `qtype` (a type or llama-quantize mix name), or,
+    with `target`, in the types that fit that budget best (qtype unused), checked as far as it can
+    be before writing: types that fit, what llama.cpp's loader needs, the importance matrix's sizes."""
+    recipe = recipe_for("F16" if target is not None else qtype)
     overrides = overrides or Overrides()
+    if target is not None and overrides != Overrides():
+        raise UsageError(f"{target.option} chooses every tensor's "
+                         "type: it does not combine with --pure, --tensor-type, --output-tensor-type, "
+                         "--token-embedding-type, --leave-output-tensor or --no-fallback")
     if model.imatrix is not None:
         overrides = replace(overrides, has_imatrix=True)
     rows = plan(model.sources, recipe, model.arch.model_facts(), overrides)
-    check_writable(rows, recipe)
     job = Job(model, recipe, rows, overrides, tuple(kv_overrides), allow_nonfinite, split)
+    if target is not None:
+        from . import target as targets
+        job = targets.choose(job, target)
+    check_writable(job.rows, job.recipe)
     check_loadable(job)  # what llama.cpp's loader refuses beyond the tensors
-    for row in rows:  # size mismatches fail now, before any output exists
+    for row in job.rows:  # size mismatches fail now, before any output exists
         job.quant_weights(row)
     return job
 
 
 def prepare(model_dir: str | Path, qtype: str, overrides: Overrides | None = None,
             imatrix: str | Path | None = None, kv_overrides: tuple[KVOverride, ...] = (),
-            allow_nonfinite: bool = False, split: Split | None = None, *, ref: str | None = None) -> Job:
+            allow_nonfinite: bool = False, split: Split | None = None, *, ref: str | None = None,
+            target: Budget | None = None) -> Job:
     """`prepare_model` and `plan_job` in one: a single output. The type is checked first (the
     cheapest error)."""
-    recipe_for(qtype)
-    return plan_job(prepare_model(model_dir, imatrix, ref=ref), qtype, overrides, kv_overrides, allow_nonfinite, split)
+    if target is None:
+        recipe_for(qtype)
+    return plan_job(prepare_model(model_dir, imatrix, ref=ref), qtype, overrides, kv_overrides, allow_nonfinite, split,
+                    target)
 
 
 # The tensors whose rows are the vocabulary: llama.cpp loads them with shape {n_embd, n_vocab},

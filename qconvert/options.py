@@ -83,3 +83,23 @@ def parse_size(text: str, option: str = "--split-max-size") -> int:
         raise UsageError(f"{option} {text!r}: expected a positive size in bytes, or with K, M, G or T (powers of "
                          "1000, as gguf-split), e.g. 50G or 300M")
     return int(m[1]) * SIZE_UNITS[m[2].upper()]
+
+
+def parse_target(size: str | None, bpw: float | None):
+    """--target-size / --target-bpw as a target.Budget (None when neither is given). A size is bytes,
+    or a decimal number with K, M, G or T (powers of 1000, as --split-max-size): 4.5G, 800M."""
+    from .target import Budget
+
+    if size is not None and bpw is not None:
+        raise UsageError("--target-size and --target-bpw: give one budget, not both")
+    if bpw is not None:
+        if not 0 < bpw <= 32:
+            raise UsageError(f"--target-bpw {bpw:g}: expected bits per weight between 0 and 32, e.g. 4.25")
+        return Budget(bpw=bpw)
+    if size is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)\s*", size, re.IGNORECASE)
+    if m is None or float(m[1]) <= 0:
+        raise UsageError(f"--target-size {size!r}: expected a size in bytes, or with K, M, G or T (powers of 1000), "
+                         "e.g. 4.5G or 800M")
+    return Budget(nbytes=int(float(m[1]) * SIZE_UNITS[m[2].upper()]))

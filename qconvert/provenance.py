@@ -53,7 +53,7 @@ def expected(job: Job) -> dict:
             hashes[name] = sha256_file(path)
     o = job.overrides
     options = {
-        "type": job.recipe.name,
+        "type": job.type_name,
         "pure": o.pure,
         "output_tensor_type": o.output_tensor_type.name if o.output_tensor_type is not None else None,
         "token_embedding_type": o.token_embedding_type.name if o.token_embedding_type is not None else None,

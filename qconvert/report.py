@@ -186,7 +186,7 @@ def quantize_report(job, source, files, seconds: float | None) -> QuantizeReport
     return QuantizeReport(
         command="quantize", dry_run=seconds is None,
         input=InputReport(root, source.ref, source.repo_id, source.commit, inputs), output=output,
-        files=out_files, bytes=sum(f.bytes for f in out_files), type=job.recipe.name,
+        files=out_files, bytes=sum(f.bytes for f in out_files), type=job.type_name,
         architecture=job.arch.arch_name, parameters=parameter_counts(job.rows)[0], bits_per_weight=bpw,
         tensor_bytes=tensor_bytes, fallbacks=sum(r.fell_back for r in job.rows), seconds=seconds,
         tensors=tensors)
