@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import CheckpointError, QConvertError, UnsupportedError
+from .types import TensorInfo
 from .validate.safetensors import (INDEX_NAME, HeaderEntry, check_shards, header_length, index_weight_map, show,
                                    strict_json, validate_header)
 
@@ -42,22 +42,6 @@ OTHER_DTYPES: dict[str, np.dtype] = {
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor lives: its shard, absolute byte offset, dtype and shape."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    file: Path
-    offset: int
-    nbytes: int
-
-    @property
-    def n_rows(self) -> int:
-        """Rows of the tensor seen as 2-D [prod(shape[:-1]), shape[-1]]."""
-        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
 
 
 def decode_to_f32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:
