@@ -239,6 +239,10 @@ class TextModel:
     # The flags `Expect.when` names: True or False for the whole family, or the config.json key
     # whose bool says. "output" (the lm_head) is derived from tie_word_embeddings (`tensor_flags`).
     tensor_flag_keys: ClassVar[dict[str, bool | str]] = {"qkv_bias": False, "out_bias": False, "mlp_bias": False}
+    # The rope scalings the architecture's llama.cpp graph applies as transformers does (through
+    # TextModel's keys: linear, yarn), where a config may ask for others it would ignore (llama3's
+    # rope_freqs tensor, which only some graphs load); None: not checked here.
+    rope_types: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         """`model_dir`, the checkpoint folder, is for adapters that read files besides
@@ -263,6 +267,10 @@ class TextModel:
         # heads, heads of n_embd / n_head
         self.n_head_kv = int(hp.get(*HEAD_KV_KEYS, default=self.n_head))
         self.head_dim = int(hp.get("head_dim", default=self.n_embd // self.n_head))
+        rope_type = str(self.rope.get("rope_type", "default")).lower()
+        if self.rope_types is not None and rope_type not in self.rope_types:
+            raise UnsupportedError(f"{self.arch_name} with {rope_type} rope scaling: llama.cpp's {self.arch_name} "
+                                   f"applies {', '.join(self.rope_types)} rope only")
 
     @property
     def arch_name(self) -> str:
