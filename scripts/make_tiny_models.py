@@ -33,6 +33,7 @@ from transformers import MixtralConfig, Qwen3MoeConfig
 from transformers import GPT2Config, Phi3Config
 from transformers import Gemma2Config, Gemma3TextConfig
 from transformers import AutoModel, BertConfig
+from transformers import SmolLM3Config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = ROOT / "tests" / "fixtures" / "tokenizers"
@@ -273,6 +274,17 @@ VARIANTS: dict[str, Variant] = {
                     rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                      "original_max_position_embeddings": 32},
                     use_sliding_window=False, tie_word_embeddings=False),
+    ),
+    # SmolLM3ForCausalLM: Llama with NoPE layers. Eight layers, of which the 4th and the 8th skip
+    # rope (no_rope_layers listed, llama.cpp's every-4th pattern; a NoPE layer with rotary ones
+    # after it, so a wrong one moves the logits), GQA 4/1, tied output, rows of 256.
+    "smollm3-bpe-bf16": Variant(
+        SmolLM3Config, "tiny-bpe", torch.bfloat16, seed=81,
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=8,
+                    num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-6,
+                    rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                    no_rope_layers=[1, 1, 1, 0, 1, 1, 1, 0], no_rope_layer_interval=4,
+                    use_sliding_window=False, pad_token_id=None, tie_word_embeddings=True),
     ),
 }
 

@@ -15,6 +15,7 @@ from .llama import Llama, Mistral
 from .moe import Mixtral
 from .phi3 import Phi3
 from .qwen import Qwen2, Qwen3, Qwen3Moe
+from .smollm3 import SmolLM3
 
 ADAPTERS: tuple[type[TextModel], ...] = (
     Llama,
@@ -27,6 +28,7 @@ ADAPTERS: tuple[type[TextModel], ...] = (
     GPT2,
     Bert,
     Gemma2, Gemma3,
+    SmolLM3,
 )
 
 REGISTRY: dict[str, type[TextModel]] = {hf: cls for cls in ADAPTERS for hf in cls.hf_architectures}
