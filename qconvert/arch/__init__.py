@@ -13,6 +13,7 @@ from .gemma import Gemma2, Gemma3
 from .gpt2 import GPT2
 from .llama import Llama, Mistral
 from .moe import Mixtral
+from .olmo2 import Olmo2
 from .phi3 import Phi3
 from .qwen import Qwen2, Qwen3, Qwen3Moe
 from .smollm3 import SmolLM3
@@ -29,6 +30,7 @@ ADAPTERS: tuple[type[TextModel], ...] = (
     Bert,
     Gemma2, Gemma3,
     SmolLM3,
+    Olmo2,
 )
 
 REGISTRY: dict[str, type[TextModel]] = {hf: cls for cls in ADAPTERS for hf in cls.hf_architectures}
