@@ -184,15 +184,22 @@ def flatten_config(config: dict) -> dict:
     return dict(config)
 
 
+# The spellings of the sizes every text model has, in the order TextModel.find_hparam tries them.
+EMBD_KEYS = ("hidden_size", "n_embd", "dim")
+HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads")
+HEAD_KV_KEYS = ("num_key_value_heads", "n_kv_heads")
+FF_KEYS = ("intermediate_size", "n_inner", "hidden_dim")
+
+
 # TextModel.set_gguf_parameters' integer settings: GGUF key, config names it tries in order.
 # (Its context-length list goes on to generation settings such as max_length, which configs of
 # transformers 4 carry with a default of 20; none of the families here needs them.)
 TEXT_MODEL_COUNTS = (
     (K.LLM.CONTEXT_LENGTH, ("max_position_embeddings", "n_ctx", "n_positions")),
-    (K.LLM.EMBEDDING_LENGTH, ("hidden_size", "n_embd", "dim")),
-    (K.LLM.FEED_FORWARD_LENGTH, ("intermediate_size", "n_inner", "hidden_dim")),
-    (K.Attention.HEAD_COUNT, ("num_attention_heads", "n_head", "n_heads")),
-    (K.Attention.HEAD_COUNT_KV, ("num_key_value_heads", "n_kv_heads")),
+    (K.LLM.EMBEDDING_LENGTH, EMBD_KEYS),
+    (K.LLM.FEED_FORWARD_LENGTH, FF_KEYS),
+    (K.Attention.HEAD_COUNT, HEAD_KEYS),
+    (K.Attention.HEAD_COUNT_KV, HEAD_KV_KEYS),
     (K.LLM.EXPERT_COUNT, ("num_local_experts", "num_experts", "n_routed_experts")),
     (K.LLM.EXPERT_USED_COUNT, ("num_experts_per_tok", "num_experts_per_token", "top_k_experts")),
 )
@@ -200,13 +207,6 @@ TEXT_MODEL_EPS = (
     (K.Attention.LAYERNORM_RMS_EPS, ("rms_norm_eps", "norm_eps")),
     (K.Attention.LAYERNORM_EPS, ("layer_norm_eps", "layer_norm_epsilon", "norm_epsilon")),
 )
-
-
-# The spellings of the sizes every text model has, in the order TextModel.find_hparam tries them.
-EMBD_KEYS = ("hidden_size", "n_embd", "dim")
-HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads")
-HEAD_KV_KEYS = ("num_key_value_heads", "n_kv_heads")
-FF_KEYS = ("intermediate_size", "n_inner", "hidden_dim")
 
 
 class TextModel:

@@ -23,7 +23,7 @@ import gguf
 import numpy as np
 
 from ..types import Metadata, SourceTensor
-from .base import ATTENTION, DECODER_GLOBALS, DENSE_FFN, Hparams, TextModel
+from .base import ATTENTION, DECODER_GLOBALS, DENSE_FFN, EMBD_KEYS, HEAD_KEYS, Hparams, TextModel
 
 K = gguf.Keys
 
@@ -68,12 +68,12 @@ def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
 def all_heads(hp: Hparams) -> int:
     """num_key_value_heads where the config has none (or null), as the config classes'
     __post_init__ set it: the head count, i.e. no grouped-query attention."""
-    return int(hp.require("num_attention_heads", "n_head", "n_heads"))
+    return int(hp.require(*HEAD_KEYS))
 
 
 def per_head(hp: Hparams) -> int:
     """LlamaConfig's (and MistralConfig's) head_dim when the config has none: hidden_size / heads."""
-    return int(hp.require("hidden_size", "n_embd", "dim")) // all_heads(hp)
+    return int(hp.require(*EMBD_KEYS)) // all_heads(hp)
 
 
 class PermuteQK(TextModel):
