@@ -26,15 +26,15 @@ import numpy as np
 
 from . import arch as arch_registry
 from . import provenance, quants
-from .arch import Architecture, SourceTensor
-from .arch.base import Metadata
+from .arch import TextModel
 from .errors import CheckpointError, QConvertError, UsageError
 from .imatrix import Imatrix, load_imatrix
 from .options import KVOverride
-from .planner import Overrides, PlanRow, Recipe, check_writable, plan, recipe_for
+from .planner import Overrides, Recipe, check_writable, plan, recipe_for
 from .reader import DTYPES, Checkpoint
 from .target import Budget
 from .tokenizer import GGUFTokenizer, load_tokenizer
+from .types import Metadata, PlanRow, SourceTensor
 from .validate.model import check_loadable, check_tensors
 from .validate.values import decode_and_measure, first_bad_row
 from .writer import FileLayout, OutputFile, OutputWriter, Split, layout, other_forms
@@ -51,7 +51,7 @@ class Model:
     tensors once for all of them."""
 
     checkpoint: Checkpoint
-    arch: Architecture
+    arch: TextModel
     metadata: Metadata  # the adapter's keys for the model's settings
     sources: list[SourceTensor]
     tokenizer: GGUFTokenizer

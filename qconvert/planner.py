@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Callable
 
 import gguf
-import numpy as np
 
 from . import quants
-from .arch import ModelFacts, SourceTensor
 from .errors import QuantizationError, UnsupportedError
+from .types import ModelFacts, PlanRow, SourceTensor
 
 T = gguf.GGMLQuantizationType
 FT = gguf.LlamaFileType
@@ -36,30 +35,6 @@ FT = gguf.LlamaFileType
 # converter's list of tensors it always writes as F32).
 NEVER_QUANTIZED = re.compile(r"_norm\.weight$|ffn_gate_inp(_shexp)?\.weight$|^position_embd\.|"
                              r"^token_types\.|^rope_freqs\.|ssm_conv1d")
-
-
-@dataclass(frozen=True)
-class PlanRow:
-    src: str | None          # checkpoint tensor name (None for generated tensors)
-    gguf_name: str
-    shape: tuple[int, ...]   # NumPy shape; GGUF stores it reversed
-    src_dtype: str
-    qtype: T
-    reason: str
-    wanted: T | None = None  # the rule's type when the rows did not fit it (a fallback)
-
-    @property
-    def fell_back(self) -> bool:
-        return self.wanted is not None
-
-    @property
-    def nbytes(self) -> int:
-        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
-        return self.n_elements // block * size
-
-    @property
-    def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
 
 
 @dataclass(frozen=True)

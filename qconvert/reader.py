@@ -24,14 +24,15 @@ import json
 import math
 import os
 import stat
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
 from .errors import CheckpointError, QConvertError, UnsupportedError
-from .validate.quantization import MODELOPT_FILE, BlockScales, check_quantization, pair_block_scales
+from .types import BlockScales, TensorInfo
+from .validate.quantization import MODELOPT_FILE, check_quantization, pair_block_scales
 from .validate.safetensors import (INDEX_NAME, HeaderEntry, check_shards, header_length, index_weight_map, show,
                                    strict_json, validate_header)
 
@@ -84,26 +85,6 @@ OTHER_DTYPES: dict[str, np.dtype] = {
     "I64": np.dtype("<i8"), "I32": np.dtype("<i4"), "I16": np.dtype("<i2"), "I8": np.dtype("i1"),
     "U8": np.dtype("u1"), "BOOL": np.dtype("?"),
 }
-
-@dataclass(frozen=True)
-class TensorInfo:
-    """Where one tensor lives: its shard, absolute byte offset, dtype and shape. A float8 weight
-    carries its block scales (`scale`, a tensor of `blocks.grid(shape)`), which the checkpoint
-    then does not list on their own (validate/quantization.py)."""
-
-    name: str
-    dtype: str
-    shape: tuple[int, ...]
-    file: Path
-    offset: int
-    nbytes: int
-    scale: TensorInfo | None = None
-    blocks: BlockScales | None = None
-
-    @property
-    def n_rows(self) -> int:
-        """Rows of the tensor seen as 2-D [prod(shape[:-1]), shape[-1]]."""
-        return int(np.prod(self.shape[:-1], dtype=np.int64)) if len(self.shape) > 1 else 1
 
 
 def decode_to_f32(raw: np.ndarray, dtype: str, out: np.ndarray | None = None) -> np.ndarray:

@@ -193,7 +193,7 @@ def quantize_report(job, source, files, seconds: float | None) -> QuantizeReport
 
 
 def tensor_reports(rows) -> list[TensorReport]:
-    """A plan's rows (planner.PlanRow) as the report lists them."""
+    """A plan's rows (types.PlanRow) as the report lists them."""
     return [TensorReport(r.gguf_name, r.src, list(reversed(r.shape)), r.src_dtype, r.qtype.name, r.reason,
                          r.wanted.name if r.wanted is not None else None, r.nbytes) for r in rows]
 

@@ -46,12 +46,12 @@ from gguf import GGUFValueType
 
 from . import arch as arch_registry
 from . import quants
-from .arch import SourceTensor
 from .convert import in_order, locate_rows, reads_whole, whole_source
 from .errors import UsageError
 from .gguf_read import GGUFArray, GGUFFile, GGUFTensorInfo, read_gguf_set
 from .imatrix import Imatrix, load_imatrix
 from .reader import Checkpoint
+from .types import SourceTensor
 from .validate.model import check_tensors
 
 CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float32 intermediates)

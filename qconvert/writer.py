@@ -35,7 +35,7 @@ from gguf.gguf_writer import WriterState
 from . import quants
 from .errors import OutputError
 from .gguf_read import SPLIT_COUNT, SPLIT_NAME, SPLIT_NO, SPLIT_TENSORS_COUNT, split_member
-from .planner import PlanRow
+from .types import PlanRow
 
 
 # The tag of the attempt this process writes for (a Ray task's), set by tagged_temporaries

@@ -58,7 +58,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 from make_synthetic_checkpoint import BENCH_CACHE, make_checkpoint  # noqa: E402
 
-from qconvert.reader import Checkpoint, TensorInfo  # noqa: E402
+from qconvert.reader import Checkpoint  # noqa: E402
+from qconvert.types import TensorInfo  # noqa: E402
 
 MB = 1e6
 RSS_SLACK = 256 * MB  # target: peak RSS <= largest tensor in F32 + 256 MB

@@ -33,6 +33,8 @@ from transformers import MixtralConfig, Qwen3MoeConfig
 from transformers import GPT2Config, Phi3Config
 from transformers import Gemma2Config, Gemma3TextConfig
 from transformers import AutoModel, BertConfig
+from transformers import SmolLM3Config
+from transformers import Olmo2Config
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = ROOT / "tests" / "fixtures" / "tokenizers"
@@ -273,6 +275,27 @@ VARIANTS: dict[str, Variant] = {
                     rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
                                      "original_max_position_embeddings": 32},
                     use_sliding_window=False, tie_word_embeddings=False),
+    ),
+    # SmolLM3ForCausalLM: Llama with NoPE layers. Eight layers, of which the 4th and the 8th skip
+    # rope (no_rope_layers listed, llama.cpp's every-4th pattern; a NoPE layer with rotary ones
+    # after it, so a wrong one moves the logits), GQA 4/1, tied output, rows of 256.
+    "smollm3-bpe-bf16": Variant(
+        SmolLM3Config, "tiny-bpe", torch.bfloat16, seed=81,
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=8,
+                    num_attention_heads=4, num_key_value_heads=1, rms_norm_eps=1e-6,
+                    rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+                    no_rope_layers=[1, 1, 1, 0, 1, 1, 1, 0], no_rope_layer_interval=4,
+                    use_sliding_window=False, pad_token_id=None, tie_word_embeddings=True),
+    ),
+    # Olmo2ForCausalLM: no pre-norms, a norm after the attention and after the FFN, q_norm/k_norm
+    # over all heads (256 and 128 wide, not a head's 64), GQA 4/2, untied output (llama.cpp's
+    # olmo2 requires one), rows of 256.
+    "olmo2-bpe-bf16": Variant(
+        Olmo2Config, "tiny-bpe", torch.bfloat16, seed=82,
+        config=dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-6,
+                    rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                    pad_token_id=None, tie_word_embeddings=False),
     ),
 }
 

@@ -20,7 +20,7 @@ from conftest import MODELS, ROOT, llama_logits, relative_error, report
 from qconvert.arch import for_config
 from qconvert.convert import convert
 from qconvert.errors import UnsupportedError
-from qconvert.reader import TensorInfo
+from qconvert.types import TensorInfo
 
 sys.path.insert(0, str(ROOT / "scripts"))
 from oracle_convert import oracle_convert  # noqa: E402

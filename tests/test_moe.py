@@ -154,3 +154,28 @@ def test_eight_experts_are_not_a_70b():
     assert for_config(cfg | {"num_local_experts": 4}).model_facts().is_70b
     qwen = json.loads((MODELS / QWEN3MOE / "config.json").read_text()) | {"num_hidden_layers": 80}
     assert not for_config(qwen).model_facts().is_70b
+
+
+@pytest.mark.parametrize("model", [MIXTRAL, QWEN3MOE])
+def test_experts_keep_no_state(model: str):
+    """The stacks are a pure function of the config and the tensor list: a list that lacks an
+    expert fails and leaves nothing behind in the adapter, and the full list then gives what it
+    gave before, the stacks where the layer's last expert tensor is."""
+    ckpt = Checkpoint.open(MODELS / model)
+    try:
+        adapter = for_config(ckpt.config)
+        state = {k: repr(v) for k, v in vars(adapter).items()}
+        first = adapter.tensors(ckpt.tensors)
+        lacking = {n: i for n, i in ckpt.tensors.items() if ".experts.3." not in n}
+        with pytest.raises(CheckpointError, match="layer 0 has .* expert tensors"):
+            adapter.tensors(lacking)
+        assert {k: repr(v) for k, v in vars(adapter).items()} == state
+        again = adapter.tensors(ckpt.tensors)
+    finally:
+        ckpt.close()
+    assert again == first
+    # written in checkpoint order, each stack where the last of its experts is
+    order = {name: i for i, name in enumerate(ckpt.tensors)}
+    at = [max(order[n] for n in t.sources) for t in first]
+    assert at == sorted(at)
+    assert sum(bool(t.stack) for t in first) == 2 * 3  # two layers, three projections

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from conftest import MODELS, run_cli, write_gguf_imatrix
-from qconvert.arch import ModelFacts, SourceTensor
 from qconvert.errors import QuantizationError, UsageError
 from qconvert.imatrix import load_imatrix
 from qconvert.options import parse_kv_override, parse_tensor_type, parse_type
 from qconvert.planner import Overrides, plan, recipe_for, summarize, use_more_bits
 from qconvert.report import fallback_line, tensor_reports
+from qconvert.types import ModelFacts, SourceTensor
 
 T = gguf.GGMLQuantizationType
 

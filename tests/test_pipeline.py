@@ -12,10 +12,9 @@ import pytest
 from safetensors.numpy import save_file
 
 import qconvert.convert
-from qconvert.arch import SourceTensor
 from qconvert.convert import tensor_chunks
-from qconvert.planner import PlanRow
 from qconvert.reader import Checkpoint
+from qconvert.types import PlanRow, SourceTensor
 
 T = gguf.GGMLQuantizationType
 

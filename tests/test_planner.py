@@ -7,9 +7,9 @@ import pytest
 
 from conftest import run_cli
 from qconvert import quants
-from qconvert.arch import SourceTensor
 from qconvert.errors import UnsupportedError
 from qconvert.planner import plan, recipe_for
+from qconvert.types import SourceTensor
 
 T = gguf.GGMLQuantizationType
 

@@ -1,20 +1,24 @@
-"""Architecture registry: config.json's `architectures[0]` -> adapter class. One line a family."""
+"""Architecture registry: config.json's `architectures[0]` -> adapter class. One line a family.
+
+The adapters form a tree rooted at base.TextModel (see base.py); CONTRIBUTING.md says how to add one."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from ..errors import CheckpointError, UnsupportedError
-from .base import Architecture, ModelFacts, SourceTensor
+from .base import TextModel
 from .bert import Bert
 from .gemma import Gemma2, Gemma3
 from .gpt2 import GPT2
 from .llama import Llama, Mistral
 from .moe import Mixtral
+from .olmo2 import Olmo2
 from .phi3 import Phi3
 from .qwen import Qwen2, Qwen3, Qwen3Moe
+from .smollm3 import SmolLM3
 
-ADAPTERS: tuple[type[Architecture], ...] = (
+ADAPTERS: tuple[type[TextModel], ...] = (
     Llama,
     Mistral,
     Qwen2,
@@ -25,12 +29,14 @@ ADAPTERS: tuple[type[Architecture], ...] = (
     GPT2,
     Bert,
     Gemma2, Gemma3,
+    SmolLM3,
+    Olmo2,
 )
 
-REGISTRY: dict[str, type[Architecture]] = {hf: cls for cls in ADAPTERS for hf in cls.hf_architectures}
+REGISTRY: dict[str, type[TextModel]] = {hf: cls for cls in ADAPTERS for hf in cls.hf_architectures}
 
 
-def for_config(config: dict, model_dir: Path | None = None) -> Architecture:
+def for_config(config: dict, model_dir: Path | None = None) -> TextModel:
     """The adapter for a checkpoint's config, or an error that lists what is supported.
     `model_dir`, the checkpoint folder, is for adapters that read other files of it."""
     names = config.get("architectures") or []
@@ -45,4 +51,4 @@ def for_config(config: dict, model_dir: Path | None = None) -> Architecture:
     return cls(config, model_dir)
 
 
-__all__ = ["Architecture", "ModelFacts", "SourceTensor", "REGISTRY", "for_config"]
+__all__ = ["ADAPTERS", "REGISTRY", "TextModel", "for_config"]

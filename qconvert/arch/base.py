@@ -1,8 +1,17 @@
-"""What every architecture adapter shares: hparams from config.json, tensor names, row orders.
+"""The base of the adapter tree: `TextModel`, what every text model shares.
 
 An adapter turns a checkpoint into (a) GGUF metadata keys for its hyper-parameters and (b) a
 list of `SourceTensor`s: which GGUF tensor comes from which checkpoint tensor, with its rows in
 which order. It decides nothing about types (that is the planner) and does no I/O of its own.
+
+The tree mirrors llama.cpp's converter (its `conversion/` package): `TextModel` here is its
+conversion/base.py TextModel (block count, context, embedding, heads, norm epsilons, rope theta
+and scaling keys, names through gguf.TensorNameMap); the opt-in pieces are mixins a family lists
+among its bases (llama.py: LlamaModel's Q/K row permutation and vocabulary rules; moe.py: experts
+stacked into 3-D tensors) or data it states (layers.py: which layers slide or skip rope); and
+each family's adapter states only what differs from its parent, as data where it can
+(`defaults`, `layer_tensors`, `tensor_flag_keys`). No adapter inherits something only to undo
+it: Qwen2 derives from TextModel, as the converter's Qwen2Model does, not from Llama.
 
 Configs in the wild come from transformers 4 (`rope_theta`, `rope_scaling`, `torch_dtype`) and
 transformers 5 (`rope_parameters`, `dtype`); `Hparams` reads both. Many leave out settings whose
@@ -14,72 +23,20 @@ each adapter's `defaults` does the same here.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterable
 
 import gguf
 import numpy as np
 
 from ..errors import CheckpointError, UnsupportedError
-from ..reader import DTYPES, TensorInfo
+from ..reader import DTYPES
+from ..types import Metadata, ModelFacts, SourceTensor, TensorInfo
 from ..validate.model import Dim, Expected, check_config, listing
 
 K = gguf.Keys
 T = gguf.MODEL_TENSOR
-
-
-@dataclass(frozen=True)
-class SourceTensor:
-    """One GGUF tensor to write. `src` names the checkpoint tensor it is read from; generated
-    tensors (rope_freqs) have `src=None` and a `generate` function instead.
-
-    How the stored values become the written ones, each optional:
-
-    - `row_order` reorders (or selects) the first axis: row i of the GGUF tensor is row
-      `row_order[i]` of the checkpoint's (seen as 2-D). An index map rather than a function, so
-      the pipeline can read any range of output rows straight from the file.
-    - `stack` lists several checkpoint tensors of one shape stacked on a new first axis (the
-      experts of a MoE layer: llama.cpp wants one 3-D tensor per layer); `src` is the first.
-    - `transpose`: the checkpoint stores the 2-D matrix transposed (GPT-2's Conv1D layers keep
-      [in, out]). Such a tensor is read and decoded whole, outside the pipeline's chunk bound
-      (convert.py CHUNK_ELEMENTS), so for it memory is bounded by the largest tensor (times the
-      worker threads) rather than by the chunk size: fine for GPT-2, whose largest Conv1D
-      weight, GPT-2 XL's mlp.c_fc (1600 x 6400), is 41 MB in float32.
-    - `transform` changes the float32 values in place after decoding (Gemma's norm offset)."""
-
-    gguf_name: str
-    shape: tuple[int, ...]  # NumPy (row-major) shape of what is written; GGUF reverses it
-    src: str | None
-    src_dtype: str
-    row_order: np.ndarray | None = field(default=None, compare=False)
-    generate: Callable[[], np.ndarray] | None = None
-    stack: tuple[str, ...] = ()
-    transpose: bool = False
-    transform: Callable[[np.ndarray], None] | None = field(default=None, compare=False)
-
-    @property
-    def n_dims(self) -> int:
-        return len(self.shape)
-
-    @property
-    def n_elements(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64))
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        """Every checkpoint tensor this one is read from."""
-        return self.stack or ((self.src,) if self.src is not None else ())
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What llama-quantize's type rules look at besides the tensor (see planner.py)."""
-
-    n_layer: int = 0
-    n_gqa: int = 1            # attention heads per KV head
-    n_expert: int = 0
-    is_70b: bool = False      # llama.cpp's LLM_TYPE_70B
 
 
 @dataclass(frozen=True)
@@ -109,7 +66,7 @@ LLM_TYPE_70B: dict[gguf.MODEL_ARCH, SizeRule] = {
 
 
 class UnknownTensor(CheckpointError):
-    """A checkpoint tensor without a GGUF name for the architecture (`Architecture.tensors`
+    """A checkpoint tensor without a GGUF name for the architecture (`TextModel.tensors`
     reports all of them in one error)."""
 
     def __init__(self, name: str):
@@ -120,8 +77,8 @@ class UnknownTensor(CheckpointError):
 @dataclass(frozen=True)
 class Expect:
     """One tensor an adapter expects in every checkpoint of its family (per layer, or once):
-    its GGUF kind, weight or bias, its NumPy shape as names of the sizes `Architecture.dims`
-    gives, and `when`, a flag of `Architecture.tensor_flags` that says whether the config has it
+    its GGUF kind, weight or bias, its NumPy shape as names of the sizes `TextModel.dims`
+    gives, and `when`, a flag of `TextModel.tensor_flags` that says whether the config has it
     (None: always)."""
 
     kind: gguf.MODEL_TENSOR
@@ -227,23 +184,11 @@ def flatten_config(config: dict) -> dict:
     return dict(config)
 
 
-@dataclass
-class Metadata:
-    """GGUF key/values in insertion order, with their GGUF value types."""
-
-    items: dict[str, tuple[Any, gguf.GGUFValueType]] = field(default_factory=dict)
-
-    def add(self, key: str, value: Any, vtype: gguf.GGUFValueType | None = None) -> None:
-        if vtype is None:
-            vtype = (gguf.GGUFValueType.BOOL if isinstance(value, bool)
-                     else gguf.GGUFValueType.UINT32 if isinstance(value, int)
-                     else gguf.GGUFValueType.FLOAT32 if isinstance(value, float)
-                     else gguf.GGUFValueType.STRING)
-        self.items[key] = (value, vtype)
-
-    def write_to(self, writer: gguf.GGUFWriter) -> None:
-        for key, (value, vtype) in self.items.items():
-            writer.add_key_value(key, value, vtype)
+# The spellings of the sizes every text model has, in the order TextModel.find_hparam tries them.
+EMBD_KEYS = ("hidden_size", "n_embd", "dim")
+HEAD_KEYS = ("num_attention_heads", "n_head", "n_heads")
+HEAD_KV_KEYS = ("num_key_value_heads", "n_kv_heads")
+FF_KEYS = ("intermediate_size", "n_inner", "hidden_dim")
 
 
 # TextModel.set_gguf_parameters' integer settings: GGUF key, config names it tries in order.
@@ -251,10 +196,10 @@ class Metadata:
 # transformers 4 carry with a default of 20; none of the families here needs them.)
 TEXT_MODEL_COUNTS = (
     (K.LLM.CONTEXT_LENGTH, ("max_position_embeddings", "n_ctx", "n_positions")),
-    (K.LLM.EMBEDDING_LENGTH, ("hidden_size", "n_embd", "dim")),
-    (K.LLM.FEED_FORWARD_LENGTH, ("intermediate_size", "n_inner", "hidden_dim")),
-    (K.Attention.HEAD_COUNT, ("num_attention_heads", "n_head", "n_heads")),
-    (K.Attention.HEAD_COUNT_KV, ("num_key_value_heads", "n_kv_heads")),
+    (K.LLM.EMBEDDING_LENGTH, EMBD_KEYS),
+    (K.LLM.FEED_FORWARD_LENGTH, FF_KEYS),
+    (K.Attention.HEAD_COUNT, HEAD_KEYS),
+    (K.Attention.HEAD_COUNT_KV, HEAD_KV_KEYS),
     (K.LLM.EXPERT_COUNT, ("num_local_experts", "num_experts", "n_routed_experts")),
     (K.LLM.EXPERT_USED_COUNT, ("num_experts_per_tok", "num_experts_per_token", "top_k_experts")),
 )
@@ -264,9 +209,10 @@ TEXT_MODEL_EPS = (
 )
 
 
-class Architecture:
-    """Base adapter. Subclasses set `gguf_arch` and `hf_architectures` and override only what
-    differs (see llama.py, the base of most decoder-only models)."""
+class TextModel:
+    """The root of the adapter tree (the converter's conversion/base.py TextModel). Subclasses set
+    `gguf_arch` and `hf_architectures`, list the pieces they use among their bases, and state what
+    differs as data; they override a method only where data cannot say it."""
 
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
     hf_architectures: ClassVar[tuple[str, ...]] = ()
@@ -279,10 +225,6 @@ class Architecture:
     # tokenizer.ggml.add_space_prefix that the family's set_vocab writes for a SentencePiece vocab
     # (Gemma's: False), or None to leave it to the tokenizer files.
     spm_add_space_prefix: ClassVar[bool | None] = None
-    # Whether Q/K rows go from Hugging Face's rotate-half layout to the interleaved pairs of
-    # llama.cpp's normal rope (the converter's LlamaModel.undo_permute; see llama.py). Families
-    # llama.cpp runs with NEOX rope, which rotates halves as Hugging Face does, keep their rows.
-    rope_permute: ClassVar[bool] = False
     # The config-class defaults of transformers for the settings the adapter reads, applied to
     # config.json's settings (text_config merged in) once, in __init__: the converter reads the
     # config through transformers (AutoConfig), which fills them in. A value applies to a key the
@@ -297,6 +239,10 @@ class Architecture:
     # The flags `Expect.when` names: True or False for the whole family, or the config.json key
     # whose bool says. "output" (the lm_head) is derived from tie_word_embeddings (`tensor_flags`).
     tensor_flag_keys: ClassVar[dict[str, bool | str]] = {"qkv_bias": False, "out_bias": False, "mlp_bias": False}
+    # The rope scalings the architecture's llama.cpp graph applies as transformers does (through
+    # TextModel's keys: linear, yarn), where a config may ask for others it would ignore (llama3's
+    # rope_freqs tensor, which only some graphs load); None: not checked here.
+    rope_types: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         """`model_dir`, the checkpoint folder, is for adapters that read files besides
@@ -314,6 +260,17 @@ class Architecture:
         self.n_blocks = int(self.hp.require("num_hidden_layers", "n_layer", "num_layers"))
         self.name_map = gguf.get_tensor_name_map(self.gguf_arch, self.n_blocks)
         self.rope = self.hp.rope()
+        hp = self.hp
+        self.n_embd = int(hp.require(*EMBD_KEYS))
+        self.n_head = int(hp.require(*HEAD_KEYS))
+        # llama.cpp's values where the config (after `defaults`) has none: as many KV heads as
+        # heads, heads of n_embd / n_head
+        self.n_head_kv = int(hp.get(*HEAD_KV_KEYS, default=self.n_head))
+        self.head_dim = int(hp.get("head_dim", default=self.n_embd // self.n_head))
+        rope_type = str(self.rope.get("rope_type", "default")).lower()
+        if self.rope_types is not None and rope_type not in self.rope_types:
+            raise UnsupportedError(f"{self.arch_name} with {rope_type} rope scaling: llama.cpp's {self.arch_name} "
+                                   f"applies {', '.join(self.rope_types)} rope only")
 
     @property
     def arch_name(self) -> str:
@@ -325,7 +282,8 @@ class Architecture:
     # -- metadata -------------------------------------------------------------------------------
 
     def metadata(self) -> Metadata:
-        """The GGUF keys of the model's settings; by default `text_model_metadata`'s."""
+        """The GGUF keys of the model's settings; by default `text_model_metadata`'s (a family's
+        adapter adds its own keys to them)."""
         return self.text_model_metadata()
 
     def text_model_metadata(self) -> Metadata:
@@ -373,11 +331,8 @@ class Architecture:
 
     def model_facts(self) -> ModelFacts:
         """What llama-quantize's type rules read about the model besides each tensor."""
-        hp = self.hp
-        n_head = int(hp.require("num_attention_heads", "n_head", "n_heads"))
-        # llama.cpp's defaults: as many KV heads as heads, no experts
-        n_head_kv = int(hp.get("num_key_value_heads", "n_kv_heads", default=n_head))
-        n_expert = int(hp.get("num_local_experts", "num_experts", "n_routed_experts", default=0))
+        n_head, n_head_kv = self.n_head, self.n_head_kv
+        n_expert = int(self.hp.get("num_local_experts", "num_experts", "n_routed_experts", default=0))
         rule = LLM_TYPE_70B.get(self.gguf_arch)
         return ModelFacts(n_layer=self.n_blocks, n_gqa=n_head // n_head_kv, n_expert=n_expert,
                           is_70b=rule is not None and rule.matches(self.n_blocks, n_head, n_head_kv, n_expert))
@@ -385,8 +340,20 @@ class Architecture:
     # -- tensors --------------------------------------------------------------------------------
 
     def dims(self) -> dict[str, Dim]:
-        """The sizes the config fixes, by the names `global_tensors` and `layer_tensors` use."""
-        return {}
+        """The sizes the config fixes, by the names `global_tensors` and `layer_tensors` use: a
+        decoder's here (families with other shapes, GPT-2 and BERT, name theirs)."""
+        hp = self.hp
+        heads, kv_heads = hp.which(*HEAD_KEYS), hp.which(*HEAD_KV_KEYS)
+        dims = {
+            "vocab": Dim(int(hp.require("vocab_size")), "vocab_size"),
+            "embd": Dim(self.n_embd, hp.which(*EMBD_KEYS)),
+            "head": Dim(self.head_dim, "head_dim"),
+            "q": Dim(self.n_head * self.head_dim, f"{heads} x head_dim"),
+            "kv": Dim(self.n_head_kv * self.head_dim, f"{kv_heads} x head_dim"),
+        }
+        if (n_ff := hp.get(*FF_KEYS)) is not None:
+            dims["ff"] = Dim(int(n_ff), hp.which(*FF_KEYS))
+        return dims
 
     def tensor_flags(self) -> dict[str, bool | None]:
         """Each `Expect.when` flag: True (the tensor must be there), False (must not), None (may:
@@ -453,23 +420,32 @@ class Architecture:
         return []
 
     def sources_for(self, name: str, info: TensorInfo) -> list[SourceTensor]:
-        """The GGUF tensors that the checkpoint tensor `name` gives, written where it is read:
-        usually one; none while it waits for the rest of a stack (MoE experts, see moe.py)."""
+        """The GGUF tensor that the checkpoint tensor `name` gives (one, by default)."""
         return [SourceTensor(self.map_name(name), info.shape, name, info.dtype,
                              row_order=self.row_order_for(name, info.shape))]
 
+    def skipped(self, name: str) -> bool:
+        return any(re.search(p, name) for p in self.skip_patterns)
+
     def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
         """GGUF tensors in write order (the reader yields shards in name order, names sorted)."""
+        return self.collect(infos, self.sources_for)
+
+    def collect(self, infos: dict[str, TensorInfo],
+                sources_for: Callable[[str, TensorInfo], Iterable[SourceTensor]]) -> list[SourceTensor]:
+        """The generated tensors, then what `sources_for` gives for each checkpoint tensor not
+        skipped, written where it is read (none for an expert waiting for the rest of its stack,
+        see moe.py); every tensor without a GGUF name in one error."""
         out = list(self.extra_tensors())
         unknown: list[str] = []
         for name, info in infos.items():
-            if any(re.search(p, name) for p in self.skip_patterns):
+            if self.skipped(name):
                 continue
             if info.dtype not in DTYPES:  # integer buffers are fine only where skipped above
                 raise UnsupportedError(
                     f"tensor {name} has dtype {info.dtype}; supported dtypes are {', '.join(DTYPES)}")
             try:
-                out.extend(self.sources_for(name, info))
+                out.extend(sources_for(name, info))
             except UnknownTensor as e:  # all of them in one error
                 unknown.append(e.name)
         if unknown:

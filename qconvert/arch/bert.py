@@ -31,7 +31,8 @@ import gguf
 from ..errors import CheckpointError, UnsupportedError
 from ..reader import read_json
 from ..validate.model import Dim
-from .base import Architecture, B, Metadata, W
+from ..types import Metadata
+from .base import B, TextModel, W
 
 K = gguf.Keys
 T = gguf.MODEL_TENSOR
@@ -50,10 +51,10 @@ POOLING_MODES = {"mean": gguf.PoolingType.MEAN, "cls": gguf.PoolingType.CLS, "la
 GELU_ACTS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "gelu_fast")
 
 
-class Bert(Architecture):
+class Bert(TextModel):
     gguf_arch = gguf.MODEL_ARCH.BERT
     hf_architectures = ("BertModel", "BertForMaskedLM")
-    skip_patterns = Architecture.skip_patterns + (
+    skip_patterns = TextModel.skip_patterns + (
         r"(^|\.)embeddings\.position_ids$",        # an index buffer (arange), not a weight
         r"^(bert\.)?pooler\.",                     # the [CLS] head: embeddings are the last hidden states
         r"^cls\.(predictions|seq_relationship)\.",  # BertForMaskedLM's / pre-training heads

@@ -1,7 +1,7 @@
-"""Gemma 2 (Gemma2ForCausalLM) and Gemma 3 text (Gemma3ForCausalLM): Llama with Gemma's twists.
+"""Gemma 2 (Gemma2ForCausalLM) and Gemma 3 text (Gemma3ForCausalLM): decoders with Gemma's twists.
 
-Mirrors llama.cpp's converter (conversion/gemma.py: Gemma2Model, Gemma3Model) and what llama.cpp
-loads (src/models/gemma2.cpp, gemma3.cpp):
+Mirrors llama.cpp's converter (conversion/gemma.py: Gemma2Model, Gemma3Model, each a TextModel)
+and what llama.cpp loads (src/models/gemma2.cpp, gemma3.cpp):
 
 - RMSNorm weights are stored as w and applied as (1 + w): the norm tensors get 1 added (every
   `*norm.weight`, Gemma 3's q_norm/k_norm included), in float32 after decoding, as transformers
@@ -18,10 +18,10 @@ loads (src/models/gemma2.cpp, gemma3.cpp):
 - the attention scale is not a key: llama.cpp uses 1/sqrt(head_dim), or 1/sqrt(n_embd/n_head)
   for the 27B models (46 layers for Gemma 2, 62 for Gemma 3), where Hugging Face uses
   query_pre_attn_scalar**-0.5. A config on which the two disagree is refused.
-- sliding-window layers: llama.cpp assumes every 2nd layer is global (Gemma 2) or every 6th
-  (Gemma 3) unless `attention.sliding_window_pattern` lists them. The converter writes no such
-  list; we write one (one bool per layer) only when the config's layer_types differ from that
-  assumption, which the converter would silently get wrong.
+- sliding-window layers (`layer_pattern`, see layers.py): llama.cpp assumes every 2nd layer is
+  global (Gemma 2) or every 6th (Gemma 3) unless `attention.sliding_window_pattern` lists them.
+  The converter writes no such list; we write one (one bool per layer) only when the config's
+  layer_types differ from that assumption, which the converter would silently get wrong.
 - Gemma 2 ties the output to the embedding in llama.cpp (no output tensor): a stray lm_head is
   skipped, as the converter's filter_tensors does. Gemma 3 may have one.
 - the vocabulary: the converter's set_vocab is the plain sentencepiece one (not LlamaModel's)
@@ -44,9 +44,9 @@ import gguf
 import numpy as np
 
 from ..errors import UnsupportedError
-from ..reader import TensorInfo
-from .base import ATTENTION, DENSE_FFN, QK_NORM, Metadata, SourceTensor, W
-from .llama import Llama
+from ..types import Metadata, SourceTensor, TensorInfo
+from .base import ATTENTION, DECODER_GLOBALS, DENSE_FFN, QK_NORM, TextModel, W
+from .layers import LayerPattern
 
 K = gguf.Keys
 T = gguf.MODEL_TENSOR
@@ -60,30 +60,22 @@ def add_one(x: np.ndarray) -> None:
     x += np.float32(1.0)
 
 
-class Gemma2(Llama):
-    gguf_arch = gguf.MODEL_ARCH.GEMMA2
-    hf_architectures = ("Gemma2ForCausalLM",)
-    llama_set_vocab = False
-    spm_add_space_prefix = False  # Gemma2Model.set_vocab: add_add_space_prefix(False)
-    rope_permute = False  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
-    # llama.cpp's gemma2 has no output tensor (it reuses token_embd): Gemma2Model.filter_tensors
-    skip_patterns = Llama.skip_patterns + (r"^lm_head\.weight$",)
+class Gemma(TextModel):
+    """What Gemma 2 and Gemma 3 share (the converter has no common class: each is a TextModel):
+    norms stored as w, NEOX rope, tanh GELU, the attention scale, sliding-window layers."""
 
-    # Gemma2Config's
-    defaults: ClassVar[dict] = dict(
-        vocab_size=256000, max_position_embeddings=8192, num_attention_heads=8, num_key_value_heads=4,
-        head_dim=256, rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=256, sliding_window=4096,
-        final_logit_softcapping=30.0, attn_logit_softcapping=50.0, hidden_activation="gelu_pytorch_tanh",
-        tie_word_embeddings=True, attention_bias=False)
-    # Gemma2DecoderLayer: a norm after the attention and around the FFN (pre_feedforward_layernorm
-    # is llama.cpp's ffn_norm), q/k/v/o biases per attention_bias, none in the MLP
+    spm_add_space_prefix = False  # Gemma2Model/Gemma3Model.set_vocab: add_add_space_prefix(False)
+    global_tensors = DECODER_GLOBALS
+    # Gemma2DecoderLayer / Gemma3DecoderLayer: a norm after the attention and around the FFN
+    # (pre_feedforward_layernorm is llama.cpp's ffn_norm), q/k/v/o biases per attention_bias,
+    # none in the MLP
     layer_tensors = ATTENTION + (W(T.ATTN_POST_NORM, "embd"),) + DENSE_FFN + (W(T.FFN_POST_NORM, "embd"),)
-    tensor_flag_keys: ClassVar[dict] = {"qkv_bias": "attention_bias", "out_bias": "attention_bias",
-                                        "mlp_bias": False, "output": False}  # lm_head: skipped, see above
-    # llama.cpp's assumed sliding-window layout (load_swa_pattern's n_pattern): every n-th layer
-    # is global, and the model size whose attention scale uses n_embd / n_head
-    swa_pattern: ClassVar[int] = 2
-    n_layer_27b: ClassVar[int] = 46
+    tensor_flag_keys: ClassVar[dict] = {"qkv_bias": "attention_bias", "out_bias": "attention_bias", "mlp_bias": False}
+    # The sliding-window layers: transformers' layer_types, or all but every n-th layer
+    # (sliding_window_pattern); n is llama.cpp's assumption too (load_swa_pattern's n_pattern)
+    layer_pattern: ClassVar[LayerPattern]
+    # the model size whose attention scale uses n_embd / n_head
+    n_layer_27b: ClassVar[int]
 
     def __init__(self, config: dict, model_dir: Path | None = None):
         super().__init__(config, model_dir)
@@ -93,11 +85,6 @@ class Gemma2(Llama):
 
     def check_supported(self) -> None:
         hp = self.hp
-        if self.tensor_flag_keys.get("output") is False and not hp.get("tie_word_embeddings"):
-            # the lm_head is skipped (as the converter does) and llama.cpp multiplies by
-            # token_embd instead: right only when transformers ties the two
-            raise UnsupportedError(f"{self.arch_name} with tie_word_embeddings false: llama.cpp's {self.arch_name} has "
-                                   "no output tensor and uses the token embedding, not the lm_head")
         act = hp.get("hidden_activation", "hidden_act")
         if act not in TANH_GELU:
             raise UnsupportedError(
@@ -113,27 +100,53 @@ class Gemma2(Llama):
 
     def sliding_layers(self) -> list[bool]:
         """Which layers use the sliding window, as transformers builds them."""
-        types = self.hp.get("layer_types")
-        if types is not None:
-            if len(types) != self.n_blocks:
-                raise UnsupportedError(f"config.json has {len(types)} layer_types for {self.n_blocks} layers")
-            return [t == "sliding_attention" for t in types]
-        pattern = int(self.hp.get("sliding_window_pattern", default=self.swa_pattern))
-        return [bool((i + 1) % pattern) for i in range(self.n_blocks)]
+        return self.layer_pattern.layers(self.hp, self.n_blocks)
 
     def add_swa_layout(self, md: Metadata) -> None:
         """The per-layer list, only where llama.cpp's assumption (llama_hparams::set_swa_pattern)
         would differ from the config."""
         sliding = self.sliding_layers()
-        p = self.swa_pattern
-        if sliding != [i % p < p - 1 for i in range(self.n_blocks)]:
+        if sliding != self.layer_pattern.assumed(self.n_blocks):
             md.add(self.key(K.Attention.SLIDING_WINDOW_PATTERN), sliding, gguf.GGUFValueType.ARRAY)
 
-    # -- metadata ------------------------------------------------------------------------------
+    # -- tensors -------------------------------------------------------------------------------
+
+    def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
+        # Gemma2Model/Gemma3Model.modify_tensors: `if name.endswith("norm.weight"): data + 1`
+        return [replace(t, transform=add_one) if t.src is not None and t.src.endswith("norm.weight") else t
+                for t in super().tensors(infos)]
+
+
+class Gemma2(Gemma):
+    """Gemma 2: attention and final soft-capping, no output tensor, every 2nd layer global."""
+
+    gguf_arch = gguf.MODEL_ARCH.GEMMA2
+    hf_architectures = ("Gemma2ForCausalLM",)
+    # llama.cpp's gemma2 has no output tensor (it reuses token_embd): Gemma2Model.filter_tensors
+    skip_patterns = TextModel.skip_patterns + (r"^lm_head\.weight$",)
+
+    # Gemma2Config's
+    defaults: ClassVar[dict] = dict(
+        vocab_size=256000, max_position_embeddings=8192, num_attention_heads=8, num_key_value_heads=4,
+        head_dim=256, rms_norm_eps=1e-6, rope_theta=10000.0, query_pre_attn_scalar=256, sliding_window=4096,
+        final_logit_softcapping=30.0, attn_logit_softcapping=50.0, hidden_activation="gelu_pytorch_tanh",
+        tie_word_embeddings=True, attention_bias=False)
+    tensor_flag_keys: ClassVar[dict] = {**Gemma.tensor_flag_keys, "output": False}  # lm_head: skipped, see above
+    layer_pattern = LayerPattern("layer_types", "sliding_attention", "sliding_window_pattern", interval=2,
+                                 nth_marked=False)
+    n_layer_27b = 46
+
+    def check_supported(self) -> None:
+        if not self.hp.get("tie_word_embeddings"):
+            # the lm_head is skipped (as the converter does) and llama.cpp multiplies by
+            # token_embd instead: right only when transformers ties the two
+            raise UnsupportedError(f"{self.arch_name} with tie_word_embeddings false: llama.cpp's {self.arch_name} has "
+                                   "no output tensor and uses the token embedding, not the lm_head")
+        super().check_supported()
 
     def metadata(self) -> Metadata:
         # Gemma2Model.set_gguf_parameters: TextModel's keys but the rope ones, and its own
-        md, key = self.text_model_metadata(), self.key
+        md, key = super().metadata(), self.key
         for name, template in (("attn_logit_softcapping", K.LLM.ATTN_LOGIT_SOFTCAPPING),
                                ("final_logit_softcapping", K.LLM.FINAL_LOGIT_SOFTCAPPING)):
             if self.hp.raw.get(name) is None:  # explicitly null: llama.cpp would cap anyway
@@ -147,17 +160,11 @@ class Gemma2(Llama):
             del md.items[key(K.Rope.FREQ_BASE)]
         return md
 
-    # -- tensors -------------------------------------------------------------------------------
 
-    def tensors(self, infos: dict[str, TensorInfo]) -> list[SourceTensor]:
-        # Gemma2Model/Gemma3Model.modify_tensors: `if name.endswith("norm.weight"): data + 1`
-        return [replace(t, transform=add_one) if t.src is not None and t.src.endswith("norm.weight") else t
-                for t in super().tensors(infos)]
-
-
-class Gemma3(Gemma2):
-    """Gemma 3's text model: Gemma 2 plus q_norm/k_norm, without attention soft-capping, with a
-    separate rope base (and no scaling) for the sliding-window layers, and an optional lm_head.
+class Gemma3(Gemma):
+    """Gemma 3's text model: q_norm/k_norm, no attention soft-capping, a separate rope base (and
+    no scaling) for the sliding-window layers, every 6th layer global, an optional lm_head (the
+    output when untied: llama.cpp's gemma3 loads it if present).
 
     Gemma3ForConditionalGeneration (the 4B-27B checkpoints) holds the same language model under
     `language_model.` beside a vision tower and projector: as the converter (TextModel's
@@ -165,7 +172,7 @@ class Gemma3(Gemma2):
 
     gguf_arch = gguf.MODEL_ARCH.GEMMA3
     hf_architectures = ("Gemma3ForCausalLM", "Gemma3ForConditionalGeneration")
-    skip_patterns = Llama.skip_patterns + (r"(^|\.)vision_tower\.", r"(^|\.)multi_modal_projector\.")
+    skip_patterns = TextModel.skip_patterns + (r"(^|\.)vision_tower\.", r"(^|\.)multi_modal_projector\.")
 
     # Gemma3TextConfig's (no soft-capping by default; default_theta: global 1e6, local 10000)
     defaults: ClassVar[dict] = dict(
@@ -173,10 +180,9 @@ class Gemma3(Gemma2):
         head_dim=256, rms_norm_eps=1e-6, rope_theta=1_000_000.0, rope_local_base_freq=10000.0,
         query_pre_attn_scalar=256, sliding_window=4096, hidden_activation="gelu_pytorch_tanh",
         tie_word_embeddings=True, attention_bias=False)
-    layer_tensors = Gemma2.layer_tensors + QK_NORM
-    # an lm_head is the output when untied (llama.cpp's gemma3 loads it if present)
-    tensor_flag_keys: ClassVar[dict] = {k: v for k, v in Gemma2.tensor_flag_keys.items() if k != "output"}
-    swa_pattern = 6
+    layer_tensors = Gemma.layer_tensors + QK_NORM
+    layer_pattern = LayerPattern("layer_types", "sliding_attention", "sliding_window_pattern", interval=6,
+                                 nth_marked=False)
     n_layer_27b = 62
 
     def check_supported(self) -> None:
@@ -198,7 +204,7 @@ class Gemma3(Gemma2):
         # Gemma3Model.set_gguf_parameters: TextModel's keys (the global layers' rope in
         # rope.freq_base and scaling, the sliding-window layers' in rope.freq_base_swa), then
         # its own, the same values where both write
-        md, key = self.text_model_metadata(), self.key
+        md, key = super().metadata(), self.key
         if final_cap := self.hp.get("final_logit_softcapping"):
             md.add(key(K.LLM.FINAL_LOGIT_SOFTCAPPING), float(final_cap))
         # gemma3.cpp: a sliding_window key switches the sliding-window layers on. The converter

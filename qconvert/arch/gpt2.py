@@ -1,7 +1,7 @@
 """GPT-2 (GPT2LMHeadModel): learned positions, LayerNorm with biases, fused QKV, Conv1D layers.
 
-Mirrors llama.cpp's converter (conversion/gpt2.py, GPT2Model) and what llama.cpp loads
-(src/models/gpt2.cpp):
+Mirrors llama.cpp's converter (conversion/gpt2.py, GPT2Model, a TextModel) and what llama.cpp
+loads (src/models/gpt2.cpp):
 
 - GPT-2's Conv1D layers (attn.c_attn, attn.c_proj, mlp.c_fc, mlp.c_proj) store their weight as
   [in, out], the transpose of nn.Linear's; the converter transposes them, and so do we
@@ -26,14 +26,13 @@ transformers' default for n_inner = null, as in every GPT-2 config).
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import ClassVar
 
 import gguf
 
-from ..reader import TensorInfo
+from ..types import Metadata, SourceTensor, TensorInfo
 from ..validate.model import Dim
-from .base import Architecture, B, Metadata, SourceTensor, W
+from .base import B, TextModel, W
 
 K = gguf.Keys
 T = gguf.MODEL_TENSOR
@@ -42,10 +41,10 @@ T = gguf.MODEL_TENSOR
 CONV1D_WEIGHTS = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 
 
-class GPT2(Architecture):
+class GPT2(TextModel):
     gguf_arch = gguf.MODEL_ARCH.GPT2
     hf_architectures = ("GPT2LMHeadModel",)
-    skip_patterns = Architecture.skip_patterns + (r"\.attn\.bias$", r"\.attn\.masked_bias$")
+    skip_patterns = TextModel.skip_patterns + (r"\.attn\.bias$", r"\.attn\.masked_bias$")
     # GPT2Config's (n_inner None: the model's FFN is 4 * n_embd wide)
     defaults: ClassVar[dict] = dict(vocab_size=50257, n_positions=1024, n_head=12, layer_norm_epsilon=1e-5,
                                     tie_word_embeddings=True)
@@ -60,10 +59,6 @@ class GPT2(Architecture):
         W(T.FFN_UP, "ff", "embd"), B(T.FFN_UP, "ff"),
         W(T.FFN_DOWN, "embd", "ff"), B(T.FFN_DOWN, "embd"),
     )
-
-    def __init__(self, config: dict, model_dir: Path | None = None):
-        super().__init__(config, model_dir)
-        self.n_embd = int(self.hp.require("n_embd", "hidden_size"))
 
     def dims(self) -> dict[str, Dim]:
         hp = self.hp

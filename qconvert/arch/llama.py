@@ -1,23 +1,30 @@
-"""LLaMA family (LlamaForCausalLM, MistralForCausalLM): the base of most decoder-only models.
+"""LLaMA family (LlamaForCausalLM, MistralForCausalLM), and LlamaModel's two opt-in pieces.
 
 Mirrors llama.cpp's converter (conversion/llama.py LlamaModel, over conversion/base.py
 TextModel): the same GGUF keys and values, the Q/K rotary permutation, and llama3's rope_freqs
 tensor. Where the config lacks a setting, the value is transformers' config class default
 (`defaults`), which the converter, reading the config through transformers, writes too.
+
+The pieces, for families the converter derives from LlamaModel (or that share its rules):
+
+- `PermuteQK`: Q/K rows from Hugging Face's rotate-half layout to the interleaved pairs of
+  llama.cpp's normal rope (LlamaModel.undo_permute). Families llama.cpp runs with NEOX rope,
+  which rotates halves as Hugging Face does (Qwen, Gemma, Phi-3), do not list it.
+- `LlamaVocab`: LlamaModel.set_vocab's additions (tokenizer_config's add_prefix_space, the
+  no-BOS rule for 49152-token vocabularies; see tokenizer.py).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
 from typing import ClassVar
 
 import gguf
 import numpy as np
 
 from .. import exact
-from ..validate.model import Dim
-from .base import ATTENTION, DECODER_GLOBALS, DENSE_FFN, Architecture, Hparams, Metadata, SourceTensor
+from ..types import Metadata, SourceTensor
+from .base import ATTENTION, DECODER_GLOBALS, DENSE_FFN, EMBD_KEYS, HEAD_KEYS, Hparams, TextModel
 
 K = gguf.Keys
 
@@ -72,19 +79,37 @@ def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
 def all_heads(hp: Hparams) -> int:
     """num_key_value_heads where the config has none (or null), as the config classes'
     __post_init__ set it: the head count, i.e. no grouped-query attention."""
-    return int(hp.require("num_attention_heads", "n_head", "n_heads"))
+    return int(hp.require(*HEAD_KEYS))
 
 
 def per_head(hp: Hparams) -> int:
     """LlamaConfig's (and MistralConfig's) head_dim when the config has none: hidden_size / heads."""
-    return int(hp.require("hidden_size", "n_embd", "dim")) // all_heads(hp)
+    return int(hp.require(*EMBD_KEYS)) // all_heads(hp)
 
 
-class Llama(Architecture):
+class PermuteQK(TextModel):
+    """Q/K rows (weights and biases) in llama.cpp's interleaved rope order (rotary_row_order)."""
+
+    def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
+            return rotary_row_order(shape[0], self.n_head)
+        if hf_name.endswith(("k_proj.weight", "k_proj.bias")):
+            return rotary_row_order(shape[0], self.n_head_kv)
+        return super().row_order_for(hf_name, shape)
+
+
+class LlamaVocab(TextModel):
+    """The vocabulary as LlamaModel.set_vocab writes it (see tokenizer.py)."""
+
+    llama_set_vocab = True
+
+
+class Llama(PermuteQK, LlamaVocab, TextModel):
+    """LlamaModel: TextModel's keys plus vocab_size and the rope dimension count, Q/K permuted,
+    llama3 rope scaling as a rope_freqs tensor."""
+
     gguf_arch = gguf.MODEL_ARCH.LLAMA
     hf_architectures = ("LlamaForCausalLM", "LLaMAForCausalLM")
-    llama_set_vocab = True
-    rope_permute = True
     # LlamaConfig's; its __post_init__ fills in num_key_value_heads and head_dim
     defaults: ClassVar[dict] = dict(
         vocab_size=32000, max_position_embeddings=2048, num_attention_heads=32, rms_norm_eps=1e-6,
@@ -96,32 +121,6 @@ class Llama(Architecture):
     tensor_flag_keys: ClassVar[dict] = {"qkv_bias": "attention_bias", "out_bias": "attention_bias",
                                         "mlp_bias": "mlp_bias"}
 
-    def __init__(self, config: dict, model_dir: Path | None = None):
-        super().__init__(config, model_dir)
-        hp = self.hp
-        self.n_embd = int(hp.require("hidden_size", "n_embd", "dim"))
-        self.n_head = int(hp.require("num_attention_heads", "n_head", "n_heads"))
-        # llama.cpp's values where the config (after `defaults`) has none: as many KV heads as
-        # heads, heads of n_embd / n_head
-        self.n_head_kv = int(hp.get("num_key_value_heads", "n_kv_heads", default=self.n_head))
-        self.head_dim = int(hp.get("head_dim", default=self.n_embd // self.n_head))
-
-    def dims(self) -> dict[str, Dim]:
-        hp = self.hp
-        heads = hp.which("num_attention_heads", "n_head", "n_heads")
-        kv_heads = hp.which("num_key_value_heads", "n_kv_heads")
-        dims = {
-            "vocab": Dim(int(hp.require("vocab_size")), "vocab_size"),
-            "embd": Dim(self.n_embd, hp.which("hidden_size", "n_embd", "dim")),
-            "head": Dim(self.head_dim, "head_dim"),
-            "q": Dim(self.n_head * self.head_dim, f"{heads} x head_dim"),
-            "kv": Dim(self.n_head_kv * self.head_dim, f"{kv_heads} x head_dim"),
-        }
-        ff_keys = ("intermediate_size", "n_inner", "hidden_dim")
-        if (n_ff := hp.get(*ff_keys)) is not None:
-            dims["ff"] = Dim(int(n_ff), hp.which(*ff_keys))
-        return dims
-
     def metadata(self) -> Metadata:
         # LlamaModel.set_gguf_parameters: TextModel's keys, the vocabulary size and the rope
         # dimension count (head_dim, or hidden_size / heads)
@@ -129,15 +128,6 @@ class Llama(Architecture):
         md.add(self.key(K.LLM.VOCAB_SIZE), int(self.hp.require("vocab_size")))
         md.add(self.key(K.Rope.DIMENSION_COUNT), self.head_dim)
         return md
-
-    def row_order_for(self, hf_name: str, shape: tuple[int, ...]) -> np.ndarray | None:
-        if not self.rope_permute:
-            return None
-        if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
-            return rotary_row_order(shape[0], self.n_head)
-        if hf_name.endswith(("k_proj.weight", "k_proj.bias")):
-            return rotary_row_order(shape[0], self.n_head_kv)
-        return None
 
     def extra_tensors(self) -> list[SourceTensor]:
         if str(self.rope.get("rope_type", "")).lower() != "llama3":

@@ -1,7 +1,7 @@
 """Phi-3 (Phi3ForCausalLM): fused QKV and gate|up matrices, NEOX rope, LongRoPE factors.
 
-Mirrors llama.cpp's converter (conversion/phi.py, Phi3MiniModel) and what llama.cpp loads
-(src/models/phi3.cpp):
+Mirrors llama.cpp's converter (conversion/phi.py, Phi3MiniModel, a TextModel) and what llama.cpp
+loads (src/models/phi3.cpp):
 
 - `self_attn.qkv_proj` (Q rows, then K, then V) and `mlp.gate_up_proj` (gate rows, then up) are
   written as they are, as attn_qkv and a 2*n_ff-row ffn_up: llama.cpp's phi3 splits the fused
@@ -35,19 +35,20 @@ import gguf
 import numpy as np
 
 from ..errors import CheckpointError, UnsupportedError
+from ..types import Metadata, SourceTensor
 from ..validate.model import Dim
-from .base import DECODER_GLOBALS, Metadata, SourceTensor, W
-from .llama import Llama, all_heads
+from .base import DECODER_GLOBALS, TextModel, W
+from .llama import all_heads
 
 K = gguf.Keys
 T = gguf.MODEL_TENSOR
 
 
-class Phi3(Llama):
+class Phi3(TextModel):
     gguf_arch = gguf.MODEL_ARCH.PHI3
     hf_architectures = ("Phi3ForCausalLM",)
-    llama_set_vocab = False  # Phi3MiniModel.set_vocab: sentencepiece, or gpt2 BPE for GPT2Tokenizer
-    rope_permute = False  # NEOX rope: HF's rotate-half layout is what llama.cpp expects
+    # Phi3MiniModel.set_vocab: sentencepiece, or gpt2 BPE for GPT2Tokenizer (not LlamaModel's);
+    # NEOX rope: HF's rotate-half layout is what llama.cpp expects (no Q/K permutation)
     # Phi3Config's (no head_dim); its __post_init__ fills num_key_value_heads in, and the rope
     # standardization partial_rotary_factor and rope_theta
     defaults: ClassVar[dict] = dict(
@@ -75,7 +76,7 @@ class Phi3(Llama):
 
     def metadata(self) -> Metadata:
         # Phi3MiniModel.set_gguf_parameters (not TextModel's, but the same where both write)
-        md, key = self.text_model_metadata(), self.key
+        md, key = super().metadata(), self.key
         md.add(key(K.LLM.CONTEXT_LENGTH), self.n_ctx)
         md.add(key(K.Rope.SCALING_ORIG_CTX_LEN), self.n_ctx_orig)
         md.add(key(K.Rope.DIMENSION_COUNT), self.n_rot)

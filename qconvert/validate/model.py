@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 from ..errors import CheckpointError
 
 if TYPE_CHECKING:
-    from ..arch.base import Architecture, SourceTensor
+    from ..arch.base import TextModel
+    from ..types import SourceTensor
     from ..convert import Job
 
 # -- config.json --------------------------------------------------------------------------------
@@ -263,7 +264,7 @@ def _hf_name(gguf_name: str, present: dict[str, SourceTensor], hf_names: dict[st
     return max(candidates, key=lambda hf: len(words & set(hf.split(".")))) + "." + part
 
 
-def check_tensors(adapter: Architecture, sources: Iterable[SourceTensor]) -> None:
+def check_tensors(adapter: TextModel, sources: Iterable[SourceTensor]) -> None:
     """The adapter's mapped tensors against `adapter.expected_tensors()`: one error listing the
     missing, the unexpected and the mis-shaped ones, naming the config keys behind the shapes."""
     expected = adapter.expected_tensors()

@@ -24,11 +24,10 @@ The functions here are pure: the reader hands over the config and the tensors' d
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ..errors import CheckpointError, UnsupportedError
+from ..types import BlockScales
 from .safetensors import show
 
 KEY = "quantization_config"
@@ -60,23 +59,6 @@ REFUSED_METHODS: dict[str, str] = {
     "spqr": "SpQR", "fp_quant": "FP-Quant", "auto-round": "AutoRound", "quark": "AMD Quark",
 }
 SUPPORTED_METHODS = ("fp8",)
-
-
-@dataclass(frozen=True)
-class BlockScales:
-    """How an FP8 checkpoint's weights are scaled: rows and columns of one scale's block."""
-
-    rows: int
-    cols: int
-
-    def grid(self, shape: tuple[int, ...]) -> tuple[int, int]:
-        """The scale tensor's shape for a weight of `shape` ([out, in]): one per block, the
-        blocks at the right and bottom edges cut short.
-
-        >>> BlockScales(128, 128).grid((320, 256))
-        (3, 2)
-        """
-        return math.ceil(shape[0] / self.rows), math.ceil(shape[1] / self.cols)
 
 
 def check_quantization(config: Mapping[str, Any], has_modelopt_file: bool = False) -> BlockScales | None:
