@@ -1039,3 +1039,36 @@ def test_kernel_writes_into_slices(qt):
     assert_same_bytes(out, qt.quantize_blocks_ref(blocks), qt, "quantize_blocks_into")
     with pytest.raises(ValueError, match="wants"):
         kernel.quantize_blocks_into(blocks, out[:half])
+
+
+# --- 6. real weights (slow) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_weights(smollm2_dir) -> np.ndarray:
+    """SmolLM2-135M's matrices of layers 0 and 29, laid out as rows of 2304 (9 super-blocks; its
+    own rows are 576 wide, not whole 256-blocks): weights that lie on a Q4_1 grid (the checkpoint is
+    rebuilt from a Q4_1 GGUF), so full of equal values and exact ties."""
+    from qconvert.reader import Checkpoint
+
+    ckpt = Checkpoint.open(smollm2_dir)
+    try:
+        parts = [ckpt.load(name).reshape(-1) for name in sorted(ckpt.tensors)
+                 if len(ckpt.tensors[name].shape) == 2 and ("layers.0." in name or "layers.29." in name)]
+    finally:
+        ckpt.close()
+    flat = np.concatenate(parts).astype(np.float32)
+    return flat[:len(flat) // 2304 * 2304].reshape(-1, 2304)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("qt, backend", implementations())
+def test_real_weights_match_ggml(qt, backend, real_weights):
+    """Real weights, with and (for the weighted types) without an imatrix, against ggml_quantize_chunk."""
+    x = real_weights if backend == "compiled" else real_weights[:256]  # the NumPy references are slow
+    ggml = oracle()
+    assert_same_bytes(quantize(qt, backend, x), ggml.quantize(qt.qtype, x), qt, f"{backend} on SmolLM2 weights")
+    if qt.imatrix == "weighted":
+        w = random_imatrix("real", x.shape[1])
+        assert_same_bytes(quantize_imatrix(qt, backend, x, w), ggml.quantize(qt.qtype, x, w), qt,
+                          f"{backend} with an imatrix on SmolLM2 weights")
