@@ -421,8 +421,9 @@ def check_chunk(key: int, data: np.ndarray, qtype: T, ckpt: Checkpoint | None, s
 
 def count_nonfinite(data: np.ndarray, qtype: T) -> int:
     """Blocks of `data` (u8[rows, row bytes] of `qtype`) whose fp16 scale fields are NaN/Inf
-    (the registry's fp16_fields), or NaN/Inf values of a float tensor; for another type gguf-py
-    can decode, blocks whose decoded values are not all finite. Integer types have none."""
+    (the registry's fp16_fields) or whose E8M0 exponents are NaN (e8m0_fields), or NaN/Inf values
+    of a float tensor; for another type gguf-py can decode, blocks whose decoded values are not
+    all finite. Integer types have none."""
     if data.size == 0:
         return 0
     if qtype in FLOAT_VIEWS:
@@ -437,6 +438,8 @@ def count_nonfinite(data: np.ndarray, qtype: T) -> int:
         bad = np.zeros(blocks.shape[0], bool)
         for offset in qt.fp16_fields:  # an fp16 is Inf or NaN when its exponent bits, 0x7C of its high byte, are set
             bad |= (blocks[:, offset + 1] & np.uint8(0x7C)) == np.uint8(0x7C)
+        for offset in qt.e8m0_fields:  # E8M0's NaN
+            bad |= blocks[:, offset] == np.uint8(0xFF)
         return int(bad.sum())
     try:
         values = gguf.quants.dequantize(data, qtype)

@@ -16,7 +16,8 @@ Mirrors `quantize_row_mxfp4_ref` in ggml/src/ggml-quants.c, in float32 exactly a
            log2f rounds: an amax a few ulps below 2^k has log2f(amax) == k, so e counts it in the
            binade above (glibc's log2f is correctly rounded there; we take float32(log2(float64)),
            the same value). Below 2^-125 the float is negative and C's conversion is undefined;
-           x86-64 libggml (cvttss2si, then the low byte) writes it modulo 256: we do too.
+           x86-64 libggml (cvttss2si, then the low byte) writes it modulo 256: we do too (so an amax in
+           [2^-126, 2^-125) gets e = 0xFF, E8M0's NaN, which validate/values.py refuses as llama-quantize does).
     i[j] = best_index_mxfp4(x[j], d): the first index of the 16 whose |kvalues[i]*d - x[j]| (float32)
            is smallest. So a tie between two levels goes to the smaller magnitude (the lower index),
            and a negative x that rounds to zero gets index 0 (+0), not 8 (-0).
@@ -31,6 +32,9 @@ from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.MXFP4]
 HALF = BLOCK_SIZE // 2
+# byte offsets of the block's E8M0 fields: 0xFF is E8M0's NaN, which ggml_validate_row_data (and so
+# llama-quantize) refuses, and which ggml's own rounding writes for an amax in [2^-126, 2^-125)
+E8M0_FIELDS = (0,)
 KVALUES = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
 
 
