@@ -380,7 +380,7 @@ def option_cases() -> list:
     out += [pytest.param(model, "MXFP4_MOE", "imatrix", id=f"{model}-MXFP4_MOE-imatrix")
             for model in ("gen-mixtral8x-k256", "qwen3moe-bpe-bf16")]
     out += [pytest.param(SMOLLM2, mix, "imatrix", id=f"{SMOLLM2}-{mix}-imatrix", marks=pytest.mark.slow)
-            for mix in ("Q4_K_M", "Q4_0")]
+            for mix in ("Q4_K_M", "Q4_0", "TQ1_0")]
     return out
 
 
