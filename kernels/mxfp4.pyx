@@ -9,13 +9,14 @@
 #   2^-125 the float is negative and x86-64 libggml keeps cvttss2si's low byte (cvtt_i32 & 0xFF here);
 #   i = best_index_mxfp4(x, d): the first of the 16 indices with the smallest float32 |kvalues[i]*d - x|.
 #
-# best_index_mxfp4 tries all 16 levels per weight. For 2 <= e <= 254 (d and 1/d normal powers of
-# two) it is a handful of comparisons instead: t = |x| * (1/d) is exact, and the level is the number
+# best_index_mxfp4 tries all 16 levels per weight. For 2 <= e <= 252 (d and 1/d normal powers of
+# two, 12 d finite) it is a handful of comparisons instead: t = |x| * (1/d) is exact, and the level is the number
 # of midpoints 0.5 1.5 2.5 3.5 5 7 10 strictly below t, plus 8 for a negative x off level 0. Exactly
 # C's choice: near a midpoint both differences kvalues*d - x are exact (Sterbenz), so C's strict `<`
 # sees a true tie only at the midpoint itself and keeps the lower index, the smaller magnitude (and +0
-# before -0); away from it, rounding is monotonic and cannot reverse the order. Other e (an all-zero
-# or subnormal block, inf, e's wrap-around) take C's 16-way search literally.
+# before -0); away from it, rounding is monotonic and cannot reverse the order. Other e take C's
+# 16-way search literally: an all-zero or subnormal block, inf, e's wrap-around, and e = 253/254
+# (an amax near FLT_MAX), where 8 d or 12 d overflows to inf and C never picks it.
 # ggml's quantize_mxfp4 ignores an importance matrix.
 
 from libc.stdint cimport int8_t, int32_t, uint8_t, uint32_t
@@ -35,6 +36,36 @@ cdef enum:
 
 cdef int8_t KVALUES[16]
 KVALUES[:] = [0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12]
+
+# floorf(log2f(amax)) for a normal amax without calling log2f per block: it is amax's exponent, plus
+# one from the mantissa on where log2f rounds up to the next integer. ROUNDS_UP[b] is that mantissa
+# for biased exponent b (0x800000: never), found once here with the C library's own log2f (the one
+# a per-block call would use), by bisection: floorf(log2f) is monotonic within a binade.
+cdef uint32_t ROUNDS_UP[256]
+
+
+cdef inline float _from_bits(uint32_t bits) noexcept nogil:
+    cdef float f
+    memcpy(&f, &bits, 4)
+    return f
+
+
+cdef void _find_rounds_up() noexcept nogil:
+    cdef uint32_t b, lo, hi, mid
+    for b in range(256):
+        ROUNDS_UP[b] = 0x800000
+    for b in range(1, 255):
+        lo, hi = 0, 0x800000         # the answer lies in [lo, hi]; hi: none rounds up
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if floorf(log2f(_from_bits((b << 23) | mid))) > <float>(<int>b - 127):
+                hi = mid
+            else:
+                lo = mid + 1
+        ROUNDS_UP[b] = lo
+
+
+_find_rounds_up()
 
 
 cdef inline float _pow2(int k) noexcept nogil:
@@ -68,6 +99,8 @@ cdef inline uint8_t _best_index(float x, float d) noexcept nogil:
 cdef void _blocks(const float* x, uint8_t* y, int m, const float* qw, float unused) noexcept nogil:
     cdef uint32_t bits[QK]
     cdef uint8_t idx[QK]
+    cdef int32_t idx32[QK]
+    cdef int32_t m32
     cdef uint32_t amax_bits = 0, b
     cdef float amax, d, inv, t
     cdef uint8_t e, mag
@@ -78,17 +111,23 @@ cdef void _blocks(const float* x, uint8_t* y, int m, const float* qw, float unus
         b = b if b <= 0x7F800000u else 0
         amax_bits = b if b > amax_bits else amax_bits
     memcpy(&amax, &amax_bits, 4)
-    e = <uint8_t>(cvtt_i32(floorf(log2f(amax)) - <float>2 + <float>127) & 0xFF) if amax > 0 else 0
+    if 0x00800000u <= amax_bits < 0x7F800000u:    # normal: the exponent, and the rounding above
+        b = amax_bits >> 23
+        e = <uint8_t>((<int>b - 127 + <int>((amax_bits & 0x7FFFFFu) >= ROUNDS_UP[b]) + 125) & 0xFF)
+    else:                                           # 0, subnormal or inf: as C computes it
+        e = <uint8_t>(cvtt_i32(floorf(log2f(amax)) - <float>2 + <float>127) & 0xFF) if amax > 0 else 0
     d = _e8m0_half(e)
     y[0] = e
-    if 2 <= e <= 254:
+    if 2 <= e <= 252:
         inv = _pow2(128 - <int>e)
-        for j in range(QK):
+        for j in range(QK):             # in 32-bit lanes throughout, so that it vectorizes
             t = fabsf(x[j]) * inv
-            mag = (<uint8_t>(t > <float>0.5) + <uint8_t>(t > <float>1.5) + <uint8_t>(t > <float>2.5)
-                   + <uint8_t>(t > <float>3.5) + <uint8_t>(t > <float>5) + <uint8_t>(t > <float>7)
-                   + <uint8_t>(t > <float>10))
-            idx[j] = mag | (<uint8_t>((bits[j] >> 31) & <uint32_t>(mag != 0)) << 3)
+            m32 = (<int32_t>(t > <float>0.5) + <int32_t>(t > <float>1.5) + <int32_t>(t > <float>2.5)
+                   + <int32_t>(t > <float>3.5) + <int32_t>(t > <float>5) + <int32_t>(t > <float>7)
+                   + <int32_t>(t > <float>10))
+            idx32[j] = m32 | (<int32_t>((bits[j] >> 31) & <uint32_t>(m32 != 0)) << 3)
+        for j in range(QK):
+            idx[j] = <uint8_t>idx32[j]
     else:
         for j in range(QK):
             idx[j] = _best_index(x[j], d)

@@ -539,6 +539,14 @@ def _mxfp4_boundaries() -> np.ndarray:
                 b = g.uniform(-1, 1, 32).astype(np.float32) * np.float32(a)
                 b[g.integers(32)] = a * np.float32(g.choice([-1, 1]))
                 blocks.append(b)
+    # every binade's top mantissas (where log2f may round up) and its first ones: e for every exponent,
+    # and up to FLT_MAX, where 8 d and 12 d overflow to inf and best_index_mxfp4 never picks them
+    tops = np.array([(b << 23) | m for b in range(255) for m in [*range(0x7FFFFF - 23, 0x800000), 0, 1, 0x400000]],
+                    np.uint32).view(np.float32)
+    for a in tops:
+        b = g.uniform(-1, 1, 32).astype(np.float32) * a
+        b[g.integers(32)] = a * np.float32(g.choice([-1, 1]))
+        blocks.append(b)
     mids = np.array([0.5, 1.5, 2.5, 3.5, 5, 7, 10, 14], np.float32)
     vals = np.concatenate([mids, -mids, np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.float32(99)),
                            -np.nextafter(mids, np.float32(0)), -np.nextafter(mids, np.float32(99)),
