@@ -36,6 +36,7 @@ HALF = BLOCK_SIZE // 2
 # llama-quantize) refuses, and which ggml's own rounding writes for an amax in [2^-126, 2^-125)
 E8M0_FIELDS = (0,)
 KVALUES = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.float32)
+_SLICE = 16384  # blocks at a time
 
 
 def e8m0_to_fp32_half(e: np.ndarray) -> np.ndarray:
@@ -65,11 +66,14 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     amax = np.where(np.isnan(absx), np.float32(0), absx).max(axis=1) if n else np.zeros(0, np.float32)
     e = _exponent(amax)
     d = e8m0_to_fp32_half(e)[:, None, None]
-    with np.errstate(over="ignore", invalid="ignore"):
-        err = np.abs(KVALUES[None, None, :] * d - x[:, :, None])  # [n, 32, 16], float32 as C
-        # argmin takes the first of equals, as C's strict `<`; a NaN err (NaN x) would win there
-        # while C keeps index 0: all 16 are NaN then, and argmin's first NaN is index 0 too.
-        idx = err.argmin(axis=2).astype(np.uint8)
+    idx = np.empty(x.shape, np.uint8)
+    for at in range(0, n, _SLICE):  # slices keep the [blocks, 32, 16] errors to 32 MB
+        s = slice(at, at + _SLICE)
+        with np.errstate(over="ignore", invalid="ignore"):
+            err = np.abs(KVALUES[None, None, :] * d[s] - x[s, :, None])  # float32 as C; inf where 12 d overflows
+            # argmin takes the first of equals, as C's strict `<`; a NaN err (NaN x) would win there
+            # while C keeps index 0: all 16 are NaN then, and argmin's first NaN is index 0 too.
+            idx[s] = err.argmin(axis=2)
     out = np.empty((n, TYPE_SIZE), dtype=np.uint8)
     out[:, 0] = e
     out[:, 1:] = idx[:, :HALF] | (idx[:, HALF:] << np.uint8(4))
