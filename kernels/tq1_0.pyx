@@ -25,22 +25,25 @@ cdef enum:
     IMATRIX = IGNORED    # quantize_tq1_0 calls the _ref function regardless
 
 
-cdef inline uint8_t _ceil243(uint16_t q) noexcept nogil:
-    return <uint8_t>((q * 256 + 242) // 243)
+cdef inline uint8_t _ceil243(uint8_t q) noexcept nogil:
+    return <uint8_t>((<uint16_t>q * 256 + 242) // 243)
+
+
+cdef inline uint8_t _horner(uint8_t q, uint8_t t) noexcept nogil:
+    # C's `q *= 3; q += xi;` on a uint8_t q: modulo 256 (trits are 0..2 unless the block held inf/NaN)
+    return <uint8_t>(q * 3 + t)
 
 
 cdef void _blocks(const float* x, uint8_t* y, int m, const float* qw, float unused) noexcept nogil:
     cdef uint8_t t[QK]
-    cdef uint16_t d16, q
+    cdef uint16_t d16
     cdef int j
     d16 = fp32_to_fp16(ternary_block(x, t))
     for j in range(32):
-        q = (((t[j] * 3 + t[32 + j]) * 3 + t[64 + j]) * 3 + t[96 + j]) * 3 + t[128 + j]
-        y[j] = _ceil243(q)
+        y[j] = _ceil243(_horner(_horner(_horner(_horner(t[j], t[32 + j]), t[64 + j]), t[96 + j]), t[128 + j]))
     for j in range(16):
-        q = (((t[160 + j] * 3 + t[176 + j]) * 3 + t[192 + j]) * 3 + t[208 + j]) * 3 + t[224 + j]
-        y[32 + j] = _ceil243(q)
+        y[32 + j] = _ceil243(_horner(_horner(_horner(_horner(t[160 + j], t[176 + j]), t[192 + j]),
+                                             t[208 + j]), t[224 + j]))
     for j in range(4):
-        q = ((((t[240 + j] * 3 + t[244 + j]) * 3 + t[248 + j]) * 3 + t[252 + j])) * 3
-        y[48 + j] = _ceil243(q)
+        y[48 + j] = _ceil243(_horner(_horner(_horner(_horner(t[240 + j], t[244 + j]), t[248 + j]), t[252 + j]), 0))
     memcpy(y + 52, &d16, 2)             # little-endian hosts only, as ggml

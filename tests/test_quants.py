@@ -525,6 +525,25 @@ def _ternary_boundaries() -> np.ndarray:
     return np.array(out, np.float32)
 
 
+def _nonfinite_blocks(g: np.random.Generator, size: int) -> list[np.ndarray]:
+    """Blocks holding NaN or inf (written only with --allow-nonfinite): C's MAX macro lets a NaN reset
+    the TQ types' amax (then |x*id| goes far beyond 1 and lroundf's value wraps modulo 256), MXFP4's
+    `amax < fabsf(v)` skips it; inf makes the scale inf and every x*id non-finite or 0."""
+    out = []
+    for k in range(12):
+        x = g.standard_normal(size).astype(np.float32)
+        for _ in range(1 + k % 3):
+            x[g.integers(size)] = g.choice(np.array([np.nan, np.inf, -np.inf], np.float32))
+        out.append(x)
+    for special in ([np.nan], [np.inf], [-np.inf, np.nan]):
+        x = g.standard_normal(size).astype(np.float32) * np.float32(1e6)
+        x[-len(special):] = special  # a NaN last: C's amax is NaN
+        x[:4] = np.float32(1e-3)      # a NaN first: then amax comes from what follows
+        x[0] = np.nan
+        out.append(x)
+    return out
+
+
 def _mxfp4_boundaries() -> np.ndarray:
     """MXFP4 (e = floor(log2f(amax)) + 125, d = 2^(e - 128), the nearest of 16 levels, the first of equals):
     amax at and a few ulps around powers of two (log2f rounds an amax just below 2^k up to k), amax
@@ -690,6 +709,20 @@ def test_boundary_inputs_hit_their_boundaries_tq_mxfp4():
     e = quants.mxfp4.quantize_blocks(x)[:, 0]
     t = np.abs(x) / quants.mxfp4.e8m0_to_fp32_half(e)[:, None]
     assert np.isin(t, np.array([0.5, 1.5, 2.5, 3.5, 5, 7, 10], np.float32)).sum() > 80  # exact ties
+
+
+# Types whose implementations follow ggml into blocks holding NaN or inf too (what --allow-nonfinite
+# writes); the others only promise finite inputs.
+NONFINITE_EXACT = (T.TQ1_0, T.TQ2_0, T.MXFP4)
+
+
+@pytest.mark.parametrize("qt, backend", [p for p in implementations() if p.values[0].qtype in NONFINITE_EXACT])
+def test_nonfinite_blocks_match_ggml(qt, backend):
+    g = rng(f"nonfinite {qt.name}")
+    x = as_rows(np.array(_nonfinite_blocks(g, qt.block_size), np.float32))
+    with np.errstate(all="ignore"):
+        got = quantize(qt, backend, x)
+    assert_same_bytes(got, oracle().quantize(qt.qtype, x), qt, f"{backend} vs ggml_quantize_chunk on NaN/inf", x)
 
 
 # --- 2. equal to gguf-py ----------------------------------------------------------------------

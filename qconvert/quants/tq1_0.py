@@ -38,12 +38,12 @@ _POW3 = np.array([1, 3, 9, 27, 81], np.uint8)
 
 def _pack(t: np.ndarray) -> np.ndarray:
     """u8[n, trits, bytes] (trit n of byte m) -> the ceil(q * 256 / 243) bytes u8[n, bytes]."""
-    q = np.zeros((t.shape[0], t.shape[2]), np.uint16)
+    q = np.zeros((t.shape[0], t.shape[2]), np.uint8)
     for n in range(t.shape[1]):
-        q = q * 3 + t[:, n]
+        q = q * np.uint8(3) + t[:, n]  # uint8_t arithmetic, modulo 256 as C (trits > 2 only with inf/NaN)
     if t.shape[1] == 4:
-        q = q * 3  # qh: the first trit moves to the most significant place
-    return ((q * 256 + 242) // 243).astype(np.uint8)
+        q = q * np.uint8(3)  # qh: the first trit moves to the most significant place
+    return ((q.astype(np.uint16) * 256 + 242) // 243).astype(np.uint8)
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:

@@ -32,7 +32,8 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     d, t = ternary(x)
     out = np.empty((x.shape[0], TYPE_SIZE), dtype=np.uint8)
     # [n, c, k, m]: weight 128 c + 32 k + m goes to byte 32 c + m, bits 2k
-    out[:, :64] = np.bitwise_or.reduce(t.reshape(-1, 2, 4, 32) << _SHIFTS, axis=2).reshape(-1, 64)
+    # (`xi & 3`: only a block holding inf/NaN has trits above 2)
+    out[:, :64] = np.bitwise_or.reduce((t.reshape(-1, 2, 4, 32) & np.uint8(3)) << _SHIFTS, axis=2).reshape(-1, 64)
     store_d(out, d)
     return out
 
