@@ -190,6 +190,25 @@ EXPERTS8 = (
 )
 
 
+def stacked_experts(f: Facts) -> bool:
+    """A 3-D (or larger) tensor of more than one expert: llama-quantize's `tensor->ne[2] > 1`."""
+    return len(f.t.shape) >= 3 and f.t.shape[-3] > 1
+
+
+# MXFP4_MOE: only the expert stacks are MXFP4, every other matrix Q8_0, the output tensor (or the
+# tied token embedding) Q8_0 whatever its rows (llama_tensor_get_type_impl's MXFP4_MOE branches,
+# which come before the token embedding's and the mixes' rules, so none of those apply).
+# (llama.cpp's BailingMoE3 exception, expert roles only, concerns an architecture qconvert refuses.)
+MXFP4_MOE = (
+    Rule(is_output, T.Q8_0, "output tensor: Q8_0 (MXFP4_MOE)"),
+    Rule(stacked_experts, T.MXFP4, "expert tensor (MXFP4_MOE)"),
+    Rule(lambda f: True, T.Q8_0, "not an expert tensor: Q8_0 (MXFP4_MOE)"),
+)
+# The ternary mixes: an untied token embedding is Q4_K (llama_tensor_get_type_impl's TOKEN_EMBD
+# branch for TQ1_0/TQ2_0); the output tensor and 8-expert rules are every mix's.
+TOKEN_EMBD_Q4_K = Rule(cat("token_embd"), T.Q4_K, "token embedding: Q4_K")
+
+
 def mix(ft: FT, default: T, *rules: Rule) -> Recipe:
     return Recipe(ft, default, OUTPUT + EXPERTS8 + rules)
 
@@ -240,11 +259,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
         Rule(both(ATTN_V, more_bits), T.Q6_K, "attn_v, use_more_bits layer"),
         Rule(both(FFN_DOWN, more_bits), T.Q6_K, "ffn_down, use_more_bits layer")),
     mix(FT.MOSTLY_Q6_K, T.Q6_K),
+    mix(FT.MOSTLY_TQ1_0, T.TQ1_0, TOKEN_EMBD_Q4_K),
+    mix(FT.MOSTLY_TQ2_0, T.TQ2_0, TOKEN_EMBD_Q4_K),
+    Recipe(FT.MOSTLY_MXFP4_MOE, T.MXFP4, MXFP4_MOE),
 )}
 
 # llama-quantize's tensor_type_fallback: a 256-block type whose rows do not fit goes to a
 # 32-block type; a 32-block type that still does not fit goes to F16.
-FALLBACKS: dict[T, T] = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0}
+FALLBACKS: dict[T, T] = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
+                         T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0}
 
 
 def recipe_for(name: str) -> Recipe:

@@ -75,6 +75,7 @@ CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float32 inte
 #   Q4_0   0.129   (Student-t)         0.39   (3x)
 #   Q3_K   0.191   (Student-t)         0.57   (3x)
 #   Q2_K   0.352   (Student-t)         0.75   (2.1x: 3x would pass an all-zero tensor, whose error is 1)
+#   MXFP4  0.144   (Student-t)         0.43   (3x)
 #
 # and for types only llama.cpp writes (qconvert can judge but not re-make them: exact is null),
 # llama-quantize's files (no importance matrix) of the llama-k256-bf16 fixture and of a copy with
@@ -85,14 +86,14 @@ CHUNK_ELEMENTS = 1 << 20  # weights compared at a time (a few MB of float32 inte
 #   IQ3_S  0.282   (Student-t)         0.75   (2.7x, as Q2_K)
 #
 # The other types (IQ2/IQ1, which llama-quantize makes only with an importance matrix; TQ1_0/TQ2_0,
-# ternary, whose error on ordinary weights is near 1) have no limit: verify reports them as
-# unsupported_type.
+# ternary, whose error on ordinary weights is near 1: 0.83 on SmolLM2's) have no limit: verify
+# reports them as unsupported_type, unless their bytes are exactly qconvert's (TQ1_0/TQ2_0).
 # (SmolLM2's checkpoint is rebuilt from a quantized GGUF, so its weights sit on a grid: its Q4_1
 # and K-quant errors are lower than random data's.) A wrong file is far beyond these: another
 # model's weights of the same shape give about 1.4, zeros 1, a tensor of flipped bytes more.
 LIMITS: dict[T, float] = {
     T.F32: 1e-6, T.F16: 6.5e-4, T.BF16: 5.2e-3, T.Q8_0: 0.026, T.Q6_K: 0.077, T.Q5_K: 0.14, T.Q5_1: 0.16,
-    T.Q5_0: 0.20, T.Q4_K: 0.28, T.Q4_1: 0.30, T.Q4_0: 0.39, T.Q3_K: 0.57, T.Q2_K: 0.75,
+    T.Q5_0: 0.20, T.Q4_K: 0.28, T.Q4_1: 0.30, T.Q4_0: 0.39, T.Q3_K: 0.57, T.Q2_K: 0.75, T.MXFP4: 0.43,
     T.IQ4_NL: 0.32, T.IQ4_XS: 0.32, T.IQ3_S: 0.75,
 }
 
@@ -212,9 +213,10 @@ def verify(path: str | Path, model_dir: str | Path | None = None, *, model_ref: 
             else:
                 c.expected_shape = c.shape
                 c.exact_unknown = exact_unknown(info.type, recorded and matrix is None)
-        # compared only where there is something to compare and a limit to judge it by (the
-        # integer types have no decoder; the others without a limit fail as unsupported_type)
-        compared = src if c.problem is None and c.limit is not None else None
+        # compared only where there is something to compare and a limit or qconvert's bytes to
+        # judge it by (the integer types have no decoder; the others without a limit or bytes
+        # to compare with fail as unsupported_type)
+        compared = src if c.problem is None and (c.limit is not None or c.exact_unknown is None) else None
         work.append((c, info, compared, weights_for(matrix, info, compared)))
     if ckpt is not None:
         present = {info.name for _, info in located}
@@ -333,7 +335,10 @@ def finish(c: TensorCheck, info: GGUFTensorInfo, src: SourceTensor | None, s: Su
     if c.nonfinite:
         c.problem = NONFINITE
     elif with_model and c.limit is None:
-        c.problem = UNSUPPORTED_TYPE
+        # no error bound tells a right file from a wrong one (TQ1_0/TQ2_0), but qconvert's own
+        # bytes for the checkpoint's values do
+        if not c.exact:
+            c.problem = UNSUPPORTED_TYPE
     elif src is not None and not c.rel_rms <= c.limit:  # NaN fails too
         c.problem = ERROR
 
@@ -416,8 +421,9 @@ def check_chunk(key: int, data: np.ndarray, qtype: T, ckpt: Checkpoint | None, s
 
 def count_nonfinite(data: np.ndarray, qtype: T) -> int:
     """Blocks of `data` (u8[rows, row bytes] of `qtype`) whose fp16 scale fields are NaN/Inf
-    (the registry's fp16_fields), or NaN/Inf values of a float tensor; for another type gguf-py
-    can decode, blocks whose decoded values are not all finite. Integer types have none."""
+    (the registry's fp16_fields) or whose E8M0 exponents are NaN (e8m0_fields), or NaN/Inf values
+    of a float tensor; for another type gguf-py can decode, blocks whose decoded values are not
+    all finite. Integer types have none."""
     if data.size == 0:
         return 0
     if qtype in FLOAT_VIEWS:
@@ -432,6 +438,8 @@ def count_nonfinite(data: np.ndarray, qtype: T) -> int:
         bad = np.zeros(blocks.shape[0], bool)
         for offset in qt.fp16_fields:  # an fp16 is Inf or NaN when its exponent bits, 0x7C of its high byte, are set
             bad |= (blocks[:, offset + 1] & np.uint8(0x7C)) == np.uint8(0x7C)
+        for offset in qt.e8m0_fields:  # E8M0's NaN
+            bad |= blocks[:, offset] == np.uint8(0xFF)
         return int(bad.sum())
     try:
         values = gguf.quants.dequantize(data, qtype)

@@ -87,13 +87,29 @@ GENERATED = {
 SMOLLM2 = "smollm2-135m"
 MODELS_UNDER_TEST = [*FIXTURE_MODELS, *GENERATED]
 
+# The ternary mixes and MXFP4_MOE, on the models that reach their rules (not every model: each
+# case is a llama-quantize run and a llama.cpp run). TQ1_0/TQ2_0: rows of 256 (the token embedding
+# Q4_K, the output Q6_K), of 96 (TQ->Q4_0 and Q4_K->Q5_0 fallbacks, ffn_down F16), tied (Q6_K; rows
+# of 72: F16), 8 experts (attn_v/attn_k Q8_0, 3-D TQ stacks), an MoE with 64-wide rows.
+# MXFP4_MOE: the 3-D expert stacks MXFP4, every other matrix and the output Q8_0 (rows not whole
+# blocks: F16), on MoE models and on dense ones (no expert: all Q8_0).
+TERNARY_MODELS = ["llama-k256-bf16", "gen-rows96-16layers", "gen-tied-k256", "gen-tied-rows72",
+                  "gen-mixtral8x-k256", "qwen3moe-bpe-bf16"]
+EXTRA_MIXES = {
+    "TQ1_0": TERNARY_MODELS,
+    "TQ2_0": TERNARY_MODELS,
+    "MXFP4_MOE": ["mixtral-bpe-bf16", "qwen3moe-bpe-bf16", "gen-mixtral8x-k256", "llama-k256-bf16",
+                  "gen-rows96-16layers", "gen-tied-rows72"],
+}
+
 # A sentence for the llama.cpp run, tokenized with each checkpoint's tokenizer.json.
 PROMPT = "The capital of France is Paris. It has been the largest city of the country for centuries."
 
 
 def cases() -> list:
     fast = [pytest.param(model, mix, id=f"{model}-{mix}") for model in MODELS_UNDER_TEST for mix in MIXES]
-    slow = [pytest.param(SMOLLM2, mix, id=f"{SMOLLM2}-{mix}", marks=pytest.mark.slow) for mix in MIXES]
+    fast += [pytest.param(model, mix, id=f"{model}-{mix}") for mix, models in EXTRA_MIXES.items() for model in models]
+    slow = [pytest.param(SMOLLM2, mix, id=f"{SMOLLM2}-{mix}", marks=pytest.mark.slow) for mix in (*MIXES, *EXTRA_MIXES)]
     return fast + slow
 
 
@@ -299,10 +315,11 @@ def error_table():
     models = [m for m in [*MODELS_UNDER_TEST, SMOLLM2] if any(k[0] == m for k in _ERRORS)]
     report("qconvert mixes in llama.cpp: max |logits - logits of the F32 file| / max |logit| "
            "(an encoder's: its per-token embeddings)")
-    report(f"{'':<26}" + "".join(f"{mix:>8}" for mix in MIXES))
+    mixes = [mix for mix in (*MIXES, *EXTRA_MIXES) if any(k[1] == mix for k in _ERRORS)]
+    report(f"{'':<26}" + "".join(f"{mix:>10}" for mix in mixes))
     for m in models:
-        report(f"{m:<26}" + "".join(f"{_ERRORS[m, mix]:8.3f}" if (m, mix) in _ERRORS else f"{'-':>8}"
-                                    for mix in MIXES))
+        report(f"{m:<26}" + "".join(f"{_ERRORS[m, mix]:10.3f}" if (m, mix) in _ERRORS else f"{'-':>10}"
+                                    for mix in mixes))
 
 
 @pytest.fixture(scope="session")
@@ -360,8 +377,14 @@ def option_cases() -> list:
     out += [pytest.param(model, mix, "imatrix", id=f"{model}-{mix}-imatrix")
             for model in ("gen-mixtral8x-k256", "mixtral-bpe-bf16", "qwen3moe-bpe-bf16")
             for mix in MOE_IMATRIX_MIXES]
+    # ggml's TQ and MXFP4 quantizers ignore an imatrix, but these mixes' Q4_K token embedding, Q6_K
+    # output and Q4_0 fallbacks use it (and the file records it)
+    out += [pytest.param(model, mix, "imatrix", id=f"{model}-{mix}-imatrix")
+            for model in ("llama-k256-bf16", "gen-rows96-16layers") for mix in ("TQ1_0", "TQ2_0")]
+    out += [pytest.param(model, "MXFP4_MOE", "imatrix", id=f"{model}-MXFP4_MOE-imatrix")
+            for model in ("gen-mixtral8x-k256", "qwen3moe-bpe-bf16")]
     out += [pytest.param(SMOLLM2, mix, "imatrix", id=f"{SMOLLM2}-{mix}-imatrix", marks=pytest.mark.slow)
-            for mix in ("Q4_K_M", "Q4_0")]
+            for mix in ("Q4_K_M", "Q4_0", "TQ1_0")]
     return out
 
 

@@ -492,6 +492,90 @@ def _f32_boundaries() -> np.ndarray:
     return as_rows(rng("f32").integers(0, 2 ** 32, 4096, dtype=np.uint64).astype(np.uint32).view(np.float32))
 
 
+def _ternary_boundaries() -> np.ndarray:
+    """TQ1_0 / TQ2_0 (d = max |x|, t = lroundf(x * (1/d)) + 1): x*id exactly +-0.5 (lroundf rounds it
+    away from zero) and its neighbours, products rounding onto +-0.5, fp16 ties of d, and amax around
+    1/FLT_MAX, where 1/d overflows."""
+    g = rng("tqb")
+    out = []
+    halves = np.array([0.5, -0.5], np.float32)
+    for s in (1.0, -1.0, 2.0 ** -12, 2.0 ** 10, -(2.0 ** -30)):  # amax = s: id = 1/s, products exact
+        vals = np.concatenate([halves, np.nextafter(halves, np.float32(0)), np.nextafter(halves, halves * 2)])
+        x = g.choice(vals, 256).astype(np.float32) * np.float32(s)
+        x[g.integers(256)] = np.float32(s)
+        out.append(x)
+    for m in g.uniform(0.5, 2.0, 24).astype(np.float32):  # inexact products x * (1/m) rounding onto +-0.5
+        vals = _product_lands_on(halves, np.float32(1) / m, float(m))
+        if vals:
+            x = g.choice(np.array(vals, np.float32), 256)
+            x[g.integers(256)] = -m if len(out) % 2 else m
+            out.append(x)
+    for t in _fp16_midpoints():  # d = amax == t, an fp16 tie
+        x = g.uniform(-1, 1, 256).astype(np.float32) * t
+        x[g.integers(256)] = t * np.float32(g.choice([-1, 1]))
+        out.append(x)
+    edge = np.float32(1) / np.float32(np.finfo(np.float32).max)  # amax below it: 1/d is inf
+    for step in range(-3, 4):
+        v = edge
+        for _ in range(abs(step)):
+            v = np.nextafter(v, np.float32(np.inf) if step > 0 else np.float32(0))
+        x = g.uniform(-1, 1, 256).astype(np.float32) * v
+        x[g.integers(256)] = v
+        out.append(x)
+    return np.array(out, np.float32)
+
+
+def _nonfinite_blocks(g: np.random.Generator, size: int) -> list[np.ndarray]:
+    """Blocks holding NaN or inf (written only with --allow-nonfinite): C's MAX macro lets a NaN reset
+    the TQ types' amax (then |x*id| goes far beyond 1 and lroundf's value wraps modulo 256), MXFP4's
+    `amax < fabsf(v)` skips it; inf makes the scale inf and every x*id non-finite or 0."""
+    out = []
+    for k in range(12):
+        x = g.standard_normal(size).astype(np.float32)
+        for _ in range(1 + k % 3):
+            x[g.integers(size)] = g.choice(np.array([np.nan, np.inf, -np.inf], np.float32))
+        out.append(x)
+    for special in ([np.nan], [np.inf], [-np.inf, np.nan]):
+        x = g.standard_normal(size).astype(np.float32) * np.float32(1e6)
+        x[-len(special):] = special  # a NaN last: C's amax is NaN
+        x[:4] = np.float32(1e-3)      # a NaN first: then amax comes from what follows
+        x[0] = np.nan
+        out.append(x)
+    return out
+
+
+def _mxfp4_boundaries() -> np.ndarray:
+    """MXFP4 (e = floor(log2f(amax)) + 125, d = 2^(e - 128), the nearest of 16 levels, the first of equals):
+    amax at and a few ulps around powers of two (log2f rounds an amax just below 2^k up to k), amax
+    below 2^-125 (e wraps modulo 256), and values on the midpoints between levels and beside them."""
+    g = rng("mxb")
+    blocks = []
+    for k in list(range(-149, 128, 7)) + [-127, -126, -125, -124, 0, 1, 2, 3, 126, 127]:
+        p = np.float32(2.0 ** k)
+        below = [p - np.float32(j) * np.spacing(p) / 2 for j in range(1, 9)]  # ulps below 2^k are half 2^k's
+        for a in [p, *below, np.nextafter(p, np.float32(np.inf))]:
+            if a > 0:
+                b = g.uniform(-1, 1, 32).astype(np.float32) * np.float32(a)
+                b[g.integers(32)] = a * np.float32(g.choice([-1, 1]))
+                blocks.append(b)
+    # every binade's top mantissas (where log2f may round up) and its first ones: e for every exponent,
+    # and up to FLT_MAX, where 8 d and 12 d overflow to inf and best_index_mxfp4 never picks them
+    tops = np.array([(b << 23) | m for b in range(255) for m in [*range(0x7FFFFF - 23, 0x800000), 0, 1, 0x400000]],
+                    np.uint32).view(np.float32)
+    for a in tops:
+        b = g.uniform(-1, 1, 32).astype(np.float32) * a
+        b[g.integers(32)] = a * np.float32(g.choice([-1, 1]))
+        blocks.append(b)
+    mids = np.array([0.5, 1.5, 2.5, 3.5, 5, 7, 10, 14], np.float32)
+    vals = np.concatenate([mids, -mids, np.nextafter(mids, np.float32(0)), np.nextafter(mids, np.float32(99)),
+                           -np.nextafter(mids, np.float32(0)), -np.nextafter(mids, np.float32(99)),
+                           [0.0, -0.0, 1e-3, -1e-3, 12, -12, 15.99, -15.99]]).astype(np.float32)
+    for s in (1.0, 2.0 ** -20, 2.0 ** 40, 2.0 ** -126, 2.0 ** -128, 2.0 ** -130):  # d = s: x = vals * s exactly
+        for chunk in np.array_split(vals, len(vals) // 31 + 1):
+            blocks.append(np.concatenate([[np.float32(12 * s)], chunk * np.float32(s), np.zeros(31 - len(chunk))]))
+    return as_rows(np.array(blocks, np.float32))
+
+
 # Inputs aimed at one type's rounding rules, on top of INPUTS (which every type gets).
 BOUNDARY: dict[T, Callable[[], np.ndarray]] = {
     T.F32: _f32_boundaries,
@@ -507,6 +591,9 @@ BOUNDARY: dict[T, Callable[[], np.ndarray]] = {
     T.Q5_K: lambda: _k_boundaries(T.Q5_K),
     T.Q2_K: lambda: _k_boundaries(T.Q2_K),
     T.Q3_K: lambda: _k_boundaries(T.Q3_K),
+    T.TQ1_0: _ternary_boundaries,
+    T.TQ2_0: _ternary_boundaries,
+    T.MXFP4: _mxfp4_boundaries,
 }
 
 
@@ -602,6 +689,42 @@ def test_boundary_inputs_hit_their_boundaries_k_quants(qtype):
     assert (np.isfinite(p) & (p - np.floor(p) == np.float32(0.5))).sum() > 1000
 
 
+@np.errstate(all="ignore")
+def test_boundary_inputs_hit_their_boundaries_tq_mxfp4():
+    """TQ: x*id lands on +-0.5 exactly and by rounding, and 1/d overflows; MXFP4: log2f rounds amax up
+    into the next binade, e wraps below 2^-125, and weights sit on the midpoints between levels."""
+    x = _ternary_boundaries()
+    amax = np.abs(x).max(axis=1, keepdims=True)
+    inv = np.float32(1) / amax
+    v = x * inv
+    exact = x.astype(np.float64) * inv.astype(np.float64)
+    on_half = np.abs(v) == np.float32(0.5)
+    assert on_half.sum() > 1000 and (on_half & (exact != v)).sum() > 100
+    assert np.isinf(inv).sum() >= 3 and (np.isfinite(inv) & (amax < 3e-39)).sum() >= 1
+    x = _mxfp4_boundaries().reshape(-1, 32)
+    amax = np.abs(x).max(axis=1)
+    lg = np.floor(np.log2(amax.astype(np.float64)).astype(np.float32))
+    assert (lg != np.floor(np.log2(amax.astype(np.float64)))).sum() > 20  # log2f rounded up to 2^k
+    assert ((amax > 0) & (lg < -125)).sum() > 10                          # e wraps modulo 256
+    e = quants.mxfp4.quantize_blocks(x)[:, 0]
+    t = np.abs(x) / quants.mxfp4.e8m0_to_fp32_half(e)[:, None]
+    assert np.isin(t, np.array([0.5, 1.5, 2.5, 3.5, 5, 7, 10], np.float32)).sum() > 80  # exact ties
+
+
+# Types whose implementations follow ggml into blocks holding NaN or inf too (what --allow-nonfinite
+# writes); the others only promise finite inputs.
+NONFINITE_EXACT = (T.TQ1_0, T.TQ2_0, T.MXFP4)
+
+
+@pytest.mark.parametrize("qt, backend", [p for p in implementations() if p.values[0].qtype in NONFINITE_EXACT])
+def test_nonfinite_blocks_match_ggml(qt, backend):
+    g = rng(f"nonfinite {qt.name}")
+    x = as_rows(np.array(_nonfinite_blocks(g, qt.block_size), np.float32))
+    with np.errstate(all="ignore"):
+        got = quantize(qt, backend, x)
+    assert_same_bytes(got, oracle().quantize(qt.qtype, x), qt, f"{backend} vs ggml_quantize_chunk on NaN/inf", x)
+
+
 # --- 2. equal to gguf-py ----------------------------------------------------------------------
 
 # Inputs where gguf-py itself disagrees with ggml (its bug, not ours): (type, input) -> reason.
@@ -694,6 +817,22 @@ def _k_bound(nmax: int, scale_max: int, symmetric: bool = False) -> Callable[[np
     return bound
 
 
+def _ternary_bound(x: np.ndarray) -> np.ndarray:
+    """TQ1_0 / TQ2_0: levels -d, 0, d with d = max |x|: half a step, plus fp16(d)'s error."""
+    d = np.abs(x).max(axis=1, keepdims=True).astype(np.float64)
+    return 0.5 * d + _fp16_error(d) + d * 1e-6
+
+
+def _mxfp4_bound(x: np.ndarray) -> np.ndarray:
+    """MXFP4: d = 2^(floor(log2 amax) - 3), levels 0..12 d at most 2 d apart (8 d to 12 d), and above
+    12 d the top level: max(2 d, amax - 12 d). Plus 2^-124: below 2^-125 ggml's e wraps modulo 256 and
+    the block decodes as zeros (a huge d), an error of |x| there."""
+    a = np.abs(x).max(axis=1, keepdims=True).astype(np.float64)
+    with np.errstate(divide="ignore"):
+        d = np.where(a > 0, 2.0 ** (np.floor(np.log2(np.where(a > 0, a, 1))) - 3), 0)
+    return np.maximum(2 * d, a - 12 * d) * (1 + 1e-6) + 2.0 ** -124
+
+
 # Per-element max |x - dequantize(quantize(x))| for x: f32[n, block_size]. Required for every type.
 ERROR_BOUND: dict[T, Callable[[np.ndarray], np.ndarray]] = {
     T.F32: lambda x: np.zeros_like(x, np.float64),
@@ -709,6 +848,9 @@ ERROR_BOUND: dict[T, Callable[[np.ndarray], np.ndarray]] = {
     T.Q5_K: _k_bound(31, 63),
     T.Q2_K: _k_bound(3, 15),
     T.Q3_K: _k_bound(4, 32, symmetric=True),
+    T.TQ1_0: _ternary_bound,
+    T.TQ2_0: _ternary_bound,
+    T.MXFP4: _mxfp4_bound,
 }
 
 
@@ -938,3 +1080,36 @@ def test_kernel_writes_into_slices(qt):
     assert_same_bytes(out, qt.quantize_blocks_ref(blocks), qt, "quantize_blocks_into")
     with pytest.raises(ValueError, match="wants"):
         kernel.quantize_blocks_into(blocks, out[:half])
+
+
+# --- 6. real weights (slow) -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_weights(smollm2_dir) -> np.ndarray:
+    """SmolLM2-135M's matrices of layers 0 and 29, laid out as rows of 2304 (9 super-blocks; its
+    own rows are 576 wide, not whole 256-blocks): weights that lie on a Q4_1 grid (the checkpoint is
+    rebuilt from a Q4_1 GGUF), so full of equal values and exact ties."""
+    from qconvert.reader import Checkpoint
+
+    ckpt = Checkpoint.open(smollm2_dir)
+    try:
+        parts = [ckpt.load(name).reshape(-1) for name in sorted(ckpt.tensors)
+                 if len(ckpt.tensors[name].shape) == 2 and ("layers.0." in name or "layers.29." in name)]
+    finally:
+        ckpt.close()
+    flat = np.concatenate(parts).astype(np.float32)
+    return flat[:len(flat) // 2304 * 2304].reshape(-1, 2304)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("qt, backend", implementations())
+def test_real_weights_match_ggml(qt, backend, real_weights):
+    """Real weights, with and (for the weighted types) without an imatrix, against ggml_quantize_chunk."""
+    x = real_weights if backend == "compiled" else real_weights[:256]  # the NumPy references are slow
+    ggml = oracle()
+    assert_same_bytes(quantize(qt, backend, x), ggml.quantize(qt.qtype, x), qt, f"{backend} on SmolLM2 weights")
+    if qt.imatrix == "weighted":
+        w = random_imatrix("real", x.shape[1])
+        assert_same_bytes(quantize_imatrix(qt, backend, x, w), ggml.quantize(qt.qtype, x, w), qt,
+                          f"{backend} with an imatrix on SmolLM2 weights")

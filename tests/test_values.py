@@ -76,6 +76,34 @@ def test_nan_in_an_expert_names_the_expert(tmp_path: Path):
                          "blk.0.ffn_down_exps.weight", code=1)
 
 
+def test_mxfp4_nan_scale_is_refused(tmp_path: Path):
+    """ggml's MXFP4 gives a block whose largest |x| lies in [2^-126, 2^-125) the exponent 0xFF, E8M0's
+    NaN (its float exponent wraps modulo 256), which llama-quantize's row validation refuses."""
+    qt = quants.get("MXFP4")
+    x = np.random.default_rng(2).standard_normal((4, 64)).astype(np.float32)
+    assert first_bad_row(x, qt, quants.quantize_rows("MXFP4", x)) is None
+    x[2, 32:] *= np.float32(1e-39)
+    x[2, 40] = np.float32(1.5e-38)
+    out = quants.quantize_rows("MXFP4", x)
+    assert out[2, 17] == 0xFF  # the second block of row 2: ggml's own bytes (tests/test_quants.py)
+    row, what = first_bad_row(x, qt, out)
+    assert row == 2 and "1.5e-38" in what and "NaN" in what
+    from qconvert.verify import count_nonfinite
+    assert count_nonfinite(out, T.MXFP4) == 1  # and verify counts it as a NaN scale
+
+    def edit(tensors):
+        w = tensors["model.layers.0.block_sparse_moe.experts.1.w1.weight"]
+        w[5, :32] = w[5, :32] * np.float32(1e-40)
+        w[5, 3] = np.float32(1.5e-38)
+
+    model = checkpoint_with(tmp_path, edit, architectures=["MixtralForCausalLM"], model_type="mixtral",
+                            num_local_experts=4, num_experts_per_tok=2)
+    out = tmp_path / "out.gguf"
+    proc = run_cli("quantize", model, "-t", "MXFP4_MOE", "-o", out, "--no-progress")
+    assert_clean_failure(proc, out, "tensor model.layers.0.block_sparse_moe.experts.1.w1.weight", "row 5",
+                         "blk.0.ffn_gate_exps.weight", "E8M0 NaN", code=1)
+
+
 def test_allow_nonfinite_writes_them(tmp_path: Path):
     model = checkpoint_with(tmp_path, set_value("model.layers.0.mlp.up_proj.weight", (17, 3), np.nan))
     out = tmp_path / "out.gguf"
@@ -102,7 +130,7 @@ def test_first_bad_row_on_every_type(qtype: T):
     huge = x.copy()
     huge[3, 7] = 1e30
     found = first_bad_row(huge, qt, quants.quantize_rows(qtype, huge))
-    if qtype in (T.F32, T.BF16):  # 1e30 is an ordinary value there
+    if qtype in (T.F32, T.BF16, T.MXFP4):  # 1e30 is an ordinary value there (MXFP4: a power-of-two scale)
         assert found is None
     else:  # F16 itself, or the fp16 scales of every block type, cannot hold it
         assert found is not None and found[0] == 3, found

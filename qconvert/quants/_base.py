@@ -100,6 +100,8 @@ class QuantType:
     # into inf; and, for the float types, the magnitude from which a value itself becomes inf.
     fp16_fields: tuple[int, ...] = ()
     overflow: float = float("inf")
+    # the byte offsets of a block's E8M0 scale exponents (MXFP4), whose 0xFF (NaN) ggml refuses
+    e8m0_fields: tuple[int, ...] = ()
 
     @property
     def bits(self) -> float:
@@ -134,7 +136,7 @@ def define(qtype: GGMLQuantizationType, spec: Any, *, backend: str, kernel: str 
     return QuantType(qtype, qtype.name, block_size, type_size, quantize, spec.quantize_blocks,
                      spec.dequantize_blocks, kernel, imatrix, tuple(getattr(spec, "FP16_FIELDS", ())),
                      float(getattr(spec, "OVERFLOW", BLOCK_INPUT_LIMIT if hasattr(spec, "FP16_FIELDS")
-                                   else float("inf"))))
+                                   else float("inf"))), tuple(getattr(spec, "E8M0_FIELDS", ())))
 
 
 def quantize_rows(qt: QuantType, x: np.ndarray, quant_weights: np.ndarray | None = None) -> np.ndarray:

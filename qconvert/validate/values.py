@@ -6,7 +6,9 @@ written and on the bytes they became, so a bad weight costs no second read of th
 - the input rows: any NaN or Inf, and any magnitude the type cannot take (`QuantType.overflow`:
   65520 for F16, where it would round to inf; 2**24 for the block types, see quants/_base.py);
 - the output blocks' fp16 fields (`QuantType.fp16_fields`: scales and mins), which turn inf when a
-  block's values are too large for them (Q8_0's d = amax/127 overflows from about 8.3e6).
+  block's values are too large for them (Q8_0's d = amax/127 overflows from about 8.3e6);
+- the output blocks' E8M0 exponents (`QuantType.e8m0_fields`, MXFP4), which ggml's rounding sets to
+  0xFF, E8M0's NaN, for a block whose largest |x| lies in [2^-126, 2^-125).
 
 This is llama-quantize's row validation (`ggml_validate_row_data` in ggml/src/ggml-quants.c,
 which refuses a row whose fp16 scales or float values are NaN or Inf), applied to every type,
@@ -101,6 +103,16 @@ def first_bad_row(x: np.ndarray, qt: QuantType, out: np.ndarray, magnitude: int 
                 row = int(np.argmax(bad)) // (blocks.shape[0] // x.shape[0])
                 big = float(np.abs(x[row]).max())
                 return row, f"{big:.3g}, too large for {qt.name}'s fp16 block scales"
+    if qt.e8m0_fields and out.size:
+        blocks = out.reshape(-1, qt.type_size)
+        for offset in qt.e8m0_fields:
+            bad = blocks[:, offset] == np.uint8(0xFF)
+            if bad.any():
+                per_row = blocks.shape[0] // x.shape[0]
+                b = int(np.argmax(bad))
+                block = x.reshape(-1, qt.block_size)[b]
+                return b // per_row, (f"a block whose largest |x| is {float(np.abs(block).max()):.3g}, "
+                                      f"which ggml gives {qt.name}'s E8M0 NaN scale (0xFF)")
     return None
 
 
