@@ -460,22 +460,27 @@ VARIANTS: dict[str, Variant] = {
                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
                     tie_word_embeddings=True),
     ),
-    # GraniteMoeHybridForCausalLM (Granite 4.0-H): layer 0 Mamba2 (4 heads of 64, d_state 64, one
-    # group, conv 4; A_log, D and dt_bias drawn), layer 1 attention without positions
+    # GraniteMoeHybridForCausalLM (Granite 4.0-H): layer 0 Mamba2 (8 heads of 64: expand 2, which
+    # llama.cpp's granite-hybrid asserts; d_state 64, one group, conv 4; A_log, D and dt_bias
+    # drawn), layer 1 attention without positions
     # (position_embedding_type "nope", as Granite 4.0-H); both with 4 experts of width 32, top-2,
     # and a shared MLP of width 64; Granite's four multipliers; tied output. config.json spells
     # the layer types "mamba"/"attention" as the released ones do (transformers 5 saves
     # "linear_attention"/"full_attention", which llama.cpp's converter does not read as attention).
+    # The embedding is padded to 408 rows, a multiple of 8 as Granite 4.0-H's 100352: the converter
+    # pads a hybrid's vocabulary to a multiple of 8 but not its embedding, and llama.cpp refuses
+    # 401 rows for 408 tokens.
     "granite4-bpe-bf16": Variant(
         GraniteMoeHybridConfig, "tiny-bpe", torch.bfloat16, seed=93,
         routers=(".block_sparse_moe.router.weight",),
         draws=((".A_log", 0.5, 0.5), (".D", 1.0, 0.3), (".dt_bias", 0.0, 0.5)),
         config_edits={"layer_types": ["mamba", "attention"]},
-        config=dict(hidden_size=256, intermediate_size=32, shared_intermediate_size=64, num_hidden_layers=2,
+        config=dict(vocab_size=408, hidden_size=256, intermediate_size=32, shared_intermediate_size=64,
+                    num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
                     num_local_experts=4, num_experts_per_tok=2, layer_types=["linear_attention", "full_attention"],
-                    mamba_n_heads=4, mamba_d_head=64, mamba_n_groups=1, mamba_d_state=64, mamba_d_conv=4,
-                    mamba_expand=1, mamba_chunk_size=256, mamba_conv_bias=True, mamba_proj_bias=False,
+                    mamba_n_heads=8, mamba_d_head=64, mamba_n_groups=1, mamba_d_state=64, mamba_d_conv=4,
+                    mamba_expand=2, mamba_chunk_size=256, mamba_conv_bias=True, mamba_proj_bias=False,
                     position_embedding_type="nope", embedding_multiplier=12.0, attention_multiplier=0.015625,
                     residual_multiplier=0.22, logits_scaling=8.0,
                     rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
@@ -537,16 +542,19 @@ VARIANTS: dict[str, Variant] = {
                     tie_word_embeddings=False),
     ),
     # Gemma3nForCausalLM (Gemma 3n's text model): AltUp over 4 copies of the residual stream (its
-    # correct_output_scale drawn: transformers starts it at zero), LAuReL (rank 32), per-layer
-    # embeddings (64 a layer), q/k/v norms, GELU (tanh) with a 0.95 activation-sparsity cutoff on
-    # layer 0, final soft-cap 30; layer 0 slides over 4 tokens, layer 1 is global. No KV sharing:
-    # llama.cpp's gemma3n shares from layer 20 on whatever num_kv_shared_layers says.
+    # correct_output_scale drawn: transformers starts it at zero), LAuReL (rank 64), per-layer
+    # embeddings (256 a layer), q/k/v norms, GELU (tanh) with a 0.95 activation-sparsity cutoff on
+    # layer 0, final soft-cap 30; layer 0 slides over 4 tokens, layer 1 is global. llama.cpp fixes
+    # the per-layer width at 256 and the LAuReL rank at 64 (llama-hparams.h: n_embd_altup,
+    # laurel_rank), hence this fixture's size (2.7 MB with 64 and 32, which llama.cpp refused to
+    # load). No KV sharing: llama.cpp's gemma3n shares from layer 20 on, whatever
+    # num_kv_shared_layers says.
     "gemma3n-spm-bf16": Variant(
         Gemma3nTextConfig, "tiny-gemma", torch.bfloat16, seed=98, draws=(("correct_output_scale", 0.0, 0.5),),
         config=dict(hidden_size=256, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                     num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-6, sliding_window=4,
                     layer_types=["sliding_attention", "full_attention"], hidden_activation="gelu_pytorch_tanh",
-                    final_logit_softcapping=30.0, hidden_size_per_layer_input=64, laurel_rank=32,
+                    final_logit_softcapping=30.0, hidden_size_per_layer_input=256, laurel_rank=64,
                     vocab_size_per_layer_input=500,  # tiny-gemma's whole vocabulary
                     altup_num_inputs=4, altup_active_idx=0, altup_coef_clip=120.0, altup_correct_scale=True,
                     num_kv_shared_layers=0, activation_sparsity_pattern=[0.95, 0.0],
