@@ -21,7 +21,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,10 +35,16 @@ from transformers import Gemma2Config, Gemma3TextConfig
 from transformers import AutoModel, BertConfig
 from transformers import SmolLM3Config
 from transformers import Olmo2Config
+from transformers import (ApertusConfig, Ernie4_5Config, Exaone4Config, GraniteConfig, HunYuanDenseV1Config,
+                          Qwen2MoeConfig, SeedOssConfig)
+from transformers import DeepseekV3Config, Gemma3nTextConfig, Glm4MoeConfig, GptOssConfig, Llama4TextConfig
+from transformers import (GraniteMoeHybridConfig, Lfm2Config, MiniMaxM2Config, Qwen3_5MoeTextConfig, Qwen3_5TextConfig,
+                          Qwen3NextConfig)
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZERS = ROOT / "tests" / "fixtures" / "tokenizers"
 MODELS = ROOT / "tests" / "fixtures" / "models"
+PENDING = ROOT / "tests" / "fixtures" / "pending"  # fixtures of architectures without an adapter yet
 
 # The files of a fixture tokenizer that a real checkpoint ships (not its expected.json).
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
@@ -65,6 +71,17 @@ class Variant:
     norm_offset: float = 0.0
     # Norms (by name suffix) whose applied weights are drawn from another range than (0.5, 1.5).
     norm_ranges: tuple[tuple[str, float, float], ...] = ()
+    # MoE router weights (by name suffix), drawn with ROUTER_STD.
+    routers: tuple[str, ...] = (".mlp.gate.weight",)
+    # Parameters (by name suffix) that transformers starts at a constant, which would hide a
+    # dropped or misplaced tensor: drawn from normal(mean, std) instead.
+    draws: tuple[tuple[str, float, float], ...] = ()
+    # Special tokens appended to the fixture tokenizer's, for converters that look up their
+    # family's control tokens by name (GLM's [gMASK], <|user|>...).
+    added_tokens: tuple[str, ...] = ()
+    # Keys set in config.json after save_pretrained: values as the released checkpoints spell them
+    # where transformers 5 saves another spelling or drops a key (a converter reads the file).
+    config_edits: dict = field(default_factory=dict)
 
 
 # Shared by all variants: small context, and an initializer wider than the default 0.02 so the
@@ -87,6 +104,13 @@ ROUTER_MARGIN = 0.1
 # of about 0.05 keep the FFN's share, and that error, at 2e-5 to 4e-5 of the logit scale (seeds
 # 51-61) and the wobble mostly under 1e-5; a dropped or unshifted norm still moves them far more.
 GEMMA_FFN_POST_NORM = (("post_feedforward_layernorm.weight", 0.02, 0.08),)
+
+# Qwen3.5 ropes a quarter of each head as interleaved MRoPE, its sections (pairs of dimensions
+# for time, height, width) summing to that quarter's pairs: [11, 11, 10] for the released 256-wide
+# heads, [4, 2, 2] for these 64-wide ones. Text positions are equal in all three, so MRoPE is then
+# the plain rope; sections that do not sum to the rotary pairs would index past the frequencies.
+QWEN35_ROPE = {"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25,
+               "mrope_section": [4, 2, 2], "mrope_interleaved": True}
 
 VARIANTS: dict[str, Variant] = {
     # transformers-5 config (rope_parameters, dtype), several shards + index, untied lm_head.
@@ -297,6 +321,272 @@ VARIANTS: dict[str, Variant] = {
                     rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
                     pad_token_id=None, tie_word_embeddings=False),
     ),
+    # --- issue 13's architectures: hidden 256 and heads of 64, so that the rows of every matrix
+    # whose input is the residual stream are whole K-quant super-blocks; 2 layers unless a layer
+    # pattern needs more. docs/architectures-survey.md says what llama.cpp's converter does with each.
+    #
+    # GraniteForCausalLM (Granite 3.x): Llama plus four multipliers, at Granite-3.3-2B's values
+    # (embedding x12, attention scale 1/64 instead of 1/sqrt(64), residual x0.22, logits / 8);
+    # tied output as in Granite 3.3. No head_dim: the converter drops it for Granite.
+    "granite-bpe-bf16": Variant(
+        GraniteConfig, "tiny-bpe", torch.bfloat16, seed=81,
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                    embedding_multiplier=12.0, attention_multiplier=0.015625, residual_multiplier=0.22,
+                    logits_scaling=8.0, tie_word_embeddings=True),
+    ),
+    # Qwen2MoeForCausalLM (Qwen1.5-MoE, Qwen2-57B-A14B): 4 experts of width 64, top-2 without
+    # renormalizing (norm_topk_prob false, as Qwen1.5-MoE-A2.7B), a shared expert of width 128
+    # behind its sigmoid gate (shared_expert_gate), q/k/v biases, untied.
+    "qwen2moe-bpe-bf16": Variant(
+        Qwen2MoeConfig, "tiny-bpe", torch.bfloat16, seed=182,
+        config=dict(hidden_size=256, intermediate_size=256, moe_intermediate_size=64,
+                    shared_expert_intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, rms_norm_eps=1e-6, num_experts=4, num_experts_per_tok=2,
+                    norm_topk_prob=False, qkv_bias=True,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                    use_sliding_window=False, tie_word_embeddings=False),
+    ),
+    # Ernie4_5ForCausalLM (ERNIE-4.5-0.3B): the converter reads a SentencePiece tokenizer.model
+    # only, hence tiny-spm; tied output, head_dim 64, GQA 4/2, no biases, theta 500000.
+    "ernie45-spm-bf16": Variant(
+        Ernie4_5Config, "tiny-spm", torch.bfloat16, seed=83,
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-5,
+                    rope_parameters={"rope_type": "default", "rope_theta": 500000.0},
+                    use_bias=False, pad_token_id=0, tie_word_embeddings=True),
+    ),
+    # SeedOssForCausalLM (Seed-OSS-36B): q/k/v biases but none on o_proj (attention_out_bias
+    # false), head_dim 64, GQA 4/2, untied.
+    "seedoss-bpe-bf16": Variant(
+        SeedOssConfig, "tiny-bpe", torch.bfloat16, seed=84,
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-6,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000000.0},
+                    attention_bias=True, attention_out_bias=False, attention_dropout=0.0,
+                    residual_dropout=0.0, pad_token_id=0, tie_word_embeddings=False),
+    ),
+    # Exaone4ForCausalLM (EXAONE-4.0-32B's hybrid attention): per-head q/k norms, norms after
+    # attention and FFN (no pre-norms); layer 0 slides over a 4-token window with rope, layer 1
+    # is global and without rope (EXAONE 4 ropes only its sliding layers when it has any).
+    "exaone4-bpe-bf16": Variant(
+        Exaone4Config, "tiny-bpe", torch.bfloat16, seed=85,
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-5,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                    sliding_window=4, layer_types=["sliding_attention", "full_attention"],
+                    tie_word_embeddings=False),
+    ),
+    # HunYuanDenseV1ForCausalLM (Hunyuan-7B): per-head q/k norms (query_/key_layernorm), NTK
+    # alpha rope as the released configs spell it ("dynamic" with alpha 1000: a fixed base
+    # 10000 * 1000^(64/62)); max_position_embeddings 32768 because the converter asserts it.
+    "hunyuan-bpe-bf16": Variant(
+        HunYuanDenseV1Config, "tiny-bpe", torch.bfloat16, seed=86,
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-5,
+                    max_position_embeddings=32768,
+                    rope_parameters={"rope_type": "dynamic", "rope_theta": 10000.0, "alpha": 1000.0,
+                                     "factor": 1.0},
+                    tie_word_embeddings=False),
+    ),
+    # ApertusForCausalLM (Apertus-8B): xIELU activation with per-layer learned alpha_p, alpha_n,
+    # beta, eps (drawn away from their init), up/down MLP without a gate, per-head q/k norms,
+    # llama3 rope (theta 12e6, as Apertus), untied.
+    "apertus-bpe-bf16": Variant(
+        ApertusConfig, "tiny-bpe", torch.bfloat16, seed=87,
+        draws=((".act_fn.alpha_p", 0.8, 0.1), (".act_fn.alpha_n", 0.8, 0.1)),
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                    rope_parameters={"rope_type": "llama3", "rope_theta": 12000000.0, "factor": 8.0,
+                                     "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 64},
+                    tie_word_embeddings=False),
+    ),
+    # Glm4MoeForCausalLM (GLM-4.5): layer 0 dense (first_k_dense_replace 1), layer 1 MoE with 4
+    # routed experts of width 64, top-2 by sigmoid score plus a drawn e_score_correction_bias,
+    # renormalized and scaled by 2.5 (GLM-4.5's routed_scaling_factor), one shared expert;
+    # q/k/v biases and q/k norms (GLM-4.5, not Air), rope on half of each head (partial 0.5);
+    # no MTP layer. GLM's control tokens appended, because the converter looks them up by name.
+    "glm4moe-bpe-bf16": Variant(
+        Glm4MoeConfig, "tiny-bpe", torch.bfloat16, seed=88,
+        draws=(("e_score_correction_bias", 0.0, 0.05),),
+        added_tokens=("[gMASK]", "<sop>", "<|user|>", "<|assistant|>", "<|observation|>"),
+        config=dict(hidden_size=256, intermediate_size=256, moe_intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-5,
+                    n_routed_experts=4, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                    n_group=1, topk_group=1, norm_topk_prob=True, routed_scaling_factor=2.5,
+                    attention_bias=True, use_qk_norm=True, num_nextn_predict_layers=0,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0, "partial_rotary_factor": 0.5},
+                    tie_word_embeddings=False),
+    ),
+    # DeepseekV3ForCausalLM: MLA with a q LoRA (q_lora_rank 128, kv_lora_rank 128, nope 32 + rope 32
+    # per query/key head, v 32), layer 0 dense, layer 1 MoE: 8 routed experts of width 32 in 4
+    # groups, top-2 groups then top-2 experts by sigmoid score + e_score_correction_bias,
+    # renormalized, x2.5, one shared expert; interleaved rope (rope_interleave, as V3's).
+    # config.json states the routing as DeepSeek-V3's does (scoring_func, topk_method): transformers
+    # always routes V3 by sigmoid and does not save them, and the converter writes the gating
+    # function only from scoring_func (without it llama.cpp's deepseek2 uses softmax).
+    "deepseek3-bpe-bf16": Variant(
+        DeepseekV3Config, "tiny-bpe", torch.bfloat16, seed=89,
+        draws=(("e_score_correction_bias", 0.0, 0.05),),
+        config_edits={"scoring_func": "sigmoid", "topk_method": "noaux_tc"},
+        config=dict(hidden_size=256, intermediate_size=256, moe_intermediate_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=4, q_lora_rank=128, kv_lora_rank=128,
+                    qk_nope_head_dim=32, qk_rope_head_dim=32, v_head_dim=32, rms_norm_eps=1e-6,
+                    n_routed_experts=8, num_experts_per_tok=2, n_shared_experts=1, first_k_dense_replace=1,
+                    n_group=4, topk_group=2, norm_topk_prob=True, routed_scaling_factor=2.5,
+                    rope_interleave=True, num_nextn_predict_layers=0,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                    tie_word_embeddings=False),
+    ),
+    # GptOssForCausalLM in bf16 (the released experts are MXFP4; a later fixture): attention sinks
+    # (drawn), layer 0 slides over 4 tokens and layer 1 is global (transformers' alternation),
+    # q/k/v/o biases, 4 experts of width 64 with biases, fused and interleaved gate_up_proj,
+    # clamped SwiGLU (alpha 1.702, limit 7), router with a bias, top-2 softmax over the chosen;
+    # YaRN x32 over 4096 as gpt-oss-20b.
+    "gptoss-bpe-bf16": Variant(
+        GptOssConfig, "tiny-bpe", torch.bfloat16, seed=190, routers=(".mlp.router.weight",),
+        draws=((".self_attn.sinks", 0.0, 1.0), ("_proj_bias", 0.0, 0.1)),
+        config=dict(hidden_size=256, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-5, num_local_experts=4,
+                    num_experts_per_tok=2, sliding_window=4, attention_bias=True,
+                    rope_parameters={"rope_type": "yarn", "rope_theta": 150000.0, "factor": 32.0,
+                                     "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False,
+                                     "original_max_position_embeddings": 4096},
+                    tie_word_embeddings=False),
+    ),
+    # Llama4ForCausalLM (Llama 4's text model): four layers, because llama.cpp places NoPE layers
+    # by a fixed step of 4 (layer 3 here, as transformers' no_rope_layer_interval 4); MoE every
+    # second layer (interleave_moe_layer_step 2: layers 1 and 3) with 4 experts of width 32, top-1
+    # by sigmoid, plus a shared expert; dense layers of width 64 (intermediate_size_mlp); L2 q/k
+    # norm on the rope layers; temperature tuning (no effect below position 8192).
+    "llama4-bpe-bf16": Variant(
+        Llama4TextConfig, "tiny-bpe", torch.bfloat16, seed=91, routers=(".feed_forward.router.weight",),
+        config=dict(hidden_size=256, intermediate_size=32, intermediate_size_mlp=64, num_hidden_layers=4,
+                    num_attention_heads=4, num_key_value_heads=1, head_dim=64, rms_norm_eps=1e-5,
+                    num_local_experts=4, num_experts_per_tok=1, interleave_moe_layer_step=2,
+                    use_qk_norm=True, no_rope_layer_interval=4, attention_chunk_size=8192,
+                    rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 16.0,
+                                     "low_freq_factor": 1.0, "high_freq_factor": 1.0,
+                                     "original_max_position_embeddings": 64},
+                    tie_word_embeddings=False),
+    ),
+    # Lfm2ForCausalLM (LFM2): layer 0 a gated short convolution (kernel 3, conv_L_cache), layer 1
+    # attention with q/k norms; the FFN width auto-adjusted as LFM2 does (2/3 of 384, rounded up
+    # to a multiple of 256: 256); tied output.
+    "lfm2-bpe-bf16": Variant(
+        Lfm2Config, "tiny-bpe", torch.bfloat16, seed=92,
+        config=dict(hidden_size=256, intermediate_size=384, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, norm_eps=1e-5, conv_L_cache=3, conv_bias=False,
+                    block_multiple_of=256, block_ffn_dim_multiplier=1.0, block_auto_adjust_ff_dim=True,
+                    layer_types=["conv", "full_attention"],
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+                    tie_word_embeddings=True),
+    ),
+    # GraniteMoeHybridForCausalLM (Granite 4.0-H): layer 0 Mamba2 (8 heads of 64: expand 2, which
+    # llama.cpp's granite-hybrid asserts; d_state 64, one group, conv 4; A_log, D and dt_bias
+    # drawn), layer 1 attention without positions
+    # (position_embedding_type "nope", as Granite 4.0-H); both with 4 experts of width 32, top-2,
+    # and a shared MLP of width 64; Granite's four multipliers; tied output. config.json spells
+    # the layer types "mamba"/"attention" as the released ones do (transformers 5 saves
+    # "linear_attention"/"full_attention", which llama.cpp's converter does not read as attention).
+    # The embedding is padded to 408 rows, a multiple of 8 as Granite 4.0-H's 100352: the converter
+    # pads a hybrid's vocabulary to a multiple of 8 but not its embedding, and llama.cpp refuses
+    # 401 rows for 408 tokens.
+    "granite4-bpe-bf16": Variant(
+        GraniteMoeHybridConfig, "tiny-bpe", torch.bfloat16, seed=93,
+        routers=(".block_sparse_moe.router.weight",),
+        draws=((".A_log", 0.5, 0.5), (".D", 1.0, 0.3), (".dt_bias", 0.0, 0.5)),
+        config_edits={"layer_types": ["mamba", "attention"]},
+        config=dict(vocab_size=408, hidden_size=256, intermediate_size=32, shared_intermediate_size=64,
+                    num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5,
+                    num_local_experts=4, num_experts_per_tok=2, layer_types=["linear_attention", "full_attention"],
+                    mamba_n_heads=8, mamba_d_head=64, mamba_n_groups=1, mamba_d_state=64, mamba_d_conv=4,
+                    mamba_expand=2, mamba_chunk_size=256, mamba_conv_bias=True, mamba_proj_bias=False,
+                    position_embedding_type="nope", embedding_multiplier=12.0, attention_multiplier=0.015625,
+                    residual_multiplier=0.22, logits_scaling=8.0,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                    tie_word_embeddings=True),
+    ),
+    # Qwen3NextForCausalLM: layer 0 Gated DeltaNet (2 key heads and 4 value heads of 64, conv 4;
+    # dt_bias drawn), layer 1 gated attention (q_proj twice as wide: query and output gate) with
+    # q/k norms and rope on a quarter of each head; both MoE with 4 experts of width 32, top-2
+    # renormalized, and a gated shared expert of width 64. Norms apply 1 + w, but the DeltaNet's
+    # gated norm applies w.
+    "qwen3next-bpe-bf16": Variant(
+        Qwen3NextConfig, "tiny-bpe", torch.bfloat16, seed=194, norm_offset=1.0,
+        norm_ranges=(("linear_attn.norm.weight", 1.5, 2.5),), draws=((".dt_bias", 1.0, 0.5),),
+        config=dict(hidden_size=256, intermediate_size=256, moe_intermediate_size=32,
+                    shared_expert_intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-6, num_experts=4, num_experts_per_tok=2,
+                    norm_topk_prob=True, decoder_sparse_step=1, layer_types=["linear_attention", "full_attention"],
+                    linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=64,
+                    linear_value_head_dim=64, linear_conv_kernel_dim=4,
+                    rope_parameters={"rope_type": "default", "rope_theta": 10000000.0, "partial_rotary_factor": 0.25},
+                    tie_word_embeddings=False),
+    ),
+    # Qwen3_5ForCausalLM (Qwen3.5 dense, text): Qwen3-Next's layer pair with a dense FFN; rope
+    # as QWEN35_ROPE says.
+    "qwen35-bpe-bf16": Variant(
+        Qwen3_5TextConfig, "tiny-bpe", torch.bfloat16, seed=95, norm_offset=1.0,
+        norm_ranges=(("linear_attn.norm.weight", 1.5, 2.5),), draws=((".dt_bias", 1.0, 0.5),),
+        config=dict(hidden_size=256, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-6,
+                    layer_types=["linear_attention", "full_attention"],
+                    linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=64,
+                    linear_value_head_dim=64, linear_conv_kernel_dim=4,
+                    rope_parameters=QWEN35_ROPE, tie_word_embeddings=False),
+    ),
+    # Qwen3_5MoeForCausalLM (Qwen3.5 MoE, text): the layer pair with Qwen3-Next's MoE.
+    "qwen35moe-bpe-bf16": Variant(
+        Qwen3_5MoeTextConfig, "tiny-bpe", torch.bfloat16, seed=96, norm_offset=1.0,
+        norm_ranges=(("linear_attn.norm.weight", 1.5, 2.5),), draws=((".dt_bias", 1.0, 0.5),),
+        config=dict(hidden_size=256, moe_intermediate_size=32, shared_expert_intermediate_size=64,
+                    num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+                    rms_norm_eps=1e-6, num_experts=4, num_experts_per_tok=2,
+                    layer_types=["linear_attention", "full_attention"],
+                    linear_num_key_heads=2, linear_num_value_heads=4, linear_key_head_dim=64,
+                    linear_value_head_dim=64, linear_conv_kernel_dim=4,
+                    rope_parameters=QWEN35_ROPE, tie_word_embeddings=False),
+    ),
+    # MiniMaxM2ForCausalLM: 4 experts of width 64, top-2 by sigmoid score + e_score_correction_bias
+    # (drawn), renormalized; q/k norms over all heads at once (width 4 x 64, not per head); rope on
+    # half of each head, stated as the released config does (rotary_dim, which the converter reads;
+    # and scoring_func, from which alone it writes the gating function).
+    "minimaxm2-bpe-bf16": Variant(
+        MiniMaxM2Config, "tiny-bpe", torch.bfloat16, seed=97,
+        draws=(("e_score_correction_bias", 0.0, 0.05),),
+        config_edits={"rotary_dim": 32, "scoring_func": "sigmoid"},
+        config=dict(hidden_size=256, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-6, num_local_experts=4,
+                    num_experts_per_tok=2,
+                    rope_parameters={"rope_type": "default", "rope_theta": 5000000.0, "partial_rotary_factor": 0.5},
+                    tie_word_embeddings=False),
+    ),
+    # Gemma3nForCausalLM (Gemma 3n's text model): AltUp over 4 copies of the residual stream (its
+    # correct_output_scale drawn: transformers starts it at zero), LAuReL (rank 64), per-layer
+    # embeddings (256 a layer), q/k/v norms, GELU (tanh) with a 0.95 activation-sparsity cutoff on
+    # layer 0, final soft-cap 30; layer 0 slides over 4 tokens, layer 1 is global. llama.cpp fixes
+    # the per-layer width at 256 and the LAuReL rank at 64 (llama-hparams.h: n_embd_altup,
+    # laurel_rank), hence this fixture's size (2.7 MB with 64 and 32, which llama.cpp refused to
+    # load). No KV sharing: llama.cpp's gemma3n shares from layer 20 on, whatever
+    # num_kv_shared_layers says.
+    "gemma3n-spm-bf16": Variant(
+        Gemma3nTextConfig, "tiny-gemma", torch.bfloat16, seed=98, draws=(("correct_output_scale", 0.0, 0.5),),
+        config=dict(hidden_size=256, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=64, rms_norm_eps=1e-6, sliding_window=4,
+                    layer_types=["sliding_attention", "full_attention"], hidden_activation="gelu_pytorch_tanh",
+                    final_logit_softcapping=30.0, hidden_size_per_layer_input=256, laurel_rank=64,
+                    vocab_size_per_layer_input=500,  # tiny-gemma's whole vocabulary
+                    altup_num_inputs=4, altup_active_idx=0, altup_coef_clip=120.0, altup_correct_scale=True,
+                    num_kv_shared_layers=0, activation_sparsity_pattern=[0.95, 0.0],
+                    rope_parameters={
+                        "full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                        "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+                    bos_token_id=2, eos_token_id=1, pad_token_id=0, tie_word_embeddings=True),
+    ),
 }
 
 
@@ -307,19 +597,39 @@ def tokenizer_dir(name: str) -> Path:
     return src
 
 
-def copy_tokenizer(name: str, dest: Path) -> None:
+def copy_tokenizer(name: str, dest: Path, added: tuple[str, ...] = ()) -> None:
+    """The fixture tokenizer's files into dest, with `added` special tokens after its last id."""
     src = tokenizer_dir(name)
     for fname in TOKENIZER_FILES:
         if (src / fname).is_file():
             shutil.copy2(src / fname, dest / fname)
+    if not added:
+        return
+    tokenizer = json.loads((dest / "tokenizer.json").read_text(encoding="utf-8"))
+    config = json.loads((dest / "tokenizer_config.json").read_text(encoding="utf-8"))
+    first = Tokenizer.from_file(str(src / "tokenizer.json")).get_vocab_size(with_added_tokens=True)
+    for tid, content in enumerate(added, start=first):
+        entry = {"content": content, "lstrip": False, "normalized": False, "rstrip": False,
+                 "single_word": False, "special": True}
+        tokenizer["added_tokens"].append({"id": tid, **entry})
+        config.setdefault("added_tokens_decoder", {})[str(tid)] = entry
+    (dest / "tokenizer.json").write_text(json.dumps(tokenizer, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (dest / "tokenizer_config.json").write_text(json.dumps(config, ensure_ascii=False, indent=2) + "\n",
+                                                encoding="utf-8")
+
+
+def edit_config(path: Path, edits: dict) -> None:
+    config = json.loads(path.read_text())
+    config.update(edits)
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def build_model(variant: Variant):
     # The embedding has one row per token, added tokens included, as in a real checkpoint.
     vocab = Tokenizer.from_file(str(tokenizer_dir(variant.tokenizer) / "tokenizer.json"))
     # A variant may override COMMON, and pad the vocab_size (as Phi-3's embedding is padded).
-    config = variant.config_class(**{"vocab_size": vocab.get_vocab_size(with_added_tokens=True),
-                                     **COMMON, **variant.config})
+    n_vocab = vocab.get_vocab_size(with_added_tokens=True) + len(variant.added_tokens)
+    config = variant.config_class(**{"vocab_size": n_vocab, **COMMON, **variant.config})
     torch.manual_seed(variant.seed)
     model = (AutoModel if variant.encoder else AutoModelForCausalLM).from_config(config, dtype=torch.float32)
     with torch.no_grad():
@@ -337,8 +647,14 @@ def build_model(variant: Variant):
             # MoE routers (mlp.gate): wider than the initializer, so that the router's
             # probabilities spread and top-k picks the same experts in llama.cpp as here (see
             # check_router_margin). No dense variant has any.
-            elif name.endswith(".mlp.gate.weight"):
+            elif name.endswith(variant.routers):
                 param.normal_(0.0, ROUTER_STD)
+            elif draw := next(((mean, std) for suffix, mean, std in variant.draws if name.endswith(suffix)), None):
+                param.normal_(*draw)
+        # Buffers saved with the weights (DeepSeek's and GLM's e_score_correction_bias)
+        for name, buffer in model.named_buffers():
+            if draw := next(((mean, std) for suffix, mean, std in variant.draws if name.endswith(suffix)), None):
+                buffer.normal_(*draw)
     return model.to(variant.dtype)
 
 
@@ -371,7 +687,8 @@ class RouterMargins:
     def __init__(self, model):
         self.gaps: dict[str, float] = {}
         for name, module in model.named_modules():
-            if type(module).__name__.endswith("TopKRouter"):
+            # TopKRouter, and DeepSeek's and GLM's TopkRouter
+            if type(module).__name__.lower().endswith("topkrouter"):
                 module.register_forward_hook(self.hook(name, module.top_k))
 
     def hook(self, name: str, k: int):
@@ -463,8 +780,18 @@ def write_sentence_transformers_files(path: Path, hidden_size: int) -> None:
     (path / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
 
 
+def fixture_folder(checkpoint: Path) -> Path:
+    """tests/fixtures/models/ for an architecture qconvert converts (every test over the fixtures
+    takes it), tests/fixtures/pending/ until its adapter exists (CONTRIBUTING.md: the adapter's
+    commit moves the fixture)."""
+    sys.path.insert(0, str(ROOT))
+    from qconvert.arch import REGISTRY
+
+    architecture = json.loads((checkpoint / "config.json").read_text())["architectures"][0]
+    return MODELS if architecture in REGISTRY else PENDING
+
+
 def make(name: str, variant: Variant) -> Path:
-    dest = MODELS / name
     MODELS.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=MODELS, prefix=f".{name}-") as tmp:
         tmp = Path(tmp)
@@ -473,14 +800,19 @@ def make(name: str, variant: Variant) -> Path:
         model.save_pretrained(tmp, **kwargs)
         if variant.transformers4_config:
             rewrite_config_as_transformers4(tmp / "config.json")
-        copy_tokenizer(variant.tokenizer, tmp)
+        if variant.config_edits:
+            edit_config(tmp / "config.json", variant.config_edits)
+        copy_tokenizer(variant.tokenizer, tmp, variant.added_tokens)
         if variant.max_shard_size:
             assert (tmp / "model.safetensors.index.json").is_file(), "expected a sharded save"
         if variant.encoder:
             write_sentence_transformers_files(tmp, model.config.hidden_size)
         np.savez(tmp / "reference.npz", **(encoder_reference(tmp) if variant.encoder else reference(tmp)))
-        if dest.exists():
-            shutil.rmtree(dest)
+        dest = fixture_folder(tmp) / name
+        for old in (MODELS / name, PENDING / name):  # a fixture whose adapter came since moves over
+            if old.exists():
+                shutil.rmtree(old)
+        dest.parent.mkdir(parents=True, exist_ok=True)
         tmp.rename(dest)
         dest.chmod(0o755)  # TemporaryDirectory made it 0700
         tmp.mkdir()  # so TemporaryDirectory's cleanup finds something to remove

@@ -10,6 +10,9 @@ convert_hf_to_gguf.py names a BPE tokenizer's pre-tokenizer (tokenizer.ggml.pre)
 token ids of a fixed text, so it refuses a tokenizer it has no hash for, such as the fixture
 tiny-bpe (SmolLM's pre-tokenizer over a 401-token vocab). --vocab-pre NAME replaces that lookup
 (TextModel.get_vocab_base_pre) with NAME; everything else is llama.cpp's code unchanged.
+--no-mtp passes the converter's own flag: its Qwen3-Next and Qwen3.5 classes assert that a
+checkpoint has a multi-token-prediction block unless told to leave it out, and transformers
+(hence a tiny fixture) has none.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ runpy.run_path(script, run_name="__main__")
 
 
 def oracle_convert(checkpoint: Path, out: Path, outtype: str, vocab_pre: str | None = None,
-                   vocab_only: bool = False) -> None:
+                   vocab_only: bool = False, no_mtp: bool = False) -> None:
     """Write `out` from `checkpoint` with convert_hf_to_gguf.py; raise CalledProcessError on failure."""
     tree = llama_cpp_src()
     env = dict(os.environ)
@@ -45,7 +48,8 @@ def oracle_convert(checkpoint: Path, out: Path, outtype: str, vocab_pre: str | N
         [str(tree / "gguf-py"), *filter(None, [os.environ.get("PYTHONPATH")])])
     out.parent.mkdir(parents=True, exist_ok=True)
     script = [str(tree / "convert_hf_to_gguf.py"), str(checkpoint),
-              "--outfile", str(out), "--outtype", outtype] + (["--vocab-only"] if vocab_only else [])
+              "--outfile", str(out), "--outtype", outtype] + (["--vocab-only"] if vocab_only else []) \
+        + (["--no-mtp"] if no_mtp else [])
     if vocab_pre is None:
         cmd = [sys.executable, *script]
     else:
@@ -61,12 +65,13 @@ def main() -> None:
     parser.add_argument("--vocab-pre", metavar="NAME",
                         help="tokenizer.ggml.pre to write for a BPE vocab llama.cpp has no hash for")
     parser.add_argument("--vocab-only", action="store_true", help="write only the tokenizer metadata")
+    parser.add_argument("--no-mtp", action="store_true", help="leave out the multi-token-prediction block")
     args = parser.parse_args()
     if not (args.checkpoint / "config.json").is_file():
         parser.error(f"{args.checkpoint} has no config.json; give a Hugging Face checkpoint directory")
     try:
         oracle_convert(args.checkpoint.resolve(), args.out.resolve(), args.outtype, args.vocab_pre,
-                       args.vocab_only)
+                       args.vocab_only, args.no_mtp)
     except subprocess.CalledProcessError as err:
         sys.exit(f"convert_hf_to_gguf.py failed with exit code {err.returncode}")
 
