@@ -24,6 +24,7 @@ from ..errors import UnsupportedError
 from . import floats, q4_0, q8_0
 from . import q4_1, q5_0, q5_1, q6_k
 from . import q2_k, q3_k, q4_k, q5_k
+from . import iq4_nl, iq4_xs
 from ._base import QuantType, choose_backend, define
 from ._base import quantize_rows as _quantize_rows
 
@@ -43,6 +44,8 @@ REGISTRY: dict[T, QuantType] = {qt.qtype: qt for qt in (
     define(T.Q5_K, q5_k, backend=BACKEND, kernel="q5_k", imatrix="weighted"),
     define(T.Q2_K, q2_k, backend=BACKEND, kernel="q2_k", imatrix="weighted"),
     define(T.Q3_K, q3_k, backend=BACKEND, kernel="q3_k", imatrix="weighted"),
+    define(T.IQ4_NL, iq4_nl, backend=BACKEND, kernel="iq4_nl", imatrix="weighted"),
+    define(T.IQ4_XS, iq4_xs, backend=BACKEND, kernel="iq4_xs", imatrix="weighted"),
 )}
 
 SUPPORTED: tuple[T, ...] = tuple(REGISTRY)
