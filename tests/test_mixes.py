@@ -43,7 +43,7 @@ T = gguf.GGMLQuantizationType
 
 # The mixes people use first, then the rest of llama-quantize's legacy and K mixes.
 MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q6_K",
-         "Q2_K", "Q3_K_S", "Q3_K_L", "Q5_K_S", "Q4_0", "Q8_0"]
+         "Q2_K", "Q3_K_S", "Q3_K_L", "Q5_K_S", "Q4_0", "Q8_0", "IQ4_NL", "IQ4_XS"]
 
 FIXTURE_MODELS = sorted(p.name for p in MODELS.glob("*") if (p / "config.json").is_file())
 
@@ -337,8 +337,9 @@ OPTION_RUNS = {
     "output-q8_0-embd-q5_k": {"output_tensor_type": "Q8_0", "token_embedding_type": "Q5_K"},
     "tensor-types": {"tensor_types": [("attn_q", "Q8_0"), ("FFN_(UP|GATE)", "Q5_K"), ("ffn", "Q2_K")]},
 }
-IMATRIX_MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q2_K", "Q6_K", "Q4_0", "Q5_0", "Q4_1", "Q8_0"]
-MOE_IMATRIX_MIXES = ["Q4_K_M", "Q2_K", "Q4_0", "Q3_K_S"]
+IMATRIX_MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q2_K", "Q6_K", "Q4_0", "Q5_0", "Q4_1", "Q8_0",
+                 "IQ4_NL", "IQ4_XS"]
+MOE_IMATRIX_MIXES = ["Q4_K_M", "Q2_K", "Q4_0", "Q3_K_S", "IQ4_XS"]
 
 
 def option_cases() -> list:
@@ -357,7 +358,7 @@ def option_cases() -> list:
             for model in ("gen-mixtral8x-k256", "mixtral-bpe-bf16", "qwen3moe-bpe-bf16")
             for mix in MOE_IMATRIX_MIXES]
     out += [pytest.param(SMOLLM2, mix, "imatrix", id=f"{SMOLLM2}-{mix}-imatrix", marks=pytest.mark.slow)
-            for mix in ("Q4_K_M", "Q4_0")]
+            for mix in ("Q4_K_M", "Q4_0", "IQ4_XS")]
     return out
 
 
