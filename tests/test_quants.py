@@ -566,8 +566,10 @@ def _iq4_grid(g: np.random.Generator) -> np.ndarray:
 def _iq4_special(g: np.random.Generator) -> np.ndarray:
     """Blocks around GROUP_MAX_EPS (1e-15: all-zero below), sub-blocks of equal |scale| and opposite
     signs (IQ4_XS: nearest_int gives +32, clamped to 31), zero and tiny sub-blocks beside large ones
-    (a 6-bit scale that rounds to 0), and values near the largest the quantizers take (2^24)."""
-    z = g.standard_normal((10, 256)).astype(np.float32)
+    (a 6-bit scale that rounds to 0), values near the largest the quantizers take (2^24), and
+    non-finite ones (written under --allow-nonfinite): a NaN scale never becomes IQ4_XS's max_scale,
+    and best_index_int8 maps a NaN to 15."""
+    z = g.standard_normal((12, 256)).astype(np.float32)
     for row, eps in zip((0, 1, 2), (np.nextafter(np.float32(1e-15), np.float32(0)), np.float32(1e-15),
                                      np.nextafter(np.float32(1e-15), np.float32(1)))):
         z[row] = g.uniform(-1, 1, 256).astype(np.float32) * eps
@@ -580,6 +582,8 @@ def _iq4_special(g: np.random.Generator) -> np.ndarray:
     z[7, ::5] = np.float32(2.0 ** 24)
     z[8] = np.float32(1e-15) * g.uniform(-1, 1, 256).astype(np.float32)
     z[9, :32] = -0.0
+    z[10, [3, 70, 200]] = np.nan, np.inf, -np.inf
+    z[11, [5, 100]] = np.float32(1e30), np.float32(-3e38)
     return z
 
 

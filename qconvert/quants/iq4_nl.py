@@ -92,12 +92,13 @@ def impl_weights(x: np.ndarray, quant_weights: np.ndarray | None, super_block: i
     """quantize_row_iq4_nl_impl's weights for x f32[N, 32] (N/(super_block/32) super-blocks in a
     row): x^2, or qw * sqrtf(sigma2 + x^2) with sigma2 = sum(x^2) * (2/super_block) per super-block."""
     if quant_weights is None:
-        return x * x
+        with np.errstate(over="ignore"):
+            return x * x
     n = x.shape[0] * x.shape[1] // super_block
     qw = block_weights(n, quant_weights, super_block).reshape(x.shape)
     sb = x.reshape(n, super_block)
-    sigma2 = _acc(sb * sb) * (F32(2) / F32(super_block))
     with np.errstate(all="ignore"):
+        sigma2 = _acc(sb * sb) * (F32(2) / F32(super_block))
         return qw * np.sqrt(np.repeat(sigma2, super_block // 32)[:, None] + x * x)
 
 

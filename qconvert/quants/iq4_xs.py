@@ -16,7 +16,7 @@ float32 exactly as C evaluates it:
 
     each sub-block's scale as IQ4_NL's search finds it (iq4_nl.block_scales; with an imatrix the
     weights use sigma2 = 2/256 * sum x^2 over the super-block)
-    max_scale = the first sub-block scale of the largest |scale| (+0.0 if all are 0)
+    max_scale = the first sub-block scale of the largest |scale| (+0.0 if all are 0; never a NaN)
     d  = -max_scale / 32 (an all-zero super-block: -0.0), stored as GGML_FP32_TO_FP16(d)
     id = d ? 1/d : 0 from the float32 d; per sub-block l = clamp(nearest_int(id*scale), -32, 31)
          (ggml's round-half-even), ls = l + 32; dl = d*l, idl = dl ? 1/dl : 0 and
@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from ._common import first_absmax, nearest_int, store_fp16
+from ._common import nearest_int, store_fp16
 from .iq4_nl import F32, KVALUES_F, best_index, block_scales, impl_weights, pack_nibbles
 
 BLOCK_SIZE, TYPE_SIZE = GGML_QUANT_SIZES[GGMLQuantizationType.IQ4_XS]
@@ -44,7 +44,12 @@ def quantize_blocks(x: np.ndarray, quant_weights: np.ndarray | None = None) -> n
     n = x.shape[0]
     xs = x.reshape(n * NSUB, 32)
     scales = block_scales(xs, impl_weights(xs, quant_weights, BLOCK_SIZE)).reshape(n, NSUB)
-    max_scale = first_absmax(scales)
+    max_scale, amax_scale = np.zeros(n, F32), np.zeros(n, F32)
+    for ib in range(NSUB):  # C's scan: `if (fabsf(d) > amax_scale)`, where a NaN scale never wins
+        s = scales[:, ib]
+        with np.errstate(invalid="ignore"):
+            win = np.abs(s) > amax_scale
+        max_scale, amax_scale = np.where(win, s, max_scale), np.where(win, np.abs(s), amax_scale)
     with np.errstate(all="ignore"):
         d = -max_scale / F32(32)
         inv = np.where(d != 0, F32(1) / d, F32(0)).astype(F32)
