@@ -91,9 +91,18 @@ MODELS_UNDER_TEST = [*FIXTURE_MODELS, *GENERATED]
 PROMPT = "The capital of France is Paris. It has been the largest city of the country for centuries."
 
 
+# Where rows are not whole 256-blocks, IQ4_XS falls back to IQ4_NL tensor by tensor, and the
+# IQ4_NL mix then writes the same tensors (only general.file_type differs): IQ4_NL runs where it
+# differs, on the checkpoints with rows of 256 (and the generated ones), not to repeat IQ4_XS's
+# llama-quantize runs (ggml's IQ4 quantizers are its slowest). SmolLM2's IQ4_XS file holds both.
+IQ4_NL_MODELS = ("llama-k256-bf16", *GENERATED)
+
+
 def cases() -> list:
-    fast = [pytest.param(model, mix, id=f"{model}-{mix}") for model in MODELS_UNDER_TEST for mix in MIXES]
-    slow = [pytest.param(SMOLLM2, mix, id=f"{SMOLLM2}-{mix}", marks=pytest.mark.slow) for mix in MIXES]
+    fast = [pytest.param(model, mix, id=f"{model}-{mix}") for model in MODELS_UNDER_TEST for mix in MIXES
+            if mix != "IQ4_NL" or model in IQ4_NL_MODELS]
+    slow = [pytest.param(SMOLLM2, mix, id=f"{SMOLLM2}-{mix}", marks=pytest.mark.slow) for mix in MIXES
+            if mix != "IQ4_NL"]
     return fast + slow
 
 
