@@ -53,7 +53,8 @@ cdef extern from *:
                 ax[t] = _mm_mul_ps(is[t], xi);
                 aq[t] = _mm_set1_ps(kv[0]);
             }
-            for (k = 1; k < 16; k++) {
+            #pragma GCC unroll 16
+            for (k = 1; k < 16; k++) {      /* unrolled: the levels become constant operands */
                 const __m128 lo = _mm_set1_ps(kv[k - 1]), hi = _mm_set1_ps(kv[k]);
                 const __m128 step = _mm_set1_ps(kv[k] - kv[k - 1]);
                 for (t = 0; t < 4; t++) {   /* c_k = (al - val[k-1] >= val[k] - al) */
