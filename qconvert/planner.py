@@ -173,6 +173,10 @@ def with_imatrix(f: Facts) -> bool:
     return f.opts.has_imatrix
 
 
+def without_imatrix(f: Facts) -> bool:
+    return not f.opts.has_imatrix
+
+
 def rows_misfit_default(f: Facts) -> bool:
     return f.t.shape[-1] % quants.block_size(f.default) != 0
 
@@ -215,6 +219,13 @@ def mix(ft: FT, default: T, *rules: Rule) -> Recipe:
 
 ATTN_V, FFN_DOWN, ATTN_OUT = cat("attn_v"), cat("ffn_down"), cat("attn_output")
 ATTN_OUT_8X = both(ATTN_OUT, n_expert(8))
+
+# llama_tensor_get_type_impl tests the IQ4_NL and IQ4_XS ftypes together: the same rules for both
+IQ4_RULES = (
+    Rule(both(ATTN_V, gqa_at_least(4)), T.Q5_K, "attn_v, GQA >= 4"),
+    Rule(both(FFN_DOWN, first(8), without_imatrix), T.Q5_K, "ffn_down, first n/8 layers, without imatrix"),
+    Rule(ATTN_OUT_8X, T.Q5_K, "attn_output, 8 experts"),
+)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe(FT.ALL_F32, T.F32),
@@ -262,12 +273,15 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     mix(FT.MOSTLY_TQ1_0, T.TQ1_0, TOKEN_EMBD_Q4_K),
     mix(FT.MOSTLY_TQ2_0, T.TQ2_0, TOKEN_EMBD_Q4_K),
     Recipe(FT.MOSTLY_MXFP4_MOE, T.MXFP4, MXFP4_MOE),
+    mix(FT.MOSTLY_IQ4_NL, T.IQ4_NL, *IQ4_RULES),
+    mix(FT.MOSTLY_IQ4_XS, T.IQ4_XS, *IQ4_RULES),
 )}
 
 # llama-quantize's tensor_type_fallback: a 256-block type whose rows do not fit goes to a
 # 32-block type; a 32-block type that still does not fit goes to F16.
 FALLBACKS: dict[T, T] = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K: T.Q5_1, T.Q6_K: T.Q8_0,
-                         T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0}
+                         T.TQ1_0: T.Q4_0, T.TQ2_0: T.Q4_0,
+                         T.IQ4_XS: T.IQ4_NL}
 
 
 def recipe_for(name: str) -> Recipe:

@@ -43,7 +43,7 @@ T = gguf.GGMLQuantizationType
 
 # The mixes people use first, then the rest of llama-quantize's legacy and K mixes.
 MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q6_K",
-         "Q2_K", "Q3_K_S", "Q3_K_L", "Q5_K_S", "Q4_0", "Q8_0"]
+         "Q2_K", "Q3_K_S", "Q3_K_L", "Q5_K_S", "Q4_0", "Q8_0", "IQ4_XS"]
 
 FIXTURE_MODELS = sorted(p.name for p in MODELS.glob("*") if (p / "config.json").is_file())
 
@@ -95,7 +95,10 @@ MODELS_UNDER_TEST = [*FIXTURE_MODELS, *GENERATED]
 # blocks: F16), on MoE models and on dense ones (no expert: all Q8_0).
 TERNARY_MODELS = ["llama-k256-bf16", "gen-rows96-16layers", "gen-tied-k256", "gen-tied-rows72",
                   "gen-mixtral8x-k256", "qwen3moe-bpe-bf16"]
+IQ4_NL_MODELS = ("llama-k256-bf16", *GENERATED)
 EXTRA_MIXES = {
+    # elsewhere every IQ4_XS tensor falls back to IQ4_NL: the IQ4_NL file is the IQ4_XS one
+    "IQ4_NL": IQ4_NL_MODELS,
     "TQ1_0": TERNARY_MODELS,
     "TQ2_0": TERNARY_MODELS,
     "MXFP4_MOE": ["mixtral-bpe-bf16", "qwen3moe-bpe-bf16", "gen-mixtral8x-k256", "llama-k256-bf16",
@@ -106,10 +109,18 @@ EXTRA_MIXES = {
 PROMPT = "The capital of France is Paris. It has been the largest city of the country for centuries."
 
 
+# Where rows are not whole 256-blocks, IQ4_XS falls back to IQ4_NL tensor by tensor, and the
+# IQ4_NL mix then writes the same tensors (only general.file_type differs): IQ4_NL runs where it
+# differs, on the checkpoints with rows of 256 (and the generated ones), not to repeat IQ4_XS's
+# llama-quantize runs (ggml's IQ4 quantizers are its slowest). SmolLM2's IQ4_XS file holds both.
+
+
 def cases() -> list:
     fast = [pytest.param(model, mix, id=f"{model}-{mix}") for model in MODELS_UNDER_TEST for mix in MIXES]
     fast += [pytest.param(model, mix, id=f"{model}-{mix}") for mix, models in EXTRA_MIXES.items() for model in models]
-    slow = [pytest.param(SMOLLM2, mix, id=f"{SMOLLM2}-{mix}", marks=pytest.mark.slow) for mix in (*MIXES, *EXTRA_MIXES)]
+    # SmolLM2's IQ4_NL file is its IQ4_XS file but general.file_type (every IQ4_XS falls back to IQ4_NL)
+    slow = [pytest.param(SMOLLM2, mix, id=f"{SMOLLM2}-{mix}", marks=pytest.mark.slow) for mix in (*MIXES, *EXTRA_MIXES)
+            if mix != "IQ4_NL"]
     return fast + slow
 
 
@@ -358,8 +369,9 @@ OPTION_RUNS = {
     "output-q8_0-embd-q5_k": {"output_tensor_type": "Q8_0", "token_embedding_type": "Q5_K"},
     "tensor-types": {"tensor_types": [("attn_q", "Q8_0"), ("FFN_(UP|GATE)", "Q5_K"), ("ffn", "Q2_K")]},
 }
-IMATRIX_MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q2_K", "Q6_K", "Q4_0", "Q5_0", "Q4_1", "Q8_0"]
-MOE_IMATRIX_MIXES = ["Q4_K_M", "Q2_K", "Q4_0", "Q3_K_S"]
+IMATRIX_MIXES = ["Q4_K_M", "Q4_K_S", "Q5_K_M", "Q3_K_M", "Q2_K", "Q6_K", "Q4_0", "Q5_0", "Q4_1", "Q8_0",
+                 "IQ4_NL", "IQ4_XS"]
+MOE_IMATRIX_MIXES = ["Q4_K_M", "Q2_K", "Q4_0", "Q3_K_S", "IQ4_XS"]
 
 
 def option_cases() -> list:
@@ -384,7 +396,7 @@ def option_cases() -> list:
     out += [pytest.param(model, "MXFP4_MOE", "imatrix", id=f"{model}-MXFP4_MOE-imatrix")
             for model in ("gen-mixtral8x-k256", "qwen3moe-bpe-bf16")]
     out += [pytest.param(SMOLLM2, mix, "imatrix", id=f"{SMOLLM2}-{mix}-imatrix", marks=pytest.mark.slow)
-            for mix in ("Q4_K_M", "Q4_0", "TQ1_0")]
+            for mix in ("Q4_K_M", "Q4_0", "IQ4_XS")]
     return out
 
 

@@ -576,6 +576,111 @@ def _mxfp4_boundaries() -> np.ndarray:
     return as_rows(np.array(blocks, np.float32))
 
 
+IQ4_MIDPOINTS = (quants.iq4_nl.KVALUES_F[1:] + quants.iq4_nl.KVALUES_F[:-1]) / np.float32(2)  # exact
+
+
+def iq4_final_inverse(qtype: T, x: np.ndarray) -> np.ndarray:
+    """The inverse scale each sub-block of 32 is finally re-quantized with (no imatrix), from the
+    reference's float32 steps: IQ4_NL 1/d, IQ4_XS 1/(d*l); 0 where C uses 0. f32[n, bs] -> f32[n * bs/32]."""
+    from qconvert.quants import iq4_nl
+    from qconvert.quants._common import first_absmax, nearest_int
+    xs = x.reshape(-1, 32)
+    scales = iq4_nl.block_scales(xs, xs * xs)
+    with np.errstate(all="ignore"):
+        if qtype == T.IQ4_NL:
+            step = scales
+        else:
+            scales = scales.reshape(-1, 8)
+            d = -first_absmax(scales) / np.float32(32)
+            inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+            step = (d[:, None] * np.clip(nearest_int(inv[:, None] * scales), -32, 31).astype(np.float32)).ravel()
+        return np.where(step != 0, np.float32(1) / step, np.float32(0)).astype(np.float32)
+
+
+def _iq4_final_ties(qtype: T, g: np.random.Generator, n: int) -> np.ndarray:
+    """Blocks with a few weights moved so that the last pass's float32 product (1/d) * x lands
+    exactly half-way between two levels, where best_index_int8 takes the upper one. A move shifts
+    the refitted scale a little, so blocks are re-aimed until their scales hold (the others dropped)."""
+    bs = quants.get(qtype).block_size
+    x = g.standard_t(5, (n, bs)).astype(np.float32)
+    xs = x.reshape(-1, 32)
+    settled = np.zeros(len(xs), bool)
+    inv = iq4_final_inverse(qtype, x)
+    with np.errstate(all="ignore"):
+        for _ in range(6):
+            al = inv[:, None] * xs
+            k = np.clip(np.searchsorted(IQ4_MIDPOINTS, al), 1, len(IQ4_MIDPOINTS) - 1)
+            near = np.minimum(np.abs(al - IQ4_MIDPOINTS[k - 1]), np.abs(al - IQ4_MIDPOINTS[k]))
+            near[np.arange(len(xs)), np.abs(xs).argmax(axis=1)] = np.inf  # keep the max: it sets the scale
+            near[settled | (inv == 0)] = np.inf
+            pos = np.argsort(near, axis=1)[:, :3]
+            a = np.take_along_axis(al, pos, axis=1)
+            kk = np.clip(np.searchsorted(IQ4_MIDPOINTS, a), 1, len(IQ4_MIDPOINTS) - 1)
+            lo, hi = IQ4_MIDPOINTS[kk - 1], IQ4_MIDPOINTS[kk]
+            target = np.where(np.abs(a - lo) < np.abs(a - hi), lo, hi).astype(np.float32)
+            iv = np.broadcast_to(inv[:, None], target.shape)
+            v = (target.astype(np.float64) / iv).astype(np.float32)
+            for _ in range(8):  # walk ulps until the float32 product is exactly the midpoint
+                p = iv * v
+                up = (p < target) == (iv > 0)
+                v = np.where(p == target, v, np.nextafter(v, np.where(up, np.inf, -np.inf).astype(np.float32)))
+            ok = np.isfinite(np.take_along_axis(near, pos, axis=1)) & (iv * v == target)
+            np.put_along_axis(xs, pos, np.where(ok, v, np.take_along_axis(xs, pos, axis=1)), axis=1)
+            inv2 = iq4_final_inverse(qtype, x)
+            settled |= inv2 == inv
+            inv = inv2
+    keep = settled.reshape(n, -1).all(axis=1)
+    return x[keep]
+
+
+def _iq4_grid(g: np.random.Generator) -> np.ndarray:
+    """Sub-blocks on a grid of step s = 2^e with max |x| = 127 s: the first trial's scale is s, so
+    its products are the grid points themselves, many of them exactly half-way between levels."""
+    points = np.concatenate([IQ4_MIDPOINTS, quants.iq4_nl.KVALUES_F, np.arange(-126, 113, dtype=np.float32)])
+    out = []
+    for e in (0, -9, 7, -30):
+        for sign in (1, -1):
+            for _ in range(16):
+                b = np.where(g.random(32) < 0.5, g.choice(IQ4_MIDPOINTS, 32), g.choice(points, 32))
+                b[g.integers(32)] = 127
+                out.append(b.astype(np.float32) * np.float32(sign * 2.0 ** e))
+    return np.array(out, np.float32).reshape(-1, 256)
+
+
+def _iq4_special(g: np.random.Generator) -> np.ndarray:
+    """Blocks around GROUP_MAX_EPS (1e-15: all-zero below), sub-blocks of equal |scale| and opposite
+    signs (IQ4_XS: nearest_int gives +32, clamped to 31), zero and tiny sub-blocks beside large ones
+    (a 6-bit scale that rounds to 0), values near the largest the quantizers take (2^24), and
+    non-finite ones (written under --allow-nonfinite): a NaN scale never becomes IQ4_XS's max_scale,
+    and best_index_int8 maps a NaN to 15."""
+    z = g.standard_normal((12, 256)).astype(np.float32)
+    for row, eps in zip((0, 1, 2), (np.nextafter(np.float32(1e-15), np.float32(0)), np.float32(1e-15),
+                                     np.nextafter(np.float32(1e-15), np.float32(1)))):
+        z[row] = g.uniform(-1, 1, 256).astype(np.float32) * eps
+        z[row, ::32] = eps
+    z[3, 32:64] = -z[3, :32]
+    z[4, 64:96] = 0.0
+    z[4, 96:128] *= np.float32(1e-3)
+    z[5, 128:160] *= np.float32(1e-2)
+    z[6] *= np.float32(2.0 ** 24 / 8)
+    z[7, ::5] = np.float32(2.0 ** 24)
+    z[8] = np.float32(1e-15) * g.uniform(-1, 1, 256).astype(np.float32)
+    z[9, :32] = -0.0
+    z[10, [3, 70, 200]] = np.nan, np.inf, -np.inf
+    z[11, [5, 100]] = np.float32(1e30), np.float32(-3e38)
+    return z
+
+
+@functools.lru_cache(maxsize=None)
+def _iq4_boundaries(qtype: T) -> np.ndarray:
+    g = rng(f"iq4-boundaries {qtype.name}")
+    ties = _iq4_final_ties(qtype, g, 768 if qtype == T.IQ4_NL else 96)
+    x = np.concatenate([as_rows(ties[:len(ties) // (COLS // ties.shape[1]) * (COLS // ties.shape[1])]),
+                        _iq4_grid(g), _iq4_special(g)])
+    x.setflags(write=False)  # cached: shared by every test that asks
+    return x
+
+
 # Inputs aimed at one type's rounding rules, on top of INPUTS (which every type gets).
 BOUNDARY: dict[T, Callable[[], np.ndarray]] = {
     T.F32: _f32_boundaries,
@@ -594,6 +699,8 @@ BOUNDARY: dict[T, Callable[[], np.ndarray]] = {
     T.TQ1_0: _ternary_boundaries,
     T.TQ2_0: _ternary_boundaries,
     T.MXFP4: _mxfp4_boundaries,
+    T.IQ4_NL: lambda: _iq4_boundaries(T.IQ4_NL),
+    T.IQ4_XS: lambda: _iq4_boundaries(T.IQ4_XS),
 }
 
 
@@ -725,6 +832,19 @@ def test_nonfinite_blocks_match_ggml(qt, backend):
     assert_same_bytes(got, oracle().quantize(qt.qtype, x), qt, f"{backend} vs ggml_quantize_chunk on NaN/inf", x)
 
 
+@pytest.mark.parametrize("qtype", [T.IQ4_NL, T.IQ4_XS], ids=lambda t: t.name)
+def test_boundary_inputs_hit_their_boundaries_iq4(qtype):
+    """The IQ4 boundary inputs put weights exactly half-way between two levels, in the last pass
+    (best_index_int8's tie: the upper level) and in the scale search's first trial (x / (max/127))."""
+    from qconvert.quants._common import first_absmax
+    x = _iq4_boundaries(qtype)
+    last = iq4_final_inverse(qtype, x)[:, None] * x.reshape(-1, 32)
+    assert np.isin(last, IQ4_MIDPOINTS).sum() > 500
+    sub = x.reshape(-1, 32)
+    first = (np.float32(1) / (-first_absmax(sub) / np.float32(-127)))[:, None] * sub
+    assert np.isin(first, IQ4_MIDPOINTS).sum() > 1000
+
+
 # --- 2. equal to gguf-py ----------------------------------------------------------------------
 
 # Inputs where gguf-py itself disagrees with ggml (its bug, not ours): (type, input) -> reason.
@@ -833,6 +953,20 @@ def _mxfp4_bound(x: np.ndarray) -> np.ndarray:
     return np.maximum(2 * d, a - 12 * d) * (1 + 1e-6) + 2.0 ** -124
 
 
+def _iq4_bound(sub_scales: int) -> Callable[[np.ndarray], np.ndarray]:
+    """IQ4_NL / IQ4_XS, per (super-)block with B = max |x|: the scale is about B/127 (the search
+    tries B/120 .. B/134 and refits); inside the levels an error is at most half the widest gap
+    (89 to 113: 12 steps), beyond them the side opposite the max clamps at 113 of 127 steps (14,
+    0.11 B); IQ4_XS's 6-bit sub-block scales add half a step of d = B/(127*32) per level. 0.15 B
+    holds them (the shared inputs reach 0.098 B). fp16: d carries its rounding error (absolute
+    2^-25 once subnormal) times level * scale, at most 127 * sub_scales (IQ4_XS: 32), which also
+    covers a d that rounds to 0."""
+    def bound(x: np.ndarray) -> np.ndarray:
+        b = np.abs(x.astype(np.float64)).max(axis=1, keepdims=True)
+        return 0.15 * b + 2 * 127 * sub_scales * _fp16_error(b / (127 * sub_scales))
+    return bound
+
+
 # Per-element max |x - dequantize(quantize(x))| for x: f32[n, block_size]. Required for every type.
 ERROR_BOUND: dict[T, Callable[[np.ndarray], np.ndarray]] = {
     T.F32: lambda x: np.zeros_like(x, np.float64),
@@ -851,6 +985,8 @@ ERROR_BOUND: dict[T, Callable[[np.ndarray], np.ndarray]] = {
     T.TQ1_0: _ternary_bound,
     T.TQ2_0: _ternary_bound,
     T.MXFP4: _mxfp4_bound,
+    T.IQ4_NL: _iq4_bound(1),
+    T.IQ4_XS: _iq4_bound(32),
 }
 
 

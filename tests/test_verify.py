@@ -147,14 +147,18 @@ def test_requantized_from_f16_passes_not_exact(ours, tmp_path):
 
 
 def test_llama_only_types_pass_exact_unknown(theirs_f32, tmp_path):
-    """Types only llama.cpp writes (IQ4_NL, IQ4_XS, IQ3_S of the IQ3_M mix) are judged by their
-    error, their bytes not (exact null, type_not_written); TQ2_0, ternary, has no limit: only its
-    bytes can judge it."""
+    """Types only llama.cpp writes (IQ3_S of the IQ3_M mix) are judged by their error, their bytes
+    not (exact null, type_not_written); TQ2_0, ternary, has no limit: only its bytes can judge it.
+    IQ4_NL and IQ4_XS, which qconvert writes too, are judged by both: llama-quantize's bytes are
+    the ones qconvert makes."""
     for mix, qtype in (("IQ4_NL", "IQ4_NL"), ("IQ4_XS", "IQ4_XS"), ("IQ3_M", "IQ3_S")):
         r = verify(llama_quantize(theirs_f32, tmp_path / f"{mix}.gguf", mix, nthread=2), K256)
         assert r.ok, (mix, r.failed)
         judged = [t for t in r.tensors if t.type == qtype]
-        assert judged and all(t.exact is None and t.exact_unknown == "type_not_written" for t in judged)
+        if T[qtype] in quants.REGISTRY:
+            assert judged and all(t.exact is True and t.exact_unknown is None for t in judged)
+        else:
+            assert judged and all(t.exact is None and t.exact_unknown == "type_not_written" for t in judged)
         assert all(0 < t.rel_rms <= t.limit == LIMITS[T[qtype]] for t in judged)
         assert all(t.exact for t in r.tensors if T[t.type] in quants.REGISTRY)
     # TQ2_0, ternary, has no limit: its bytes, exactly qconvert's, pass it; one flipped trit fails it

@@ -27,7 +27,7 @@ from ..errors import UnsupportedError
 from . import floats, q4_0, q8_0
 from . import q4_1, q5_0, q5_1, q6_k
 from . import q2_k, q3_k, q4_k, q5_k
-from . import mxfp4, tq1_0, tq2_0
+from . import iq4_nl, iq4_xs, mxfp4, tq1_0, tq2_0
 from ._base import QuantType, block_size, choose_backend, define, is_float, type_named
 from ._base import quantize_rows as _quantize_rows
 
@@ -50,6 +50,8 @@ REGISTRY: dict[T, QuantType] = {qt.qtype: qt for qt in (
     define(T.TQ1_0, tq1_0, backend=BACKEND, kernel="tq1_0"),
     define(T.TQ2_0, tq2_0, backend=BACKEND, kernel="tq2_0"),
     define(T.MXFP4, mxfp4, backend=BACKEND, kernel="mxfp4"),
+    define(T.IQ4_NL, iq4_nl, backend=BACKEND, kernel="iq4_nl", imatrix="weighted"),
+    define(T.IQ4_XS, iq4_xs, backend=BACKEND, kernel="iq4_xs", imatrix="weighted"),
 )}
 
 SUPPORTED: tuple[T, ...] = tuple(REGISTRY)
