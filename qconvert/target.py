@@ -3,12 +3,15 @@ damage within a byte budget (issue 14's --target-size / --target-bpw; the librar
 
 The damage of storing tensor t in type q is estimated as
 
-    D(t, q) = s(t) * E(t, q),   E(t, q) = sum over rows i, columns j of  w_j * (x_ij - q(x)_ij)^2
+    D(t, q) = s(t) * E(t, q),   E(t, q) = sum over rows i, columns j of  (w_j / mean(w)) * (x_ij - q(x)_ij)^2
 
 where w_j is the importance matrix's mean squared activation of input column j (llama-imatrix's
-per-column figure), so that E(t, q) is the expected squared error of the tensor's outputs, summed
-over its rows, and q(x) is x quantized by qconvert's quantizer for q (with the same importance
-matrix, as the file would be) and dequantized. Without an importance matrix w_j = 1: the plain
+per-column figure) and q(x) is x quantized by qconvert's quantizer for q (with the same importance
+matrix, as the file would be) and dequantized. The weights are taken relative to the tensor's
+mean: they say which inputs matter within a tensor, not how loud a layer's inputs are. (Weighing
+by w_j itself, the expected squared error of the tensor's outputs, made the plans worse than
+llama-quantize's mixes on SmolLM2: a deeper layer's louder inputs count its errors many times
+over, though the residual stream they land in is as much louder.) Without an importance matrix w_j = 1: the plain
 squared error, which knows nothing of which columns the model leans on (`Errors.weighted` says
 which). s(t) is a sensitivity per tensor class (SENSITIVITY): how much a unit of output error in
 that class costs the model, 1 for every class until measured.
@@ -108,7 +111,9 @@ def tensor_errors(name: str, x_of, n_rows: int, cols: int, per_part: int, types:
             packed = quants.quantize_rows(q, x, w)
             back = qt.dequantize_blocks(packed.reshape(-1, qt.type_size)).reshape(x.shape)
             d = (x.astype(np.float64) - back) ** 2
-            sums[q] += float((d * w).sum() if w is not None else d.sum())
+            # the columns weighed relative to the tensor's mean: which inputs matter within the tensor,
+            # not how loud its inputs are (a deeper layer's louder inputs do not make its errors matter more)
+            sums[q] += float((d * (w / w.mean())).sum() if w is not None and w.mean() > 0 else d.sum())
         seen += hi - lo
     scale = n_rows / seen
     return Errors(name, {q: s * scale for q, s in sums.items()}, weights is not None, seen)

@@ -104,8 +104,8 @@ def test_a_sampled_estimate_is_close_to_the_whole_tensors_error() -> None:
 
 
 def test_the_importance_matrix_weighs_the_columns() -> None:
-    """A column the importance matrix gives no weight costs nothing, and the quantizer is given the
-    same weights (its error where it matters is at most the unweighted quantizer's)."""
+    """A column the importance matrix gives no weight costs nothing, the others count by their weight
+    relative to the tensor's mean, and the quantizer is given the same weights."""
     rng = np.random.default_rng(2)
     x = rng.standard_normal((64, 256)).astype(np.float32)
     w = np.ones((1, 256), np.float32)
@@ -114,7 +114,7 @@ def test_the_importance_matrix_weighs_the_columns() -> None:
     assert we.weighted
     back = quants.get(T.Q4_K).dequantize_blocks(quants.quantize_rows(T.Q4_K, x, w[0]).reshape(-1, 144))
     d = (x.astype(np.float64) - back.reshape(x.shape)) ** 2
-    assert we.errors[T.Q4_K] == pytest.approx(float(d[:, 128:].sum()))
+    assert we.errors[T.Q4_K] == pytest.approx(2 * float(d[:, 128:].sum()))  # weights relative to their mean, 0.5
 
 
 # -- the CLI: quantize --target-size / --target-bpw --------------------------------------------
