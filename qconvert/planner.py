@@ -272,10 +272,13 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
     mix(FT.MOSTLY_Q6_K, T.Q6_K),
     mix(FT.MOSTLY_TQ1_0, T.TQ1_0, TOKEN_EMBD_Q4_K),
     mix(FT.MOSTLY_TQ2_0, T.TQ2_0, TOKEN_EMBD_Q4_K),
-    Recipe(FT.MOSTLY_MXFP4_MOE, T.MXFP4, MXFP4_MOE),
     mix(FT.MOSTLY_IQ4_NL, T.IQ4_NL, *IQ4_RULES),
     mix(FT.MOSTLY_IQ4_XS, T.IQ4_XS, *IQ4_RULES),
+    # gguf-py names MXFP4_MOE's file type from 0.19 on; with an older gguf the mix is not offered
+    *([Recipe(FT.MOSTLY_MXFP4_MOE, T.MXFP4, MXFP4_MOE)] if "MOSTLY_MXFP4_MOE" in FT.__members__ else []),
 )}
+# Mixes that need a newer gguf package than the one installed: name -> the gguf version that has them
+NEEDS_NEWER_GGUF = {"MXFP4_MOE": "0.19"} if "MOSTLY_MXFP4_MOE" not in FT.__members__ else {}
 
 # llama-quantize's tensor_type_fallback: a 256-block type whose rows do not fit goes to a
 # 32-block type; a 32-block type that still does not fit goes to F16.
@@ -286,7 +289,11 @@ FALLBACKS: dict[T, T] = {T.Q2_K: T.Q4_0, T.Q3_K: T.Q4_0, T.Q4_K: T.Q5_0, T.Q5_K:
 
 def recipe_for(name: str) -> Recipe:
     """The mix named `name`, case-insensitive: the one parser of `-t` and of a manifest's types."""
-    recipe = RECIPES.get(name.strip().upper())
+    key = name.strip().upper()
+    recipe = RECIPES.get(key)
+    if key in NEEDS_NEWER_GGUF:
+        raise UnsupportedError(f"{key} needs the gguf package {NEEDS_NEWER_GGUF[key]} or newer (pip install -U gguf): "
+                               "the installed one names no such llama.cpp file type")
     if recipe is None or recipe.name not in available():
         raise UnsupportedError(f"unknown type {name!r}; supported: {', '.join(available())}")
     return recipe

@@ -205,3 +205,16 @@ def test_conversion_equals_the_dev_environment(venv, tiny_checkpoint: Path, tmp_
 def test_bad_input_is_one_line_exit_1(venv, tmp_path: Path):
     proc = qconvert_cli(venv[1], "quantize", tmp_path, "-o", tmp_path / "x.gguf", cwd=tmp_path)
     assert proc.returncode == 1 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
+
+
+def test_a_mix_the_installed_gguf_cannot_name_is_refused_saying_so(venv, tiny_checkpoint: Path, tmp_path: Path):
+    """MXFP4_MOE's file type is in gguf-py from 0.19 on: with the oldest gguf pyproject allows the mix is
+    refused in one line naming the version it needs; with today's it converts."""
+    out = tmp_path / "m.gguf"
+    proc = qconvert_cli(venv[1], "quantize", tiny_checkpoint, "-t", "MXFP4_MOE", "-o", out, cwd=tmp_path)
+    if venv[0] == "oldest":
+        assert proc.returncode == 1 and proc.stderr.splitlines() == [
+            "error: MXFP4_MOE needs the gguf package 0.19 or newer (pip install -U gguf): the installed one names "
+            "no such llama.cpp file type"] and not out.exists()
+    else:
+        assert proc.returncode == 0 and out.is_file(), proc.stderr
