@@ -252,8 +252,8 @@ def choose(job, budget: Budget):
         size = padded
     else:
         n_weights = sum(r.n_elements for r in job.rows)
-        avail = math.floor(budget.bpw * n_weights / 8) - sum(r.nbytes for k, r in enumerate(job.rows)
-                                                             if k not in set(variable))
+        fixed = set(range(len(job.rows))) - set(variable)
+        avail = math.floor(budget.bpw * n_weights / 8) - sum(job.rows[k].nbytes for k in fixed)
         size = int
     items, estimates = [], []
     for k in variable:
