@@ -71,18 +71,20 @@ def parse_kv_override(text: str) -> KVOverride:
 SIZE_UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
-def parse_size(text: str, option: str = "--split-max-size") -> int:
-    """A byte count: a positive whole number, optionally followed by K, M, G or T (powers of
-    1000, as llama.cpp's gguf-split reads them; case-insensitive).
+def parse_size(text: str, option: str = "--split-max-size", decimals: bool = False) -> int:
+    """A byte count: a positive whole number (or, with `decimals`, a decimal one: 4.5G), optionally
+    followed by K, M, G or T (powers of 1000, as llama.cpp's gguf-split reads them; case-insensitive).
 
-    >>> parse_size("50G"), parse_size("300m"), parse_size("4096")
-    (50000000000, 300000000, 4096)
+    >>> parse_size("50G"), parse_size("300m"), parse_size("4096"), parse_size("4.5G", decimals=True)
+    (50000000000, 300000000, 4096, 4500000000)
     """
-    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)\s*", text, re.IGNORECASE)
-    if m is None or int(m[1]) <= 0:
-        raise UsageError(f"{option} {text!r}: expected a positive size in bytes, or with K, M, G or T (powers of "
-                         "1000, as gguf-split), e.g. 50G or 300M")
-    return int(m[1]) * SIZE_UNITS[m[2].upper()]
+    number = r"\d+(?:\.\d*)?|\.\d+" if decimals else r"\d+"
+    m = re.fullmatch(rf"\s*({number})\s*([KMGT]?)\s*", text, re.IGNORECASE)
+    if m is None or float(m[1]) <= 0:
+        example = "4.5G or 800M" if decimals else "50G or 300M"
+        raise UsageError(f"{option} {text!r}: expected a size in bytes, or with K, M, G or T (powers of 1000, as "
+                         f"gguf-split), e.g. {example}")
+    return int(float(m[1]) * SIZE_UNITS[m[2].upper()]) if decimals else int(m[1]) * SIZE_UNITS[m[2].upper()]
 
 
 def parse_target(size: str | None, bpw: float | None):
@@ -96,10 +98,4 @@ def parse_target(size: str | None, bpw: float | None):
         if not 0 < bpw <= 32:
             raise UsageError(f"--target-bpw {bpw:g}: expected bits per weight between 0 and 32, e.g. 4.25")
         return Budget(bpw=bpw)
-    if size is None:
-        return None
-    m = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)\s*", size, re.IGNORECASE)
-    if m is None or float(m[1]) <= 0:
-        raise UsageError(f"--target-size {size!r}: expected a size in bytes, or with K, M, G or T (powers of 1000), "
-                         "e.g. 4.5G or 800M")
-    return Budget(nbytes=int(float(m[1]) * SIZE_UNITS[m[2].upper()]))
+    return None if size is None else Budget(nbytes=parse_size(size, "--target-size", decimals=True))
